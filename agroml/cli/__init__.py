@@ -1,0 +1,1 @@
+"""The `agroml` command line: thin Typer commands over the library (see DESIGN.md)."""

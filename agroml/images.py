@@ -1,0 +1,185 @@
+"""The content-addressed image cache: ``<image_dir>/ab/<sha256>.<ext>`` plus an index URL -> hash.
+
+Why content addressing: the same photo uploaded twice is stored once, a training split can keep
+identical images together, and a file's name proves its content. Every write goes to a temporary
+file in the same folder and is renamed into place, so a killed process never leaves a partial image
+where a reader could find it. Bytes are accepted only if Pillow decodes them completely within a
+pixel budget (decompression bombs, truncated JPEGs and HTML error pages are refused with a reason).
+Fetching (hosts, retries, concurrency) lives in :mod:`agroml.fetch`; this module only stores.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import sqlite3
+import tempfile
+import threading
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from agroml.errors import ImageError
+
+#: Pixel budget per image (about 8k x 8k); anything larger is treated as a decompression bomb.
+MAX_PIXELS = 64_000_000
+EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tif", "MPO": "jpg"}
+
+# Why these names: they are the `reason` of an ImageRejected, counted in every summary.
+TOO_LARGE, NOT_AN_IMAGE, TRUNCATED, BOMB = "too_large", "not_an_image", "truncated", "decompression_bomb"
+
+
+class ImageRejected(ImageError):
+    """Bytes that are not an acceptable image; ``reason`` is one of the constants above."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class CachedImage:
+    sha256: str
+    path: Path
+    width: int
+    height: int
+
+
+def verify_image(data: bytes, max_bytes: int | None = None) -> tuple[str, int, int]:
+    """(extension, width, height) of ``data`` if it fully decodes as an image, else ImageRejected."""
+    if max_bytes is not None and len(data) > max_bytes:
+        raise ImageRejected(TOO_LARGE, f"{len(data)} bytes is over the {max_bytes}-byte cap")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                fmt = img.format or ""
+                if img.width * img.height > MAX_PIXELS:
+                    raise ImageRejected(BOMB, f"{img.width}x{img.height} pixels is over the {MAX_PIXELS} budget")
+                img.load()  # decodes every byte: a truncated file fails here, not in training
+                size = img.size
+    except ImageRejected:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageRejected(BOMB, str(exc)) from None
+    except UnidentifiedImageError:
+        head = data[:64].lstrip().lower()
+        kind = "HTML" if head.startswith((b"<!doctype", b"<html")) else "bytes that are not an image"
+        raise ImageRejected(NOT_AN_IMAGE, f"{kind} ({len(data)} bytes)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageRejected(TRUNCATED, f"image does not decode: {exc}") from None
+    ext = EXTENSIONS.get(fmt)
+    if ext is None:
+        raise ImageRejected(NOT_AN_IMAGE, f"unsupported image format {fmt or 'unknown'}")
+    return ext, size[0], size[1]
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary sibling and a rename: all or nothing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class ImageCache:
+    """Files under ``root`` named by their SHA-256, and an SQLite index from source URL to hash."""
+
+    def __init__(self, root: str | Path, max_bytes: int | None = 15_000_000) -> None:
+        self.root = Path(root)
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._con: sqlite3.Connection | None = None
+
+    # -- index -------------------------------------------------------------------------------------
+    @property
+    def index(self) -> sqlite3.Connection:
+        if self._con is None:
+            self.root.mkdir(parents=True, exist_ok=True)
+            con = sqlite3.connect(self.root / "index.db", timeout=30, isolation_level=None, check_same_thread=False)
+            con.execute("PRAGMA journal_mode = WAL")
+            con.execute("CREATE TABLE IF NOT EXISTS urls (url TEXT PRIMARY KEY, sha256 TEXT NOT NULL, "
+                        "ext TEXT NOT NULL, fetched_at REAL NOT NULL)")
+            self._con = con
+        return self._con
+
+    def close(self) -> None:
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+
+    def __enter__(self) -> ImageCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def lookup(self, url: str) -> Path | None:
+        """The cached file for ``url``, if it was fetched before and the file is still there."""
+        with self._lock:
+            row = self.index.execute("SELECT sha256, ext FROM urls WHERE url = ?", (url,)).fetchone()
+        if row is None:
+            return None
+        path = self.path_for(row[0], row[1])
+        return path if path.exists() else None
+
+    def lookup_many(self, urls: list[str]) -> dict[str, Path]:
+        """{url: file} for every url already cached (one query per 500 urls)."""
+        found: dict[str, Path] = {}
+        for i in range(0, len(urls), 500):
+            chunk = urls[i:i + 500]
+            marks = ",".join("?" for _ in chunk)
+            with self._lock:
+                rows = self.index.execute(f"SELECT url, sha256, ext FROM urls WHERE url IN ({marks})", chunk).fetchall()
+            for url, sha, ext in rows:
+                path = self.path_for(sha, ext)
+                if path.exists():
+                    found[url] = path
+        return found
+
+    def remember(self, url: str, image: CachedImage) -> None:
+        with self._lock:
+            self.index.execute(
+                "INSERT INTO urls(url, sha256, ext, fetched_at) VALUES (?, ?, ?, ?) ON CONFLICT(url) DO UPDATE "
+                "SET sha256 = excluded.sha256, ext = excluded.ext, fetched_at = excluded.fetched_at",
+                (url, image.sha256, image.path.suffix.lstrip("."), time.time()))
+
+    # -- files -------------------------------------------------------------------------------------
+    def path_for(self, sha256: str, ext: str) -> Path:
+        return self.root / sha256[:2] / f"{sha256}.{ext}"
+
+    def find(self, sha256: str) -> Path | None:
+        """The file holding content ``sha256``, whatever its extension."""
+        folder = self.root / sha256[:2]
+        for ext in dict.fromkeys(EXTENSIONS.values()):
+            path = folder / f"{sha256}.{ext}"
+            if path.exists():
+                return path
+        return None
+
+    def put(self, data: bytes, url: str | None = None, verify: bool = True) -> CachedImage:
+        """Store ``data`` (after verifying it decodes) and, if given, index it under ``url``."""
+        if verify:
+            ext, width, height = verify_image(data, self.max_bytes)
+        else:
+            with Image.open(io.BytesIO(data)) as img:
+                ext, (width, height) = EXTENSIONS.get(img.format or "", "jpg"), img.size
+        sha = hashlib.sha256(data).hexdigest()
+        path = self.path_for(sha, ext)
+        if not path.exists():
+            atomic_write(path, data)
+        image = CachedImage(sha, path, width, height)
+        if url is not None:
+            self.remember(url, image)
+        return image

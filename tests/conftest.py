@@ -1,0 +1,42 @@
+"""Shared fixtures: every test runs in its own working directory with a clean environment."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from agroml.config import SETTINGS
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh working directory: default data/, models/ and exports/ land under it; no settings leak in."""
+    for setting in SETTINGS:
+        for env in setting.env:
+            monkeypatch.delenv(env, raising=False)
+    for env in list(os.environ):
+        if env.startswith("AGROML_") and env != "AGROML_DEBUG":
+            monkeypatch.delenv(env, raising=False)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture
+def cli(runner: CliRunner, workdir: Path):
+    """Invoke `agroml ARGS...` in the fresh working directory; returns the Click result."""
+    from agroml.cli.main import app
+
+    def invoke(*args: str, **kwargs):
+        return runner.invoke(app, [str(a) for a in args], catch_exceptions=False, **kwargs)
+
+    return invoke
