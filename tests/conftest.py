@@ -40,3 +40,13 @@ def cli(runner: CliRunner, workdir: Path):
         return runner.invoke(app, [str(a) for a in args], catch_exceptions=False, **kwargs)
 
     return invoke
+
+
+@pytest.fixture
+def demo_data(workdir: Path):
+    """A small demo data set (all model types, 60 rows each) in the fresh working directory's store."""
+    from agroml import config, demo
+
+    settings = config.resolve(env_file=None)
+    demo.generate(settings, ["pest", "disease", "storage"], n=60, seed=0)
+    return settings

@@ -12,8 +12,9 @@ def test_version(cli):
 
 
 def test_every_command_has_help_with_an_example(cli):
-    from agroml.cli.main import app
     import typer.main
+
+    from agroml.cli.main import app
 
     group = typer.main.get_command(app)
     names = sorted(group.commands)
