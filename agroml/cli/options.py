@@ -39,3 +39,7 @@ UntilOpt = Annotated[datetime | None, typer.Option(
     "--until", formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"], help="Only rows created before this date (UTC).")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed: same seed, same result.")]
 OutDirOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Output folder.")]
+MinTotalOpt = Annotated[int | None, typer.Option(
+    "--min-total", min=0, help="Trainable rows needed to be ready [default: AGROML_MIN_TOTAL or 100].")]
+MinPerClassOpt = Annotated[int | None, typer.Option(
+    "--min-per-class", min=0, help="Trainable rows needed per class [default: AGROML_MIN_PER_CLASS or 10].")]
