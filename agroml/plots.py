@@ -1,0 +1,138 @@
+"""PNG charts (matplotlib, Agg backend, imported lazily so importing agroml stays fast).
+
+Why files and not windows: agroml runs on servers and in cron; a PNG can be attached to a model card
+or a chat message. Every chart is written to a temporary file in the target folder and renamed into
+place, so a reader never sees half a PNG, and an unwritable path is an OutputError naming it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from agroml.errors import OutputError
+
+
+def _save_atomically(fig: Any, path: Path) -> Path:
+    """Write ``fig`` as PNG to ``path`` via a temporary file in the same folder, then rename."""
+    path = Path(path)
+    tmp_name = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "wb") as fh:
+            fig.savefig(fh, format="png", dpi=110)
+        os.replace(tmp_name, path)
+        tmp_name = None
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}",
+                          fix="choose a writable file path") from None
+    finally:
+        if tmp_name is not None:
+            Path(tmp_name).unlink(missing_ok=True)
+    return path
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers; must precede pyplot's import
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _with_figure(draw: Callable[[Any], Any], path: Path, size: tuple[float, float]) -> Path:
+    plt = _pyplot()
+    fig = plt.figure(figsize=size, layout="constrained")
+    try:
+        draw(fig)
+        return _save_atomically(fig, path)
+    finally:
+        plt.close(fig)
+
+
+# --- distribution (agroml distribution --plot) ------------------------------------------------------
+_ROWS_COLOR, _TRAIN_COLOR = "#9ecae1", "#2171b5"
+
+
+def _draw_counts(ax: Any, report: dict[str, Any]) -> None:
+    items = report["counts"][:25]  # a readable chart; the table and --json have every value
+    if not items:
+        ax.text(0.5, 0.5, "no rows", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return
+    keys = [str(i["key"]) for i in items][::-1]
+    rows = [i["rows"] for i in items][::-1]
+    train = [i["trainable"] for i in items][::-1]
+    pos = range(len(keys))
+    ax.barh(pos, rows, color=_ROWS_COLOR, label="rows")
+    ax.barh(pos, train, height=0.45, color=_TRAIN_COLOR, label="trainable")
+    ax.set_yticks(list(pos), keys)
+    for y, n in zip(pos, rows, strict=True):
+        ax.text(n, y, f" {n}", va="center", fontsize=8)
+    ax.margins(x=0.12)
+    rows_note = " (rows: predicted class, trainable: training label)" if report["by"] == "class" else ""
+    ax.set_title(f"Rows by {report['by']}{rows_note}"
+                 + (f", top 25 of {len(report['counts'])}" if len(report["counts"]) > 25 else ""), fontsize=10)
+    ax.set_xlabel("rows")
+    ax.legend(loc="lower right", fontsize=8)
+
+
+def _draw_heatmap(ax: Any, fig: Any, report: dict[str, Any]) -> None:
+    table = report["class_season"]["rows"]
+    seasons = report["seasons"]
+    if not table:
+        ax.text(0.5, 0.5, "no rows", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return
+    classes = list(table)[:20]
+    grid = [[table[c][s] for s in seasons] for c in classes]
+    image = ax.imshow(grid, aspect="auto", cmap="YlGn")
+    ax.set_xticks(range(len(seasons)), [s.replace("_", " ") for s in seasons])
+    ax.set_yticks(range(len(classes)), classes)
+    peak = max(max(r) for r in grid) or 1
+    for y, row in enumerate(grid):
+        for x, n in enumerate(row):
+            ax.text(x, y, str(n), ha="center", va="center", fontsize=8, color="white" if n > 0.6 * peak else "black")
+    ax.set_title("Predicted class x season (rows)", fontsize=10)
+    ax.set_xlabel(f"season (local time, {report['timezone']})")
+    fig.colorbar(image, ax=ax, label="rows", shrink=0.8)
+
+
+def _draw_months(ax: Any, report: dict[str, Any]) -> None:
+    months = report["months"]
+    if not months:
+        ax.text(0.5, 0.5, "no rows", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return
+    labels = [m["month"] for m in months]
+    pos = range(len(labels))
+    ax.bar(pos, [m["rows"] for m in months], color=_ROWS_COLOR, label="rows")
+    ax.plot(pos, [m["trainable"] for m in months], color=_TRAIN_COLOR, marker="o", markersize=3, label="trainable")
+    step = max(1, len(labels) // 24)  # at most ~24 tick labels, so they stay legible
+    ax.set_xticks(list(pos)[::step], labels[::step], rotation=60, ha="right", fontsize=8)
+    ax.set_title(f"Rows per month (local time, {report['timezone']})", fontsize=10)
+    ax.set_ylabel("rows")
+    ax.legend(loc="upper left", fontsize=8)
+
+
+def distribution_png(report: dict[str, Any], path: Path) -> Path:
+    """Render a ``distribution_report`` as one PNG: bars by key, class x season heatmap, month series."""
+
+    def draw(fig: Any) -> None:
+        grid = fig.add_gridspec(2, 2, height_ratios=[1.4, 1])
+        _draw_counts(fig.add_subplot(grid[0, 0]), report)
+        _draw_heatmap(fig.add_subplot(grid[0, 1]), fig, report)
+        _draw_months(fig.add_subplot(grid[1, :]), report)
+        window = ""
+        if report.get("since") or report.get("until"):
+            window = f", {(report.get('since') or '…')[:10]} to {(report.get('until') or '…')[:10]}"
+        fig.suptitle(f"{report['model_type']}: {report['total']} rows, {report['trainable']} trainable "
+                     f"(source {report['source']}{window}; generated {report['generated_at'][:16]}Z)",
+                     fontsize=12)
+
+    return _with_figure(draw, path, (13, 9))
