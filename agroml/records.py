@@ -381,7 +381,8 @@ def make_records(rows: Iterable[Mapping[str, Any]], include_personal: bool = Tru
     for name in names:
         if name not in frame.columns:
             frame[name] = None
-    fb = [derive_feedback(None if pd.isna(c) else bool(c), p, a)
+    # pandas fills a missing actual_label with NaN when other rows have one: NaN is "no correction"
+    fb = [derive_feedback(None if pd.isna(c) else bool(c), None if pd.isna(p) else p, None if pd.isna(a) else a)
           for c, p, a in zip(frame["user_confirmed"], frame["predicted_label"], frame["actual_label"], strict=True)]
     frame["feedback"] = [f for f, _ in fb]
     frame["label"] = [lab for _, lab in fb]
