@@ -57,6 +57,7 @@ def _with_figure(draw: Callable[[Any], Any], path: Path, size: tuple[float, floa
 
 # --- distribution (agroml distribution --plot) ------------------------------------------------------
 _ROWS_COLOR, _TRAIN_COLOR = "#9ecae1", "#2171b5"
+_SEASON_MONTHS = {"transition": "Jan-Feb", "long_rains": "Mar-May", "dry_season": "Jun-Sep", "short_rains": "Oct-Dec"}
 
 
 def _draw_counts(ax: Any, report: dict[str, Any]) -> None:
@@ -72,6 +73,7 @@ def _draw_counts(ax: Any, report: dict[str, Any]) -> None:
     ax.barh(pos, rows, color=_ROWS_COLOR, label="rows")
     ax.barh(pos, train, height=0.45, color=_TRAIN_COLOR, label="trainable")
     ax.set_yticks(list(pos), keys)
+    ax.set_ylim(-0.6, max(len(keys), 5) - 0.4)  # a lone bar keeps a bar's width instead of filling the panel
     for y, n in zip(pos, rows, strict=True):
         ax.text(n, y, f" {n}", va="center", fontsize=8)
     ax.margins(x=0.12)
@@ -91,16 +93,18 @@ def _draw_heatmap(ax: Any, fig: Any, report: dict[str, Any]) -> None:
         return
     classes = list(table)[:20]
     grid = [[table[c][s] for s in seasons] for c in classes]
-    image = ax.imshow(grid, aspect="auto", cmap="YlGn")
-    ax.set_xticks(range(len(seasons)), [s.replace("_", " ") for s in seasons])
+    # colour = share of the class's own rows, so a rare class's seasonal peak shows as clearly as a common one's
+    shares = [[n / (sum(row) or 1) for n in row] for row in grid]
+    image = ax.imshow(shares, aspect="auto", cmap="YlGn", vmin=0, vmax=1)
+    ax.set_xticks(range(len(seasons)), [f"{s.replace('_', ' ')}\n({_SEASON_MONTHS.get(s, '')})" for s in seasons])
     ax.set_yticks(range(len(classes)), classes)
-    peak = max(max(r) for r in grid) or 1
     for y, row in enumerate(grid):
         for x, n in enumerate(row):
-            ax.text(x, y, str(n), ha="center", va="center", fontsize=8, color="white" if n > 0.6 * peak else "black")
-    ax.set_title("Predicted class x season (rows)", fontsize=10)
+            ax.text(x, y, f"{n}\n{shares[y][x]:.0%}", ha="center", va="center", fontsize=8,
+                    color="white" if shares[y][x] > 0.6 else "black")
+    ax.set_title("Predicted class x season: rows and share of the class", fontsize=10)
     ax.set_xlabel(f"season (local time, {report['timezone']})")
-    fig.colorbar(image, ax=ax, label="rows", shrink=0.8)
+    fig.colorbar(image, ax=ax, label="share of the class's rows", shrink=0.8, format="{x:.0%}")
 
 
 def _draw_months(ax: Any, report: dict[str, Any]) -> None:
@@ -136,3 +140,79 @@ def distribution_png(report: dict[str, Any], path: Path) -> Path:
                      fontsize=12)
 
     return _with_figure(draw, path, (13, 9))
+
+
+# --- model plots (agroml train / agroml evaluate) -----------------------------------------------------
+def confusion_matrix_png(cm: Any, class_names: list[str], path: Path) -> Path:
+    """A confusion matrix (rows = true class, columns = predicted): counts in each cell, colour = row share.
+
+    Why colour by row share: with imbalanced classes raw counts make the big class glow and hide a
+    small class that is always wrong; the share of each true class (recall on the diagonal) does not.
+    """
+    import numpy as np
+
+    matrix = np.asarray(cm, dtype=np.int64)
+    k = len(class_names)
+    totals = matrix.sum(axis=1, keepdims=True)
+    share = np.divide(matrix, totals, out=np.zeros(matrix.shape, dtype=float), where=totals > 0)
+    side = min(18.0, max(4.5, 0.55 * k + 2.5))
+    font = 9 if k <= 12 else (7 if k <= 25 else 5)
+
+    def draw(fig: Any) -> None:
+        ax = fig.add_subplot()
+        image = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
+        ax.set_xticks(range(k), class_names, rotation=45, ha="right", fontsize=font)
+        ax.set_yticks(range(k), class_names, fontsize=font)
+        ax.set_xlabel("predicted class")
+        ax.set_ylabel("true class")
+        for y in range(k):
+            for x in range(k):
+                if matrix[y, x]:
+                    ax.text(x, y, str(matrix[y, x]), ha="center", va="center", fontsize=font,
+                            color="white" if share[y, x] > 0.55 else "black")
+        correct, total = int(np.trace(matrix)), int(matrix.sum())
+        accuracy = f"{correct / total:.1%}" if total else "n/a"
+        ax.set_title(f"Confusion matrix: {total} images, accuracy {accuracy}", fontsize=10)
+        fig.colorbar(image, ax=ax, label="share of the true class", shrink=0.8)
+
+    return _with_figure(draw, path, (side + 1.2, side))
+
+
+def training_curves_png(history: dict[str, list[float]], path: Path, phase_boundary: int | None = None) -> Path:
+    """Loss and accuracy per epoch, train against validation, with a line where fine-tuning began.
+
+    ``history`` holds Keras-style keys (loss, val_loss, accuracy, val_accuracy; other metrics are
+    ignored). The phase boundary is ``phase_boundary`` (the number of phase-1 epochs) or, if absent,
+    taken from a per-epoch ``phase`` list in ``history``.
+    """
+    if phase_boundary is None and history.get("phase"):
+        phases = list(history["phase"])
+        phase_boundary = next((i for i in range(1, len(phases)) if phases[i] != phases[i - 1]), None)
+    panels = [("loss", "Loss"), ("accuracy", "Accuracy")]
+
+    def draw(fig: Any) -> None:
+        axes = fig.subplots(1, 2)
+        for ax, (key, title) in zip(axes, panels, strict=True):
+            drawn = False
+            for name, label, style in ((key, "train", "-"), (f"val_{key}", "validation", "--")):
+                values = [float("nan") if v is None else float(v) for v in history.get(name, [])]
+                if values:
+                    epochs = range(1, len(values) + 1)
+                    ax.plot(epochs, values, style, marker="o", markersize=3, label=label)
+                    drawn = True
+            if not drawn:
+                ax.text(0.5, 0.5, f"no {key} recorded", ha="center", va="center", transform=ax.transAxes)
+            if phase_boundary:
+                ax.axvline(phase_boundary + 0.5, color="grey", linestyle=":", linewidth=1)
+                ax.text(phase_boundary + 0.6, 0.98, "fine-tuning", transform=ax.get_xaxis_transform(),
+                        va="top", fontsize=8, color="grey")
+            if key == "accuracy" and drawn:
+                ax.set_ylim(0, 1.02)
+            ax.set_title(title, fontsize=10)
+            ax.set_xlabel("epoch")
+            ax.grid(alpha=0.3)
+            if drawn:
+                ax.legend(fontsize=8)
+            ax.xaxis.get_major_locator().set_params(integer=True)
+
+    return _with_figure(draw, path, (10, 4))

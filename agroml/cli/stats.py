@@ -1,9 +1,192 @@
-"""Commands: (not yet written)."""
+"""Commands: ``stats`` (feedback, accuracy, readiness) and ``distribution`` (where and when the rows are)."""
 
 from __future__ import annotations
 
+import contextlib
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+from rich.table import Table
+
+from agroml.cli import output
+from agroml.cli.options import (
+    JsonOpt,
+    MinPerClassOpt,
+    MinTotalOpt,
+    ModelAllOpt,
+    ModelOpt,
+    ModelType,
+    ModelTypeOrAll,
+    SinceOpt,
+    SourceOpt,
+    UntilOpt,
+)
+
+
+class ByKey(StrEnum):
+    class_ = "class"
+    crop = "crop"
+    region = "region"
+    season = "season"
+    month = "month"
+
+
+ByOpt = Annotated[ByKey, typer.Option("--by", help="Count rows by this key (region = the farm location).")]
+PlotOpt = Annotated[Path | None, typer.Option("--plot", help="Also write a PNG chart to this file.",
+                                              dir_okay=False)]
+TimezoneOpt = Annotated[str | None, typer.Option(
+    "--timezone", help="Farm local time zone for seasons and months [default: AGROML_TIMEZONE or Africa/Nairobi].")]
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1%}"
+
+
+def _when(report: dict[str, Any]) -> str:
+    window = ""
+    if report.get("since") or report.get("until"):
+        window = f" · rows from {report.get('since') or 'the start'} to before {report.get('until') or 'now'}"
+    return f"source {report['source']} · generated {report['generated_at']}{window}"
+
+
+def _stats_tables(report: dict[str, Any]) -> None:
+    from agroml.analysis import readiness_verdict
+
+    summary = Table(title="Feedback per model type", title_justify="left")
+    for name in ("model", "rows", "confirmed", "corrected", "rejected", "no feedback", "trainable",
+                 "feedback rate", "feedback accuracy", "invalid"):
+        summary.add_column(name, justify="left" if name == "model" else "right")
+    for model, s in report["models"].items():
+        summary.add_row(model, str(s["total"]), str(s["confirmed"]), str(s["corrected"]), str(s["rejected"]),
+                        str(s["no_feedback"]), str(s["trainable"]), _pct(s["feedback_rate"]),
+                        _pct(s["feedback_accuracy"]), str(sum(s["invalid"].values())))
+    output.stdout.print(summary)
+    for model, s in report["models"].items():
+        ready = s["ready"]
+        table = Table(title=f"{model}: classes", title_justify="left")
+        for name, justify in (("class", "left"), ("predicted", "right"), ("trainable", "right"),
+                              ("", "left"), ("feedback accuracy", "right")):
+            table.add_column(name, justify=justify)
+        peak = max((c["trainable"] for c in s["classes"].values()), default=0)
+        for label, c in s["classes"].items():
+            short = label in ready["short_classes"]
+            table.add_row(f"[yellow]{label}[/]" if short else label, str(c["predicted"]), str(c["trainable"]),
+                          output.bar(c["trainable"], peak), _pct(c["feedback_accuracy"]))
+        if s["classes"]:
+            output.stdout.print(table)
+        color = "green" if ready["ok"] else "yellow"
+        output.stdout.print(f"{model}: [{color}]{readiness_verdict(ready)}[/]", highlight=False)
+    output.stdout.print(f"[dim]{_when(report)}[/]", highlight=False)
+
+
+def _distribution_tables(report: dict[str, Any]) -> None:
+    by = report["by"]
+    title = f"{report['model_type']}: rows by {by}" + (" (rows: predicted class; trainable: training label)"
+                                                         if by == "class" else "")
+    table = Table(title=title, title_justify="left")
+    for name, justify in ((by, "left"), ("rows", "right"), ("", "left"), ("trainable", "right"), ("share", "right")):
+        table.add_column(name, justify=justify)
+    peak = max((c["rows"] for c in report["counts"]), default=0)
+    for c in report["counts"]:
+        table.add_row(str(c["key"]), str(c["rows"]), output.bar(c["rows"], peak), str(c["trainable"]),
+                      _pct(c["rows"] / report["total"] if report["total"] else None))
+    output.stdout.print(table)
+
+    cross = Table(title=f"predicted class x season, rows (trainable) · local time {report['timezone']}",
+                  title_justify="left")
+    cross.add_column("class")
+    for season in report["seasons"]:
+        cross.add_column(season, justify="right")
+    trainable = report["class_season"]["trainable"]
+    for label, row in report["class_season"]["rows"].items():
+        cross.add_row(label, *(f"{row[s]} ({trainable.get(label, {}).get(s, 0)})" for s in report["seasons"]))
+    output.stdout.print(cross)
+
+    months = Table(title="rows per month", title_justify="left")
+    for name, justify in (("month", "left"), ("rows", "right"), ("", "left"), ("trainable", "right")):
+        months.add_column(name, justify=justify)
+    peak = max((m["rows"] for m in report["months"]), default=0)
+    for m in report["months"]:
+        months.add_row(m["month"], str(m["rows"]), output.bar(m["rows"], peak), str(m["trainable"]))
+    output.stdout.print(months)
+    output.stdout.print(f"[dim]{report['total']} rows, {report['trainable']} trainable · {_when(report)}[/]",
+                        highlight=False)
+
+
+def stats(
+    model: ModelAllOpt = ModelTypeOrAll.all,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    source: SourceOpt = None,
+    min_total: MinTotalOpt = None,
+    min_per_class: MinPerClassOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Feedback counts, the deployed model's feedback accuracy, trainable rows per class, readiness.
+
+    Invalid rows (no image, bad confidence or time, unknown label) are counted per reason and left out
+    of every other number. Feedback accuracy = confirmed / (confirmed + corrected + rejected), overall
+    and per predicted class. Ready = at least --min-total trainable rows and --min-per-class per class.
+
+    Example: agroml stats --model pest --since 2025-01-01 --min-total 200
+    """
+    from agroml import analysis, config, records
+    from agroml.sources import open_source
+
+    settings = config.resolve({"source": source, "min_total": min_total, "min_per_class": min_per_class})
+    with contextlib.closing(open_source(settings)) as src:
+        report = analysis.stats_report(src, records.expand_model_types(model.value), since, until,
+                                       settings.min_total, settings.min_per_class)
+    for message in report["warnings"]:
+        output.warn(message)
+    if json_out:
+        output.print_json(report)
+    else:
+        _stats_tables(report)
+
+
+def distribution(
+    model: ModelOpt = ModelType.pest,
+    by: ByOpt = ByKey.class_,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    source: SourceOpt = None,
+    timezone: TimezoneOpt = None,
+    plot: PlotOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Where and when the rows are: counts by class, crop, region, season or month of the year.
+
+    Also shows the class x season table and the month-by-month series. Seasons (East Africa) come from
+    the month in farm local time: Mar-May long_rains, Jun-Sep dry_season, Oct-Dec short_rains, Jan-Feb
+    transition. For --by class, "rows" counts by predicted label and "trainable" by training label.
+
+    Example: agroml distribution --model disease --by season --plot disease_seasons.png
+    """
+    from agroml import analysis, config
+    from agroml.sources import open_source
+
+    settings = config.resolve({"source": source, "timezone": timezone})
+    with contextlib.closing(open_source(settings)) as src:
+        report = analysis.distribution_report(src, model.value, by.value, since, until, settings.timezone)
+    if plot is not None:
+        from agroml.plots import distribution_png
+
+        report["plot"] = str(distribution_png(report, plot))
+    for message in report["warnings"]:
+        output.warn(message)
+    if json_out:
+        output.print_json(report)
+    else:
+        _distribution_tables(report)
+    if plot is not None:
+        output.hint(f"chart written to {report['plot']}")
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to ``app``."""
+    app.command("stats")(stats)
+    app.command("distribution")(distribution)
+
