@@ -1,0 +1,471 @@
+"""The run registry (``models/registry.db``): every training run, its state, and which run is in production.
+
+Why a database and not a log file: the old system appended to a JSON log and a crash while writing it
+(numpy ints) left a truncated file that broke the history for good. SQLite transactions cannot be
+half-written, WAL lets ``agroml status`` read while a training writes, and ``BEGIN IMMEDIATE`` makes
+"is a run of this model type already running? if not, register mine" one atomic step, so two
+trainings started in the same second cannot both pass the check.
+
+A run is ``running`` while its process lives. A process that dies without saying so (SIGKILL, power
+loss) cannot mark itself, so every reader checks: a running run whose pid is gone on this host (or a
+zombie, or a pid reused by a younger process) is marked ``interrupted``; a run on another host is
+trusted until it has not reported for :data:`STALE_SECONDS`.
+
+Promotion (``models/<type>/production/``) lives here too, because it is a question about runs: which
+one serves, which one it replaced.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Any
+
+from agroml.errors import ModelNotFoundError, OutputError, RunBusyError, StoreError, UsageError
+
+RUNNING, SUCCEEDED, FAILED, INTERRUPTED = "running", "succeeded", "failed", "interrupted"
+STATES: tuple[str, ...] = (RUNNING, SUCCEEDED, FAILED, INTERRUPTED)
+PRODUCTION = "production"
+#: A running run on another host that has not reported for this long is taken as dead (an epoch on
+#: a slow CPU can take many minutes; half a day without a word is not a live training).
+STALE_SECONDS = 12 * 3600
+#: Marker written into a promoted folder: which run it is, so the next promotion can archive it by name.
+PROMOTED_FILE = "PROMOTED.json"
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS runs (
+        run_id TEXT NOT NULL, model_type TEXT NOT NULL, arch TEXT, state TEXT NOT NULL,
+        pid INTEGER, pid_start INTEGER, host TEXT, started_at REAL NOT NULL, ended_at REAL,
+        updated_at REAL, epoch INTEGER, metrics TEXT, path TEXT, config TEXT, error TEXT,
+        PRIMARY KEY (model_type, run_id))""",
+    "CREATE INDEX IF NOT EXISTS runs_state ON runs (model_type, state)",
+    """CREATE TABLE IF NOT EXISTS promotions (
+        model_type TEXT NOT NULL, run_id TEXT NOT NULL, promoted_at REAL NOT NULL,
+        previous_run_id TEXT, path TEXT NOT NULL)""",
+)
+
+
+def to_jsonable(value: Any) -> Any:
+    """Plain JSON values only: numpy scalars and arrays, tuples, Paths and NaN made safe.
+
+    Why: ``json.dumps`` raises on numpy ints mid-write; converting first means a write either happens
+    whole or not at all. NaN and infinities become None (they are not JSON).
+    """
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if hasattr(value, "tolist") and not isinstance(value, str | bytes):  # numpy scalar or array
+        return to_jsonable(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _dumps(value: Any) -> str | None:
+    return None if value is None else json.dumps(to_jsonable(value), sort_keys=True)
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+# --- process liveness ----------------------------------------------------------------------------
+def _proc_start(pid: int) -> int | None:
+    """The process's start time in clock ticks (Linux /proc), or None where unknown: tells a reused pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields_ = stat[stat.rfind(")") + 2:].split()
+    return int(fields_[19]) if len(fields_) > 19 else None
+
+
+def pid_alive(pid: int | None, pid_start: int | None = None) -> bool:
+    """Whether ``pid`` is a live (not zombie) process on this host, and the same process if ``pid_start`` is known."""
+    if not pid or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc (macOS): the signal check is all we have
+    state = stat[stat.rfind(")") + 2:].split()[0]
+    if state in ("Z", "X"):  # killed but not yet reaped: it will never report again
+        return False
+    return pid_start is None or _proc_start(pid) == pid_start
+
+
+# --- records ---------------------------------------------------------------------------------------
+@dataclass
+class RunInfo:
+    """One registered run, as stored (times as UTC seconds; :meth:`to_dict` renders ISO strings)."""
+
+    run_id: str
+    model_type: str
+    arch: str | None
+    state: str
+    pid: int | None
+    host: str | None
+    started_at: float
+    ended_at: float | None
+    updated_at: float | None
+    epoch: int | None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    path: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    production: bool = False
+
+    @property
+    def duration_s(self) -> float | None:
+        end = self.ended_at if self.ended_at is not None else (time.time() if self.state == RUNNING else None)
+        return None if end is None else max(0.0, end - self.started_at)
+
+    def test_metric(self, name: str) -> float | None:
+        """A test-split figure (``accuracy``, ``macro_f1``) from the metrics, wherever training put it."""
+        test = self.metrics.get("test")
+        if isinstance(test, dict) and name in test:
+            return test[name]
+        return self.metrics.get(f"test_{name}")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        for key in ("started_at", "ended_at", "updated_at"):
+            out[key] = _iso(out[key])
+        out["duration_s"] = None if self.duration_s is None else round(self.duration_s, 1)
+        return out
+
+
+_COLUMNS = ("run_id", "model_type", "arch", "state", "pid", "pid_start", "host", "started_at", "ended_at",
+            "updated_at", "epoch", "metrics", "path", "config", "error")
+
+
+def _info(row: tuple, production: set[tuple[str, str]]) -> RunInfo:
+    d = dict(zip(_COLUMNS, row, strict=True))
+    d.pop("pid_start")
+    d["metrics"] = json.loads(d["metrics"]) if d["metrics"] else {}
+    d["config"] = json.loads(d["config"]) if d["config"] else {}
+    return RunInfo(**d, production=(d["model_type"], d["run_id"]) in production)
+
+
+class RunHandle:
+    """The training process's side of a run: report epochs, then finish exactly once.
+
+    As a context manager it also turns SIGTERM into KeyboardInterrupt while the run is active (so
+    ``kill`` unwinds the training like Ctrl-C: no model is written, the run is marked interrupted)
+    and records the outcome: KeyboardInterrupt -> interrupted, another exception -> failed, a clean
+    exit without :meth:`finish` -> succeeded.
+    """
+
+    def __init__(self, registry: Registry, model_type: str, run_id: str) -> None:
+        self.registry = registry
+        self.model_type = model_type
+        self.run_id = run_id
+        self.finished = False
+        self._old_handler: Any = None
+        self._installed = False
+
+    def update(self, epoch: int, metrics: dict[str, Any]) -> None:
+        """Record the latest epoch and its metrics (``agroml status`` shows them)."""
+        with self.registry._tx() as con:
+            con.execute("UPDATE runs SET epoch = ?, metrics = ?, updated_at = ? WHERE model_type = ? AND run_id = ?",
+                        (int(epoch), _dumps(metrics), time.time(), self.model_type, self.run_id))
+
+    def finish(self, state: str, metrics: dict[str, Any] | None = None, path: str | Path | None = None,
+               error: str | None = None) -> None:
+        """Mark the run ended in ``state``; metrics and path are kept as they were when not given."""
+        if state not in STATES or state == RUNNING:
+            raise UsageError(f"cannot finish a run as {state!r}: use one of succeeded, failed, interrupted")
+        now = time.time()
+        with self.registry._tx() as con:
+            con.execute(
+                "UPDATE runs SET state = ?, ended_at = ?, updated_at = ?, metrics = coalesce(?, metrics), "
+                "path = coalesce(?, path), error = coalesce(?, error) WHERE model_type = ? AND run_id = ?",
+                (state, now, now, _dumps(metrics), None if path is None else str(path), error,
+                 self.model_type, self.run_id))
+        self.finished = True
+        self._restore_signal()
+
+    # -- context manager ---------------------------------------------------------------------------
+    def __enter__(self) -> RunHandle:
+        try:
+            self._old_handler = signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
+            self._installed = True
+        except ValueError:  # not the main thread: signals cannot be handled here, the registry still works
+            self._installed = False
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        try:
+            if not self.finished:
+                if exc_type is None:
+                    self.finish(SUCCEEDED)
+                elif issubclass(exc_type, KeyboardInterrupt):
+                    self.finish(INTERRUPTED, error="interrupted (Ctrl-C or SIGTERM)")
+                else:
+                    self.finish(FAILED, error=f"{exc_type.__name__}: {exc}"[:500])
+        finally:
+            self._restore_signal()
+
+    def _restore_signal(self) -> None:
+        if self._installed:
+            signal.signal(signal.SIGTERM, self._old_handler if self._old_handler is not None else signal.SIG_DFL)
+            self._installed = False
+
+
+def _sigterm_to_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt("SIGTERM")
+
+
+class Registry:
+    """The runs of every model type, in ``<models_dir>/registry.db``."""
+
+    def __init__(self, models_dir: str | Path, stale_seconds: float = STALE_SECONDS) -> None:
+        self.models_dir = Path(models_dir)
+        self.path = self.models_dir / "registry.db"
+        self.stale_seconds = stale_seconds
+        self.host = socket.gethostname()
+        try:
+            self.models_dir.mkdir(parents=True, exist_ok=True)
+            self.con = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            self.con.execute("PRAGMA busy_timeout = 30000")
+            self.con.execute("PRAGMA journal_mode = WAL")
+            for statement in _SCHEMA:
+                self.con.execute(statement)
+        except OSError as exc:
+            raise OutputError(f"cannot create {self.models_dir}: {exc.strerror}",
+                              fix="set AGROML_MODELS_DIR to a writable folder") from None
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path} is not a readable run registry ({exc})",
+                             fix="move the file aside; runs are kept in their folders under models/") from None
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> Registry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    class _Tx:
+        def __init__(self, con: sqlite3.Connection) -> None:
+            self.con = con
+
+        def __enter__(self) -> sqlite3.Connection:
+            self.con.execute("BEGIN IMMEDIATE")  # the write lock up front: check-then-insert is atomic
+            return self.con
+
+        def __exit__(self, exc_type: object, *rest: object) -> None:
+            self.con.execute("ROLLBACK" if exc_type else "COMMIT")
+
+    def _tx(self) -> Registry._Tx:
+        return Registry._Tx(self.con)
+
+    # -- liveness ------------------------------------------------------------------------------------
+    def _is_dead(self, pid: int | None, pid_start: int | None, host: str | None, updated_at: float | None,
+                 started_at: float) -> bool:
+        if host == self.host:
+            return not pid_alive(pid, pid_start)
+        last = updated_at if updated_at is not None else started_at
+        return time.time() - last > self.stale_seconds
+
+    def _reap(self, con: sqlite3.Connection, model_type: str | None = None) -> list[tuple]:
+        """Inside a transaction: mark dead running runs interrupted; return the live ones' rows."""
+        sql = f"SELECT {', '.join(_COLUMNS)} FROM runs WHERE state = ?"
+        params: list[Any] = [RUNNING]
+        if model_type is not None:
+            sql += " AND model_type = ?"
+            params.append(model_type)
+        live = []
+        for row in con.execute(sql + " ORDER BY started_at", params).fetchall():
+            d = dict(zip(_COLUMNS, row, strict=True))
+            if self._is_dead(d["pid"], d["pid_start"], d["host"], d["updated_at"], d["started_at"]):
+                con.execute("UPDATE runs SET state = ?, ended_at = coalesce(updated_at, started_at), error = ? "
+                            "WHERE model_type = ? AND run_id = ?",
+                            (INTERRUPTED, f"process {d['pid']} on {d['host']} ended without finishing the run",
+                             d["model_type"], d["run_id"]))
+            else:
+                live.append(row)
+        return live
+
+    # -- writing -------------------------------------------------------------------------------------
+    def start(self, model_type: str, run_id: str, arch: str | None, config: dict[str, Any],
+              pid: int | None = None, path: str | Path | None = None) -> RunHandle:
+        """Register a running run, or raise RunBusyError if a live run of ``model_type`` holds the slot."""
+        pid = os.getpid() if pid is None else pid
+        now = time.time()
+        with self._tx() as con:
+            live = self._reap(con, model_type)
+            if live:
+                d = dict(zip(_COLUMNS, live[0], strict=True))
+                raise RunBusyError(
+                    f"a {model_type} training is already running: run {d['run_id']} (pid {d['pid']} on {d['host']}, "
+                    f"started {_iso(d['started_at'])})",
+                    fix="wait for it to finish (`agroml status`), or stop that process")
+            if con.execute("SELECT 1 FROM runs WHERE model_type = ? AND run_id = ?", (model_type, run_id)).fetchone():
+                raise RunBusyError(f"run {run_id} of {model_type} is already registered",
+                                   fix="start the training again: a new run id is made from the time")
+            con.execute(
+                "INSERT INTO runs (run_id, model_type, arch, state, pid, pid_start, host, started_at, updated_at, "
+                "epoch, metrics, path, config) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (run_id, model_type, arch, RUNNING, pid, _proc_start(pid), self.host, now, now, None, None,
+                 None if path is None else str(path), _dumps(config)))
+        return RunHandle(self, model_type, run_id)
+
+    # -- reading -------------------------------------------------------------------------------------
+    def _production(self) -> set[tuple[str, str]]:
+        rows = self.con.execute(
+            "SELECT p.model_type, p.run_id FROM promotions p WHERE p.promoted_at = "
+            "(SELECT max(q.promoted_at) FROM promotions q WHERE q.model_type = p.model_type)").fetchall()
+        return {(m, r) for m, r in rows}
+
+    def runs(self, model_type: str | None = None) -> list[RunInfo]:
+        """Every run (newest first), after marking runs whose process is gone as interrupted."""
+        with self._tx() as con:
+            self._reap(con, model_type)
+        sql = f"SELECT {', '.join(_COLUMNS)} FROM runs"
+        params: list[Any] = []
+        if model_type is not None:
+            sql += " WHERE model_type = ?"
+            params.append(model_type)
+        prod = self._production()
+        return [_info(r, prod) for r in self.con.execute(sql + " ORDER BY started_at DESC, run_id DESC", params)]
+
+    def status(self, model_type: str | None = None) -> list[RunInfo]:
+        """The runs that are running now (dead ones are marked interrupted first)."""
+        with self._tx() as con:
+            live = self._reap(con, model_type)
+        prod = self._production()
+        return [_info(r, prod) for r in live]
+
+    def get(self, run_id: str, model_type: str | None = None) -> RunInfo | None:
+        """The run ``run_id`` (of ``model_type`` if given; the newest if ids repeat across types)."""
+        return next((r for r in self.runs(model_type) if r.run_id == run_id), None)
+
+    def latest(self, model_type: str, state: str = SUCCEEDED) -> RunInfo | None:
+        """The newest run of ``model_type`` in ``state`` whose folder still exists."""
+        for run in self.runs(model_type):
+            if run.state == state and run.path and Path(run.path).is_dir():
+                return run
+        return None
+
+    def production_run_id(self, model_type: str) -> str | None:
+        row = self.con.execute("SELECT run_id FROM promotions WHERE model_type = ? ORDER BY promoted_at DESC LIMIT 1",
+                               (model_type,)).fetchone()
+        return row[0] if row else None
+
+    # -- run folders -----------------------------------------------------------------------------------
+    def resolve(self, model_type: str, ref: str | Path | None = None) -> Path:
+        """The folder of a saved model: a run id, ``production``, a path, or (None) the newest succeeded run."""
+        hint = "list runs with `agroml runs`"
+        if ref is None:
+            run = self.latest(model_type)
+            if run is None:
+                raise ModelNotFoundError(f"no succeeded {model_type} run to use",
+                                         fix=f"train one with `agroml train --model {model_type}`, or {hint}")
+            return Path(run.path)  # type: ignore[arg-type]
+        ref_s = str(ref)
+        if ref_s == PRODUCTION:
+            folder = self.models_dir / model_type / PRODUCTION
+            if not (folder / "model.keras").is_file():
+                raise ModelNotFoundError(f"no production {model_type} model in {folder}",
+                                         fix=f"promote a run with `agroml promote RUN_ID --model {model_type}`; {hint}")
+            return folder
+        as_path = Path(ref_s)
+        if (as_path / "model.keras").is_file():
+            return as_path
+        if as_path.name == "model.keras" and as_path.is_file():
+            return as_path.parent
+        folder = self.models_dir / model_type / ref_s
+        if (folder / "model.keras").is_file():
+            return folder
+        run = self.get(ref_s, model_type)
+        if run is not None and run.path and (Path(run.path) / "model.keras").is_file():
+            return Path(run.path)
+        if run is not None:
+            raise ModelNotFoundError(f"run {ref_s!r} ({run.state}) has no saved model",
+                                     fix=f"pick a succeeded run: {hint}")
+        raise ModelNotFoundError(f"no {model_type} run, production model or model folder named {ref_s!r}",
+                                 fix=hint)
+
+    def promote(self, model_type: str, ref: str) -> dict[str, Any]:
+        """Copy a run to ``models/<type>/production/``; the previous production goes to ``archive/<its run_id>/``.
+
+        Why copy, then two renames: the new production is complete on disk (in a temporary sibling)
+        before anything moves, so a failed copy leaves the old production serving; the renames are
+        atomic on one file system, and the window between them is microseconds.
+        """
+        if ref == PRODUCTION:
+            raise UsageError("`production` is already promoted: give a run id (see `agroml runs`)")
+        source = self.resolve(model_type, ref)
+        type_dir = self.models_dir / model_type
+        production = type_dir / PRODUCTION
+        run_id = _folder_run_id(source)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{PRODUCTION}.", dir=type_dir))
+        staged = tmp / PRODUCTION
+        try:
+            shutil.copytree(source, staged)
+            marker = {"run_id": run_id, "model_type": model_type, "promoted_at": _iso(time.time()),
+                      "source": str(source)}
+            (staged / PROMOTED_FILE).write_text(json.dumps(marker, indent=2) + "\n")
+            previous = archived = None
+            if production.exists():
+                previous = _folder_run_id(production)
+                archived = _free_name(type_dir / "archive" / previous)
+                archived.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(production, archived)
+            os.replace(staged, production)
+        except OSError as exc:
+            raise OutputError(f"cannot promote {run_id} into {production}: {exc}",
+                              fix="check free disk space and permissions under AGROML_MODELS_DIR") from None
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        with self._tx() as con:
+            con.execute("INSERT INTO promotions (model_type, run_id, promoted_at, previous_run_id, path) "
+                        "VALUES (?, ?, ?, ?, ?)", (model_type, run_id, time.time(), previous, str(production)))
+        return {"model_type": model_type, "run_id": run_id, "path": str(production), "source": str(source),
+                "previous_run_id": previous, "archived_to": None if archived is None else str(archived)}
+
+
+def _folder_run_id(folder: Path) -> str:
+    """A model folder's run id: from its promotion marker, its config.json, else the folder name."""
+    for name, key in ((PROMOTED_FILE, "run_id"), ("config.json", "run_id")):
+        try:
+            value = json.loads((folder / name).read_text()).get(key)
+        except (OSError, ValueError, AttributeError):
+            continue
+        if value:
+            return str(value)
+    return folder.name
+
+
+def _free_name(path: Path) -> Path:
+    """``path``, or ``path-2``, ``path-3``... if taken (a run promoted twice is archived twice)."""
+    candidate, n = path, 1
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.name}-{n}")
+    return candidate

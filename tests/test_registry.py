@@ -1,0 +1,214 @@
+"""The run registry: states, one training per model type, dead processes, signals, promotion."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agroml.errors import ModelNotFoundError, OutputError, RunBusyError, UsageError
+from agroml.registry import Registry, pid_alive
+
+
+@pytest.fixture
+def registry(tmp_path: Path):
+    with Registry(tmp_path / "models") as reg:
+        yield reg
+
+
+@pytest.fixture
+def sleeper():
+    """A real live process whose pid a 'running' run can name."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def test_start_update_finish_round_trip_with_numpy_values(registry):
+    handle = registry.start("pest", "r1", "mobilenetv2", {"epochs": np.int64(5), "lr": np.float32(0.001)})
+    handle.update(np.int64(2), {"loss": np.float32(0.5), "val_accuracy": np.float64(0.75), "bad": float("nan")})
+    (running,) = registry.status()
+    assert (running.run_id, running.state, running.epoch, running.pid) == ("r1", "running", 2, os.getpid())
+    assert running.metrics == {"loss": 0.5, "val_accuracy": 0.75, "bad": None}
+    assert running.config == {"epochs": 5, "lr": pytest.approx(0.001)}
+    handle.finish("succeeded", metrics={"test": {"accuracy": np.float64(0.9), "macro_f1": 0.8}}, path="models/x")
+    run = registry.get("r1")
+    assert run.state == "succeeded" and run.ended_at is not None and run.path == "models/x"
+    assert run.test_metric("accuracy") == 0.9 and run.test_metric("macro_f1") == 0.8
+    assert registry.status() == []
+    json.dumps(run.to_dict())  # plain JSON all the way down
+
+
+def test_second_training_of_same_type_is_refused_naming_run_and_pid(registry, sleeper):
+    registry.start("pest", "first", "mobilenetv2", {}, pid=sleeper.pid)
+    with pytest.raises(RunBusyError) as err:
+        registry.start("pest", "second", "resnet50", {})
+    assert err.value.exit_code == 1
+    assert str(err.value).startswith(f"a pest training is already running: run first (pid {sleeper.pid} on ")
+    assert "`agroml status`" in str(err.value)
+    assert [r.run_id for r in registry.runs("pest")] == ["first"]  # the refused one left no row
+    registry.start("disease", "other-type", "mobilenetv2", {})  # another model type is free
+
+
+def test_run_whose_process_is_gone_is_interrupted_and_does_not_block(registry):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    registry.start("pest", "ghost", "mobilenetv2", {}, pid=dead.pid)
+    assert registry.status() == []  # status reaps it
+    ghost = registry.get("ghost")
+    assert ghost.state == "interrupted" and "ended without finishing" in ghost.error
+    registry.start("pest", "next", "mobilenetv2", {})
+    assert registry.get("next").state == "running"
+
+
+def test_killed_but_unreaped_process_counts_as_dead(registry):
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        registry.start("pest", "zombie", "mobilenetv2", {}, pid=proc.pid)
+        os.kill(proc.pid, signal.SIGKILL)
+        for _ in range(200):  # wait until the kernel has made it a zombie (no wait(): it stays one)
+            if not pid_alive(proc.pid):
+                break
+            threading.Event().wait(0.02)
+        assert [r.run_id for r in registry.status()] == []
+        assert registry.get("zombie").state == "interrupted"
+    finally:
+        proc.wait()
+
+
+def test_run_on_another_host_blocks_until_stale(tmp_path):
+    with Registry(tmp_path / "models") as elsewhere:
+        elsewhere.host = "other-machine"
+        elsewhere.start("pest", "remote", "mobilenetv2", {}, pid=999_999)
+    with Registry(tmp_path / "models") as here, pytest.raises(RunBusyError,
+                                                              match="run remote \\(pid 999999 on other-machine"):
+        here.start("pest", "local", "mobilenetv2", {})
+    with Registry(tmp_path / "models", stale_seconds=0) as impatient:
+        impatient.start("pest", "local", "mobilenetv2", {})
+        assert impatient.get("remote").state == "interrupted"
+
+
+def test_concurrent_starts_admit_exactly_one(tmp_path, sleeper):
+    Registry(tmp_path / "models").close()
+    outcomes: list[str] = []
+    barrier = threading.Barrier(6)
+
+    def contender(i: int) -> None:
+        with Registry(tmp_path / "models") as reg:
+            barrier.wait()
+            try:
+                reg.start("pest", f"run{i}", "mobilenetv2", {}, pid=sleeper.pid)
+                outcomes.append("started")
+            except RunBusyError:
+                outcomes.append("busy")
+
+    threads = [threading.Thread(target=contender, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["busy"] * 5 + ["started"]
+
+
+@pytest.mark.parametrize(("raised", "state"), [(None, "succeeded"), (KeyboardInterrupt, "interrupted"),
+                                              (RuntimeError, "failed")])
+def test_context_manager_records_the_outcome(registry, raised, state):
+    try:
+        with registry.start("pest", "ctx", "mobilenetv2", {}) as run:
+            run.update(1, {"loss": 1.0})
+            if raised:
+                raise raised("boom")
+    except (KeyboardInterrupt, RuntimeError):
+        pass
+    got = registry.get("ctx")
+    assert got.state == state
+    assert got.ended_at is not None
+    if raised is RuntimeError:
+        assert got.error == "RuntimeError: boom"
+
+
+def test_sigterm_inside_a_run_becomes_interrupted_and_handler_is_restored(registry):
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt), registry.start("pest", "term", "mobilenetv2", {}):
+        assert signal.getsignal(signal.SIGTERM) is not before
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(100):  # the handler runs between bytecodes, at once in practice
+            threading.Event().wait(0.01)
+    assert registry.get("term").state == "interrupted"
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_explicit_finish_wins_over_context_exit(registry):
+    with registry.start("pest", "explicit", "mobilenetv2", {}) as run:
+        run.finish("failed", error="bad data")
+    assert registry.get("explicit").state == "failed"
+    with pytest.raises(UsageError):
+        run.finish("running")
+
+
+def test_runs_are_newest_first_and_filtered_by_type(registry):
+    for model_type, run_id in (("pest", "a"), ("disease", "b"), ("pest", "c")):
+        registry.start(model_type, run_id, "mobilenetv2", {}).finish("succeeded")
+    assert [r.run_id for r in registry.runs()] == ["c", "b", "a"]
+    assert [r.run_id for r in registry.runs("pest")] == ["c", "a"]
+
+
+def test_resolve_unknown_run_points_to_agroml_runs(registry):
+    with pytest.raises(ModelNotFoundError) as err:
+        registry.resolve("pest", "nope")
+    assert str(err.value) == ("no pest run, production model or model folder named 'nope' "
+                              "(list runs with `agroml runs`)")
+    with pytest.raises(ModelNotFoundError, match="no succeeded pest run"):
+        registry.resolve("pest")
+    with pytest.raises(ModelNotFoundError, match="no production pest model"):
+        registry.resolve("pest", "production")
+
+
+def _fake_run(models: Path, run_id: str) -> Path:
+    folder = models / "pest" / run_id
+    folder.mkdir(parents=True)
+    (folder / "model.keras").write_bytes(b"model of " + run_id.encode())
+    (folder / "labels.json").write_text('["a", "b"]')
+    (folder / "config.json").write_text(json.dumps({"run_id": run_id}))
+    return folder
+
+
+def test_promote_copies_then_archives_the_previous_production(registry):
+    models = registry.models_dir
+    for run_id in ("r1", "r2"):
+        registry.start("pest", run_id, "x", {}).finish("succeeded", path=_fake_run(models, run_id))
+    first = registry.promote("pest", "r1")
+    prod = models / "pest" / "production"
+    assert first["previous_run_id"] is None and (prod / "model.keras").read_bytes() == b"model of r1"
+    second = registry.promote("pest", "r2")
+    assert second["previous_run_id"] == "r1"
+    assert (prod / "model.keras").read_bytes() == b"model of r2"
+    assert (models / "pest" / "archive" / "r1" / "model.keras").read_bytes() == b"model of r1"
+    assert json.loads((prod / "PROMOTED.json").read_text())["run_id"] == "r2"
+    assert (models / "pest" / "r1" / "model.keras").exists()  # the run folder itself is untouched
+    assert registry.production_run_id("pest") == "r2"
+    assert [r.run_id for r in registry.runs() if r.production] == ["r2"]
+    assert registry.resolve("pest", "production") == prod
+    assert not [p for p in (models / "pest").iterdir() if p.name.startswith(".")]  # no temp folder left
+    registry.promote("pest", "r1")  # back again: r2 archived, r1 archived twice keeps both copies
+    assert (models / "pest" / "archive" / "r2").is_dir()
+
+
+def test_failed_promotion_leaves_production_serving(registry, monkeypatch):
+    models = registry.models_dir
+    for run_id in ("r1", "r2"):
+        registry.start("pest", run_id, "x", {}).finish("succeeded", path=_fake_run(models, run_id))
+    registry.promote("pest", "r1")
+    (models / "pest" / "r2" / "weights.h5").symlink_to(models / "missing")  # the copy fails half-way
+    with pytest.raises(OutputError, match="cannot promote r2"):
+        registry.promote("pest", "r2")
+    assert (models / "pest" / "production" / "model.keras").read_bytes() == b"model of r1"
+    assert registry.production_run_id("pest") == "r1"
