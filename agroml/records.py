@@ -301,7 +301,9 @@ def normalize_rows(
     ids = col("id").map(lambda v: None if v is None or str(v).strip() == "" else str(v))
     urls = col("image_url").map(lambda v: None if v is None or str(v).strip() == "" else str(v).strip())
 
-    fb = [derive_feedback(c, p, a) for c, p, a in zip(confirmed, predicted, actual, strict=True)]
+    # pandas 3 maps None to NaN in these str columns: NaN is "no label", not a correction
+    fb = [derive_feedback(c, None if pd.isna(p) else p, None if pd.isna(a) else a)
+          for c, p, a in zip(confirmed, predicted, actual, strict=True)]
     reason = pd.Series([None] * n, index=raw.index, dtype=object)
     checks = (
         (NO_ID, ids.isna()),
