@@ -47,6 +47,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("http_timeout", ("AGROML_HTTP_TIMEOUT",), 30.0, "Seconds before one HTTP request times out.", float),
     Setting("retry_max_seconds", ("AGROML_RETRY_MAX_SECONDS",), 120.0,
             "Total seconds one request may spend retrying 429/5xx/network errors.", float),
+    Setting("retry_base_seconds", ("AGROML_RETRY_BASE_SECONDS",), 0.5,
+            "First retry's largest wait; each retry doubles it (full jitter, 30 s cap).", float),
     Setting("image_hosts", ("AGROML_IMAGE_HOSTS",), "",
             "Comma-separated extra hosts images may be fetched from (SUPABASE_URL's host is always allowed)."),
     Setting("image_base_url", ("AGROML_IMAGE_BASE_URL",), None,
@@ -81,6 +83,7 @@ class Settings:
     page_size: int = 1000
     http_timeout: float = 30.0
     retry_max_seconds: float = 120.0
+    retry_base_seconds: float = 0.5
     image_hosts: str = ""
     image_base_url: str | None = None
     image_bucket: str = "predictions"
