@@ -50,3 +50,26 @@ def demo_data(workdir: Path):
     settings = config.resolve(env_file=None)
     demo.generate(settings, ["pest", "disease", "storage"], n=60, seed=0)
     return settings
+
+
+@pytest.fixture
+def supabase_server():
+    """A loopback Supabase (PostgREST + Storage) on 127.0.0.1, fresh per test; see tests/supaserver.py.
+
+    Example: supabase_server.add_rows("pest_feedback", rows); supabase_server.faults.error_rate = 0.1
+    """
+    from supaserver import start_server
+
+    server = start_server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def image_host():
+    """A plain static host on 127.0.0.1 (a second, non-Supabase origin): .add(path, data, content_type)."""
+    from supaserver import start_image_host
+
+    host = start_image_host()
+    yield host
+    host.stop()
