@@ -1,0 +1,274 @@
+"""The demo data set: a deterministic, AgroShield-like set of predictions, feedback and photos.
+
+Why: every command must be tryable with no Supabase account, and tests and benchmarks need data
+that looks like the real thing: imbalanced classes, seasonal peaks, Kenyan farms, a deployed model
+that is sometimes wrong, and farmers who mostly do not answer. The photo always shows the TRUE
+class (the farmer's answer when there is one), so corrections are real training signal.
+
+Determinism: row ids are uuid5 of (seed, model type, index) and every random draw comes from a
+generator seeded by (seed, model type, index), so the same seed gives identical rows and identical
+JPEG bytes, and running `agroml demo` twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agroml import records as rec
+from agroml.config import Settings
+from agroml.demo_images import DISEASE_CLASSES, PEST_CLASSES, draw_photo
+from agroml.errors import UsageError
+from agroml.images import ImageCache
+from agroml.progress import ProgressFn, no_progress
+from agroml.sources.local import Store, UpsertResult
+
+_NAMESPACE = uuid.UUID("6f1f3d0e-6a8b-4c53-9a57-2f0c3e0d7a11")
+MODEL_INDEX = {"pest": 1, "disease": 2, "storage": 3}
+#: Two full years of data, fixed (not "the last two years") so the same seed always gives the same rows.
+START = datetime(2024, 1, 1, tzinfo=UTC)
+DAYS = 731
+NAIROBI_OFFSET_H = 3
+
+CLASSES: dict[str, tuple[str, ...]] = {"pest": PEST_CLASSES, "disease": DISEASE_CLASSES,
+                                        "storage": rec.STORAGE_CONDITIONS}
+#: Relative class frequency: real feedback is imbalanced (the largest ~2.5x the smallest).
+CLASS_WEIGHTS: dict[str, tuple[float, ...]] = {
+    "pest": (0.30, 0.20, 0.15, 0.12, 0.23),
+    "disease": (0.27, 0.18, 0.15, 0.12, 0.28),
+    "storage": (0.16, 0.30, 0.25, 0.17, 0.12),
+}
+SEASONS = ("transition", "long_rains", "dry_season", "short_rains")
+_MONTH_SEASON = (0, 0, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3)  # Jan..Dec -> index into SEASONS
+#: Seasonal weight per class, in SEASONS order (fall armyworm and the leaf diseases peak with the rains).
+SEASON_WEIGHTS: dict[str, tuple[float, ...]] = {
+    "fall_armyworm": (0.5, 3.0, 0.6, 2.0), "aphids": (2.0, 0.7, 2.5, 0.8), "stem_borer": (0.6, 2.0, 0.8, 1.8),
+    "leaf_miner": (1.5, 0.8, 1.8, 0.9), "healthy": (1.0, 1.0, 1.0, 1.0), "common_rust": (0.5, 2.0, 1.5, 1.2),
+    "gray_leaf_spot": (0.4, 2.5, 0.6, 2.0), "northern_leaf_blight": (0.5, 2.5, 1.2, 1.0),
+    "maize_streak": (2.0, 0.8, 0.8, 1.5), "excellent": (0.8, 0.6, 2.0, 0.8), "good": (1.0, 1.0, 1.5, 1.0),
+    "fair": (1.0, 1.2, 1.0, 1.1), "poor": (1.0, 1.8, 0.7, 1.3), "critical": (0.8, 2.2, 0.5, 1.4),
+}
+#: Crops per class (a plausible host for the pest / disease), with weights.
+CROPS: dict[str, dict[str, float]] = {
+    "fall_armyworm": {"maize": 0.8, "sorghum": 0.2}, "stem_borer": {"maize": 0.7, "sorghum": 0.3},
+    "aphids": {"kale": 0.35, "beans": 0.25, "maize": 0.2, "tomato": 0.1, "potato": 0.1},
+    "leaf_miner": {"tomato": 0.5, "beans": 0.25, "potato": 0.25},
+    "common_rust": {"maize": 0.85, "sorghum": 0.15}, "gray_leaf_spot": {"maize": 1.0},
+    "northern_leaf_blight": {"maize": 0.8, "sorghum": 0.2}, "maize_streak": {"maize": 1.0},
+    "healthy": {"maize": 0.4, "beans": 0.15, "tomato": 0.1, "potato": 0.1, "kale": 0.1, "sorghum": 0.1,
+                "cassava": 0.05},
+}
+STORED_CROPS = {"maize": 0.5, "beans": 0.25, "sorghum": 0.1, "potatoes": 0.15}
+#: (county, town, latitude, longitude, weight): farms cluster in the maize belt and central highlands.
+COUNTIES: tuple[tuple[str, str, float, float, float], ...] = (
+    ("Nakuru", "Molo", -0.283, 36.067, 3), ("Kiambu", "Limuru", -1.031, 36.835, 2),
+    ("Meru", "Timau", 0.047, 37.649, 2), ("Kakamega", "Malava", 0.282, 34.752, 2),
+    ("Uasin Gishu", "Moiben", 0.514, 35.270, 3), ("Machakos", "Kathiani", -1.517, 37.267, 1),
+    ("Kisumu", "Ahero", -0.092, 34.768, 1), ("Bungoma", "Kimilili", 0.564, 34.560, 2),
+    ("Nyeri", "Othaya", -0.417, 36.951, 1), ("Trans Nzoia", "Kitale", 1.019, 35.002, 3),
+    ("Embu", "Runyenjes", -0.531, 37.450, 1), ("Narok", "Ololulung'a", -1.083, 35.867, 1),
+)
+SEVERITIES = ("low", "moderate", "high", "critical")
+GROWTH_STAGES = ("seedling", "vegetative", "flowering", "fruiting")
+STORAGE_TYPES = ("gunny_bag", "hermetic_bag", "granary", "crib", "metal_silo", "open_floor")
+#: Feedback mix: confirmed, corrected, rejected, none.
+FEEDBACK_MIX = (0.35, 0.10, 0.05, 0.50)
+N_FARMERS = 48
+
+
+@dataclass
+class ModelSummary:
+    """What `demo` wrote for one model type."""
+
+    model_type: str
+    rows: int
+    upsert: UpsertResult
+    images: int
+    classes: dict[str, int]
+    feedback: dict[str, int]
+
+
+@dataclass
+class DemoSummary:
+    """The result of :func:`generate`: per model type counts, where it went and how long it took."""
+
+    seed: int
+    models: dict[str, ModelSummary]
+    seconds: float
+    store_path: Path
+    image_dir: Path
+    warnings: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "seed": self.seed, "seconds": round(self.seconds, 3), "store": str(self.store_path),
+            "image_dir": str(self.image_dir), "warnings": self.warnings,
+            "models": {m: {"rows": s.rows, "inserted": s.upsert.inserted, "updated": s.upsert.updated,
+                           "unchanged": s.upsert.unchanged, "images": s.images, "classes": s.classes,
+                           "feedback": s.feedback} for m, s in self.models.items()},
+        }
+
+
+def _rng(seed: int, model_type: str, index: int, stream: int) -> np.random.Generator:
+    """An independent generator per (seed, model, row, purpose): rows and pixels never shift each other."""
+    return np.random.default_rng([seed, MODEL_INDEX[model_type], index, stream])
+
+
+def _class_counts(model_type: str, n: int) -> list[int]:
+    """Exact per-class counts for ``n`` rows (largest remainder), every class at least once if n allows."""
+    weights = np.array(CLASS_WEIGHTS[model_type])
+    raw = weights / weights.sum() * n
+    counts = np.floor(raw).astype(int)
+    for i in np.argsort(-(raw - counts))[: n - counts.sum()]:
+        counts[i] += 1
+    if n >= len(counts):
+        while (counts == 0).any():
+            counts[np.argmax(counts)] -= 1
+            counts[np.argmin(counts)] += 1
+    return [int(c) for c in counts]
+
+
+def _feedback_plan(n: int, rng: np.random.Generator) -> list[str]:
+    """Exact feedback counts (35/10/5/50 %), shuffled, so small data sets still have every kind."""
+    kinds = (rec.CONFIRMED, rec.CORRECTED, rec.REJECTED, rec.NO_FEEDBACK)
+    counts = [round(n * p) for p in FEEDBACK_MIX[:3]]
+    plan = [k for k, c in zip(kinds, [*counts, n - sum(counts)], strict=True) for _ in range(c)]
+    return [plan[i] for i in rng.permutation(n)]
+
+
+def _day_weights(label: str) -> np.ndarray:
+    days = [START + timedelta(days=d) for d in range(DAYS)]
+    season = np.array([SEASON_WEIGHTS[label][_MONTH_SEASON[d.month - 1]] for d in days])
+    growth = 1 + 0.6 * np.arange(DAYS) / DAYS  # adoption grows: more rows in the second year
+    w = season * growth
+    return w / w.sum()
+
+
+def _pick(rng: np.random.Generator, options: dict[str, float]) -> str:
+    keys = list(options)
+    p = np.array([options[k] for k in keys])
+    return keys[int(rng.choice(len(keys), p=p / p.sum()))]
+
+
+def plan_rows(model_type: str, n: int, seed: int) -> list[dict[str, Any]]:
+    """The demo rows (record-field dicts, without image hashes) plus ``_intensity`` for the drawing."""
+    classes = CLASSES[model_type]
+    plan_rng = np.random.default_rng([seed, MODEL_INDEX[model_type], 0xC1A55])
+    labels = [c for c, k in zip(classes, _class_counts(model_type, n), strict=True) for _ in range(k)]
+    labels = [labels[i] for i in plan_rng.permutation(n)]
+    feedback = _feedback_plan(n, plan_rng)
+    farmers = [str(uuid.uuid5(_NAMESPACE, f"farmer:{seed}:{i}")) for i in range(N_FARMERS)]
+    farmer_p = plan_rng.dirichlet(np.ones(N_FARMERS) * 0.7)  # a few farmers send most photos
+    county_p = np.array([c[4] for c in COUNTIES], float)
+    day_p = {c: _day_weights(c) for c in classes}
+    rows = []
+    for i, (truth, fb) in enumerate(zip(labels, feedback, strict=True)):
+        rng = _rng(seed, model_type, i, 1)
+        rows.append(_row(model_type, i, seed, truth, fb, rng, farmers, farmer_p, county_p, day_p[truth]))
+    return rows
+
+
+def _row(model_type: str, i: int, seed: int, truth: str, fb: str, rng: np.random.Generator, farmers: list[str],
+         farmer_p: np.ndarray, county_p: np.ndarray, day_p: np.ndarray) -> dict[str, Any]:
+    classes = CLASSES[model_type]
+    others = [c for c in classes if c != truth]
+    model_right = fb == rec.CONFIRMED or (fb == rec.NO_FEEDBACK and rng.random() < 0.8)
+    predicted = truth if model_right else others[int(rng.integers(0, len(others)))]
+    conf = rng.beta(6, 2) if model_right else rng.beta(3, 3)
+    confidence = round(float(np.clip(0.3 + 0.69 * conf, 0.3, 0.99)), 4)
+    day = int(rng.choice(DAYS, p=day_p))
+    local_hour = rng.uniform(6.5, 18.5)
+    created = START + timedelta(days=day, hours=local_hour - NAIROBI_OFFSET_H)
+    county, town, lat, lon, _ = COUNTIES[int(rng.choice(len(COUNTIES), p=county_p / county_p.sum()))]
+    has_gps = rng.random() < 0.9
+    intensity = float(rng.uniform(0.6, 1.4))
+    user_confirmed = {rec.CONFIRMED: True, rec.CORRECTED: False, rec.REJECTED: False}.get(fb)
+    actual = truth if fb == rec.CORRECTED else None
+    alt = [c for c in others if c != predicted][:2] + ([truth] if predicted != truth else [])
+    rest = (1 - confidence) * np.sort(rng.dirichlet(np.ones(len(alt) + 1)))[::-1][: len(alt)]
+    key = {"pest": "pest", "disease": "disease", "storage": "condition"}[model_type]
+    extra: dict[str, Any] = {
+        "alternative_predictions": [{key: a, "confidence": round(float(p), 4)} for a, p in zip(alt, rest, strict=True)],
+        "image_metadata": {"width": 256, "height": 256, "format": "jpeg", "demo_intensity": round(intensity, 3)},
+    }
+    row: dict[str, Any] = {
+        "id": str(uuid.uuid5(_NAMESPACE, f"{seed}:{model_type}:{i}")),
+        "source": "demo", "model_type": model_type,
+        "image_url": None, "predicted_label": predicted, "confidence": confidence,
+        "user_confirmed": user_confirmed, "actual_label": actual,
+        "location": f"{town}, {county} County",
+        "latitude": round(lat + rng.normal(0, 0.08), 5) if has_gps else None,
+        "longitude": round(lon + rng.normal(0, 0.08), 5) if has_gps else None,
+        "farmer_id": farmers[int(rng.choice(len(farmers), p=farmer_p))],
+        "created_at": created, "_intensity": intensity, "_truth": truth,
+    }
+    row["image_url"] = f"demo://{model_type}/{row['id']}.jpg"
+    if model_type == "storage":
+        row["crop"] = _pick(rng, STORED_CROPS)
+        extra.update(storage_type=STORAGE_TYPES[int(rng.integers(0, len(STORAGE_TYPES)))],
+                     temperature=round(float(rng.normal(24, 4)), 1), humidity=round(float(rng.uniform(40, 90)), 1))
+        if fb == rec.CORRECTED:  # storage has no corrected-class column: the farmer can only say "wrong"
+            row["actual_label"] = None
+            row["feedback_text"] = f"Not {predicted}: the produce looks {truth}."
+            extra["actual_outcome"] = f"looked {truth} on inspection"
+    else:
+        row["crop"] = _pick(rng, CROPS[truth])
+        sev = SEVERITIES[min(3, int(intensity * 2.6 + rng.normal(0, 0.5)))] if predicted != "healthy" else None
+        row["severity"] = sev
+        if model_type == "disease":
+            row["growth_stage"] = GROWTH_STAGES[int(rng.choice(4, p=[0.15, 0.45, 0.25, 0.15]))]
+            extra["weather_conditions"] = {"temperature": round(float(rng.normal(22, 4)), 1),
+                                           "humidity": round(float(rng.uniform(45, 95)), 1)}
+            extra["contagion_risk"] = SEVERITIES[int(rng.integers(0, 3))] if predicted != "healthy" else "low"
+    if fb == rec.REJECTED:
+        row["feedback_text"] = "Wrong diagnosis."
+    elif fb == rec.CORRECTED and model_type != "storage":
+        row["feedback_text"] = f"It is {truth.replace('_', ' ')}, not {predicted.replace('_', ' ')}."
+    elif fb == rec.CONFIRMED and rng.random() < 0.3:
+        row["feedback_text"] = "Correct, thank you."
+    row["extra"] = json.dumps(extra, sort_keys=True)
+    return row
+
+
+def _draw(args: tuple[str, int, int, str, float, str | None]) -> bytes:
+    model_type, seed, i, truth, intensity, crop = args
+    return draw_photo(model_type, truth, _rng(seed, model_type, i, 2), intensity, crop)
+
+
+def generate(settings: Settings, model_types: list[str], n: int = 600, seed: int = 0,
+             progress: ProgressFn = no_progress) -> DemoSummary:
+    """Write ``n`` demo rows and photos per model type into the store and the image cache."""
+    if n < 1:
+        raise UsageError(f"--n {n} must be at least 1")
+    started = time.perf_counter()
+    models: dict[str, ModelSummary] = {}
+    with Store(settings.db_path, create=True) as store, ImageCache(settings.image_dir) as cache:
+        salt = store.salt(settings.hash_salt)
+        for model_type in model_types:
+            rec.check_model_type(model_type)
+            rows = plan_rows(model_type, n, seed)
+            task = f"demo {model_type}"
+            progress(task, 0, n)
+            for i, row in enumerate(rows):
+                data = _draw((model_type, seed, i, row["_truth"], row["_intensity"], row.get("crop")))
+                row["image_hash"] = cache.put(data, url=row["image_url"]).sha256
+                progress(task, i + 1, n)
+            truths = Counter(row.pop("_truth") for row in rows)
+            for row in rows:
+                row.pop("_intensity")
+                row["farmer_key"] = rec.farmer_key(row["farmer_id"], salt)
+            frame = rec.make_records(rows)
+            result = store.upsert(frame)
+            models[model_type] = ModelSummary(
+                model_type, len(rows), result, len(rows),
+                {c: truths.get(c, 0) for c in CLASSES[model_type]},
+                {k: int(v) for k, v in frame["feedback"].value_counts().items()})
+    return DemoSummary(seed, models, time.perf_counter() - started, Path(settings.db_path), Path(settings.image_dir))

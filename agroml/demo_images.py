@@ -1,0 +1,370 @@
+"""Procedurally drawn demo photos: crop leaves with pest / disease symptoms, and stored produce.
+
+Why draw instead of shipping photos: the demo must work offline, be deterministic (same seed, same
+bytes) and be small. Why so much nuisance (pose, scale, lighting, colour cast, clutter, blur, JPEG
+quality, symptom count and size): a classifier trained on it must learn the symptom's shape and
+texture, not a trivial cue such as the mean colour. Symptoms are drawn large enough to survive a
+resize to 96x96, so a small CNN trained from scratch can still learn them.
+
+Everything random comes from the ``numpy.random.Generator`` passed in; nothing reads global state.
+A leaf is drawn in a canonical frame (lying along x, ``t`` in [0, 1] from base to tip, ``s`` in
+[-1, 1] across the blade, veins at constant ``s``) and then placed with one affine transform.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+from agroml.demo_storage import draw_storage
+
+SIZE = 256
+#: Canonical leaf canvas (width, height) and the leaf's extent in it.
+_CW, _CH, _X0, _LEN, _CY = 320, 160, 12, 296, 80
+
+PEST_CLASSES: tuple[str, ...] = ("fall_armyworm", "aphids", "stem_borer", "leaf_miner", "healthy")
+DISEASE_CLASSES: tuple[str, ...] = ("common_rust", "gray_leaf_spot", "northern_leaf_blight", "maize_streak", "healthy")
+
+Color = tuple[int, int, int]
+
+
+def _jitter(rng: np.random.Generator, color: Color, amount: float = 18) -> Color:
+    return tuple(int(np.clip(c + rng.normal(0, amount / 2), 0, 255)) for c in color)  # type: ignore[return-value]
+
+
+def smooth_noise(rng: np.random.Generator, h: int, w: int, cell: int) -> np.ndarray:
+    """Blotchy noise in about [-1, 1]: random values on a coarse grid, bicubically enlarged."""
+    small = rng.normal(0, 1, (max(2, h // cell), max(2, w // cell))).astype(np.float32)
+    return np.asarray(Image.fromarray(small, "F").resize((w, h), Image.BICUBIC))
+
+
+class Leaf:
+    """One leaf in the canonical frame: RGB and alpha arrays plus the (t, s) -> pixel mapping."""
+
+    def __init__(self, rng: np.random.Generator, yellowing: float = 0.0) -> None:
+        self.hwmax = rng.uniform(24, 58)
+        self.a, self.b = rng.uniform(0.25, 0.6), rng.uniform(0.45, 1.0)
+        tpeak = self.a / (self.a + self.b)
+        self.fpeak = tpeak ** self.a * (1 - tpeak) ** self.b
+        self.bend = rng.uniform(-14, 14)
+        self.nveins = int(rng.integers(7, 13))
+
+        xs = np.arange(_CW, dtype=np.float32)
+        t = (xs - _X0) / _LEN
+        hw = self.half_width(t)
+        yc = self.center(t)
+        ys = np.arange(_CH, dtype=np.float32)[:, None]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            s = np.where(hw > 0, (ys - yc) / np.maximum(hw, 1e-3), 9.0)
+        inside = np.clip((1 - np.abs(s)) * hw, 0, 1)  # about one pixel of anti-aliased edge
+        self.alpha = (inside * 255).astype(np.uint8)
+
+        base = np.array([rng.uniform(45, 95), rng.uniform(105, 165), rng.uniform(25, 65)], np.float32)
+        tipyellow = np.clip((t - 0.75) / 0.25, 0, 1) * rng.uniform(0, 0.5) + yellowing
+        veins = np.cos(np.pi * s * self.nveins)
+        shade = 1 + 0.07 * veins - 0.18 * s ** 2 + 0.06 * smooth_noise(rng, _CH, _CW, 24)
+        midrib = np.exp(-((s * hw) / 2.2) ** 2) * rng.uniform(25, 55)
+        yellow = np.array([200, 190, 70], np.float32)
+        col = base[None, None, :] * (1 - tipyellow[None, :, None]) + yellow * tipyellow[None, :, None]
+        rgb = col * shade[..., None] + midrib[..., None] + rng.normal(0, 3, (_CH, _CW, 1))
+        self.rgb = np.clip(rgb, 0, 255).astype(np.uint8)
+        self.base = tuple(int(c) for c in base)
+
+    def half_width(self, t: np.ndarray | float) -> np.ndarray:
+        tt = np.clip(t, 0, 1)
+        return np.where((np.asarray(t) > 0) & (np.asarray(t) < 1),
+                        self.hwmax * tt ** self.a * (1 - tt) ** self.b / self.fpeak, 0.0)
+
+    def center(self, t: np.ndarray | float) -> np.ndarray:
+        return _CY + self.bend * (4 * (np.asarray(t) - 0.5) ** 2 - 0.5)
+
+    def point(self, t: float, s: float) -> tuple[float, float]:
+        """Canvas pixel of leaf coordinate (t along, s across)."""
+        return _X0 + t * _LEN, float(self.center(t) + s * self.half_width(t))
+
+    def vein_s(self, rng: np.random.Generator) -> float:
+        """The s of a random vein (inside the blade, not the edge)."""
+        k = int(rng.integers(-(self.nveins - 1) // 2, (self.nveins - 1) // 2 + 1))
+        return 2 * k / self.nveins
+
+    def images(self) -> tuple[Image.Image, Image.Image]:
+        return Image.fromarray(self.rgb, "RGB"), Image.fromarray(self.alpha, "L")
+
+
+def _blob(cx: float, cy: float, r: float, rng: np.random.Generator, jag: float = 0.4, n: int = 12,
+          stretch: float = 1.0) -> list[tuple[float, float]]:
+    """An irregular closed polygon around (cx, cy): ragged holes, pellets, mould patches."""
+    ang = np.sort(rng.uniform(0, 2 * np.pi, n))
+    rad = r * (1 - jag / 2 + jag * rng.random(n))
+    return [(cx + stretch * q * math.cos(a), cy + q * math.sin(a)) for a, q in zip(ang, rad, strict=True)]
+
+
+def _ellipse(cx: float, cy: float, rx: float, ry: float, angle: float = 0.0, n: int = 10) -> list[tuple[float, float]]:
+    ca, sa = math.cos(angle), math.sin(angle)
+    pts = []
+    for k in range(n):
+        a = 2 * math.pi * k / n
+        x, y = rx * math.cos(a), ry * math.sin(a)
+        pts.append((cx + x * ca - y * sa, cy + x * sa + y * ca))
+    return pts
+
+
+# --- pest symptoms ---------------------------------------------------------------------------------
+def _fall_armyworm(leaf: Leaf, rgb: ImageDraw.ImageDraw, alpha: ImageDraw.ImageDraw, rng: np.random.Generator,
+                   k: float) -> None:
+    """Large ragged chewed holes with brown rims, bitten edges, papery windows and dark frass."""
+    holes = []
+    for _ in range(max(1, round(k * rng.integers(2, 6)))):
+        t, s = rng.uniform(0.12, 0.85), rng.uniform(-0.55, 0.55)
+        x, y = leaf.point(t, s)
+        r = rng.uniform(7, 17) * min(1.0, 0.4 + leaf.half_width(t) / 40)
+        holes.append((x, y, r))
+        rgb.polygon(_blob(x, y, r * 1.25, rng, 0.5, 14), fill=_jitter(rng, (120, 100, 55)))
+        alpha.polygon(_blob(x, y, r, rng, 0.6, 14), fill=0)
+    for _ in range(int(rng.integers(0, 4))):  # bites from the edge
+        t, side = rng.uniform(0.15, 0.85), rng.choice([-1.0, 1.0])
+        x, y = leaf.point(t, side)
+        alpha.polygon(_blob(x, y, rng.uniform(7, 16), rng, 0.7, 14), fill=0)
+    for _ in range(int(rng.integers(0, 3))):  # windowpane scraping by young larvae
+        x, y = leaf.point(rng.uniform(0.15, 0.85), rng.uniform(-0.5, 0.5))
+        rgb.polygon(_blob(x, y, rng.uniform(4, 9), rng, 0.5, 10, 2.0), fill=_jitter(rng, (200, 205, 150)))
+    for x, y, r in holes[: int(rng.integers(1, len(holes) + 1))]:
+        for _ in range(int(rng.integers(6, 18))):  # frass pellets around the feeding site
+            px, py = x + rng.normal(0, r * 1.1), y + rng.normal(0, r * 0.9)
+            rgb.polygon(_blob(px, py, rng.uniform(1.8, 3.4), rng, 0.5, 6), fill=_jitter(rng, (55, 40, 25), 12))
+
+
+def _aphids(leaf: Leaf, rgb: ImageDraw.ImageDraw, alpha: ImageDraw.ImageDraw, rng: np.random.Generator,
+            k: float) -> None:
+    """Colonies of small oval insects strung along veins, pale green or black, with a dark outline."""
+    dark = rng.random() < 0.5
+    body = (35, 35, 38) if dark else (175, 215, 110)
+    edge = (15, 15, 15) if dark else (70, 95, 40)
+    for _ in range(max(1, round(k * rng.integers(2, 5)))):
+        t0, s0 = rng.uniform(0.1, 0.8), leaf.vein_s(rng)
+        span = rng.uniform(0.05, 0.18)
+        for _ in range(int(rng.integers(12, 35))):
+            t = t0 + rng.uniform(0, span)
+            x, y = leaf.point(t, s0 + rng.normal(0, 0.06))
+            rx, ry = rng.uniform(2.4, 3.8), rng.uniform(1.5, 2.4)
+            pts = _ellipse(x, y, rx, ry, rng.normal(0, 0.35), 8)
+            rgb.polygon(pts, fill=_jitter(rng, body, 14), outline=edge)
+            if rng.random() < 0.5:  # the pale highlight of a glossy body
+                rgb.point((x - 0.8, y - 0.6), fill=(200, 200, 200) if dark else (225, 240, 190))
+
+
+def _stem_borer(leaf: Leaf, rgb: ImageDraw.ImageDraw, alpha: ImageDraw.ImageDraw, rng: np.random.Generator,
+                k: float) -> None:
+    """Rows of small round shot holes across the blade (bored through the whorl) and pale sawdust frass."""
+    for _ in range(max(1, round(k * rng.integers(1, 3)))):
+        t = rng.uniform(0.15, 0.8)
+        count = int(rng.integers(4, 9))
+        tilt = rng.normal(0, 0.02)
+        for s in np.linspace(-0.7, 0.7, count) + rng.normal(0, 0.04, count):
+            x, y = leaf.point(t + tilt * s, float(s))
+            r = rng.uniform(2.4, 4.5)
+            rgb.ellipse((x - r - 1.6, y - r - 1.6, x + r + 1.6, y + r + 1.6), fill=_jitter(rng, (115, 90, 50)))
+            alpha.ellipse((x - r, y - r, x + r, y + r), fill=0)
+    for _ in range(int(rng.integers(1, 3))):  # sawdust-like frass
+        x0, y0 = leaf.point(rng.uniform(0.05, 0.6), rng.uniform(-0.5, 0.5))
+        for _ in range(int(rng.integers(15, 40))):
+            x, y = x0 + rng.normal(0, 5), y0 + rng.normal(0, 3.5)
+            r = rng.uniform(0.8, 1.8)
+            rgb.ellipse((x - r, y - r, x + r, y + r), fill=_jitter(rng, (200, 170, 115), 20))
+
+
+def _leaf_miner(leaf: Leaf, rgb: ImageDraw.ImageDraw, alpha: ImageDraw.ImageDraw, rng: np.random.Generator,
+                k: float) -> None:
+    """Pale winding serpentine mines, widening as the larva grows, with a dark frass line inside."""
+    for _ in range(max(1, round(k * rng.integers(1, 4)))):
+        t, s = rng.uniform(0.15, 0.75), rng.uniform(-0.5, 0.5)
+        x, y = leaf.point(t, s)
+        heading, turn = rng.uniform(0, 2 * np.pi), rng.uniform(0.15, 0.35) * rng.choice([-1, 1])
+        steps = int(rng.integers(50, 130))
+        pts = [(x, y)]
+        for i in range(steps):
+            heading += turn * math.sin(i / rng.uniform(4, 7)) + rng.normal(0, 0.12)
+            x, y = x + 2.2 * math.cos(heading), y + 2.2 * math.sin(heading)
+            # stay on the blade: turn back towards the midline when near an edge
+            tt = (x - _X0) / _LEN
+            hw = float(leaf.half_width(tt))
+            if not 0.06 < tt < 0.94 or abs(y - float(leaf.center(tt))) > 0.8 * hw:
+                heading += math.pi * 0.6
+                x, y = pts[-1]
+            pts.append((x, y))
+        pale = _jitter(rng, (222, 228, 190), 12)
+        for i in range(len(pts) - 1):
+            width = 1.5 + 4.0 * i / len(pts)
+            rgb.line([pts[i], pts[i + 1]], fill=pale, width=max(1, round(width)))
+            ex, ey = pts[i]
+            rr = width / 2
+            rgb.ellipse((ex - rr, ey - rr, ex + rr, ey + rr), fill=pale)
+        rgb.line(pts[:: 3], fill=(95, 95, 60), width=1)
+
+
+# --- disease symptoms ------------------------------------------------------------------------------
+def _common_rust(leaf: Leaf, rgb: ImageDraw.ImageDraw, alpha: ImageDraw.ImageDraw, rng: np.random.Generator,
+                 k: float) -> None:
+    """Many small raised cinnamon-orange pustules scattered over the blade, each with a dark rim."""
+    color = (rng.uniform(160, 200), rng.uniform(75, 110), rng.uniform(20, 45))
+    for _ in range(round(k * rng.integers(45, 120))):
+        x, y = leaf.point(rng.uniform(0.05, 0.95), rng.uniform(-0.9, 0.9))
+        rx, ry = rng.uniform(2.0, 3.6), rng.uniform(1.4, 2.4)
+        rgb.polygon(_ellipse(x, y, rx + 0.8, ry + 0.8, 0, 8), fill=(95, 50, 20))
+        rgb.polygon(_ellipse(x, y, rx, ry, 0, 8), fill=_jitter(rng, tuple(int(c) for c in color), 16))
+        rgb.point((x - 0.5, y - 0.5), fill=(235, 160, 90))
+
+
+def _gray_leaf_spot(leaf: Leaf, rgb: ImageDraw.ImageDraw, alpha: ImageDraw.ImageDraw, rng: np.random.Generator,
+                    k: float) -> None:
+    """Grey-tan rectangular lesions whose sides follow the veins (they cannot cross them)."""
+    for _ in range(max(2, round(k * rng.integers(6, 20)))):
+        t0 = rng.uniform(0.05, 0.85)
+        t1 = t0 + rng.uniform(0.05, 0.14)
+        s0 = leaf.vein_s(rng)
+        s1 = s0 + 2 / leaf.nveins * rng.choice([1, 1, 2])
+        poly = [leaf.point(t0, s0), leaf.point(t1, s0), leaf.point(t1, s1), leaf.point(t0, s1)]
+        rgb.polygon(poly, fill=_jitter(rng, (150, 145, 125), 16), outline=_jitter(rng, (105, 95, 70), 10))
+
+
+def _northern_leaf_blight(leaf: Leaf, rgb: ImageDraw.ImageDraw, alpha: ImageDraw.ImageDraw,
+                          rng: np.random.Generator, k: float) -> None:
+    """A few long cigar-shaped tan necrotic lesions with a darker wavy margin and sooty spore patches."""
+    for _ in range(max(1, round(k * rng.integers(1, 4)))):
+        tc, sc = rng.uniform(0.25, 0.75), rng.uniform(-0.35, 0.35)
+        half_len, half_w = rng.uniform(0.1, 0.22), rng.uniform(0.18, 0.38)
+        outer, inner = [], []
+        for a in np.linspace(0, 2 * np.pi, 28, endpoint=False):
+            ca, sa = math.cos(a), math.sin(a)
+            pinch = abs(sa) ** 0.8 * np.sign(sa)  # pointed ends: a cigar, not an ellipse
+            wob = 1 + rng.normal(0, 0.06)
+            outer.append(leaf.point(tc + half_len * ca * wob, sc + half_w * pinch * wob * 1.15))
+            inner.append(leaf.point(tc + half_len * ca * 0.9, sc + half_w * pinch * 0.85))
+        rgb.polygon(outer, fill=_jitter(rng, (110, 90, 55), 10))
+        rgb.polygon(inner, fill=_jitter(rng, (180, 165, 120), 14))
+        for _ in range(int(rng.integers(0, 6))):
+            x, y = leaf.point(tc + rng.uniform(-0.6, 0.6) * half_len, sc + rng.uniform(-0.5, 0.5) * half_w)
+            rgb.polygon(_blob(x, y, rng.uniform(1.5, 3.0), rng, 0.5, 6), fill=(90, 85, 70))
+
+
+def _maize_streak(leaf: Leaf, rgb: ImageDraw.ImageDraw, alpha: ImageDraw.ImageDraw, rng: np.random.Generator,
+                  k: float) -> None:
+    """Narrow broken chlorotic (pale yellow) streaks running along the veins over much of the blade."""
+    color = (rng.uniform(205, 235), rng.uniform(205, 230), rng.uniform(80, 130))
+    for _ in range(round(k * rng.integers(30, 70))):
+        s = leaf.vein_s(rng) + rng.choice([-1, 1]) * 1 / leaf.nveins * rng.uniform(0.6, 1.0)
+        t0 = rng.uniform(0.02, 0.9)
+        t1 = min(0.98, t0 + rng.uniform(0.03, 0.16))
+        pts = [leaf.point(float(t), s) for t in np.linspace(t0, t1, 5)]
+        rgb.line(pts, fill=_jitter(rng, tuple(int(c) for c in color), 12), width=int(rng.integers(1, 3)))
+
+
+def _blemishes(leaf: Leaf, rgb: ImageDraw.ImageDraw, alpha: ImageDraw.ImageDraw, rng: np.random.Generator) -> None:
+    """Harmless marks any leaf may carry (dust, a water drop, a small tear), on every class alike."""
+    for _ in range(int(rng.poisson(1.5))):
+        x, y = leaf.point(rng.uniform(0.1, 0.9), rng.uniform(-0.7, 0.7))
+        kind = rng.integers(0, 3)
+        if kind == 0:
+            r = rng.uniform(1, 2.5)
+            rgb.ellipse((x - r, y - r, x + r, y + r), fill=_jitter(rng, (140, 120, 90), 20))
+        elif kind == 1:
+            r = rng.uniform(2, 4)
+            rgb.ellipse((x - r, y - r, x + r, y + r), outline=(230, 240, 230))
+        else:
+            t = rng.uniform(0.2, 0.9)
+            x, y = leaf.point(t, rng.choice([-1.0, 1.0]))
+            alpha.polygon([(x, y), (x + rng.uniform(2, 5), y), (x + 1, y + rng.uniform(-6, 6))], fill=0)
+
+
+SYMPTOMS = {
+    "fall_armyworm": _fall_armyworm, "aphids": _aphids, "stem_borer": _stem_borer, "leaf_miner": _leaf_miner,
+    "common_rust": _common_rust, "gray_leaf_spot": _gray_leaf_spot, "northern_leaf_blight": _northern_leaf_blight,
+    "maize_streak": _maize_streak,
+}
+
+
+# --- scene ----------------------------------------------------------------------------------------
+def _background(rng: np.random.Generator) -> Image.Image:
+    """Soil, mulch or shade, with stones, straw and out-of-focus leaves: the clutter of a field photo."""
+    kind = rng.integers(0, 3)
+    base = [(120, 85, 55), (95, 80, 60), (60, 60, 50)][kind]
+    base = np.array(_jitter(rng, base, 30), np.float32)
+    tex = 1 + 0.22 * smooth_noise(rng, SIZE, SIZE, 32) + 0.12 * smooth_noise(rng, SIZE, SIZE, 6)
+    arr = base * tex[..., None] + rng.normal(0, 7, (SIZE, SIZE, 1))
+    img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
+    draw = ImageDraw.Draw(img)
+    for _ in range(int(rng.integers(0, 12))):  # stones and clods
+        x, y = rng.uniform(0, SIZE, 2)
+        draw.polygon(_blob(x, y, rng.uniform(3, 14), rng, 0.5, 9), fill=_jitter(rng, (130, 120, 105), 40))
+    for _ in range(int(rng.integers(0, 8))):  # straw
+        x, y, a, n = *rng.uniform(0, SIZE, 2), rng.uniform(0, np.pi), rng.uniform(15, 60)
+        draw.line([(x, y), (x + n * math.cos(a), y + n * math.sin(a))], fill=_jitter(rng, (190, 165, 110), 25),
+                  width=int(rng.integers(1, 4)))
+    for _ in range(int(rng.integers(0, 3))):  # neighbouring leaves, healthy and out of focus
+        other = Leaf(rng, yellowing=rng.uniform(0, 0.3))
+        _place(img, other, rng, scale=rng.uniform(0.6, 1.0), blur=rng.uniform(1.0, 3.0), darken=rng.uniform(0.6, 0.9))
+    return img
+
+
+def _place(canvas: Image.Image, leaf: Leaf, rng: np.random.Generator, scale: float, blur: float = 0.0,
+           darken: float = 1.0, layers: tuple[Image.Image, Image.Image] | None = None) -> None:
+    """Paste a canonical leaf onto ``canvas`` rotated, scaled and shifted (one inverse affine map)."""
+    rgb, alpha = layers or leaf.images()
+    if darken != 1.0:
+        rgb = Image.eval(rgb, lambda v: int(v * darken))
+    angle = rng.uniform(0, 2 * np.pi)
+    cx, cy = SIZE / 2 + rng.normal(0, 22, 2)
+    ca, sa = math.cos(angle) / scale, math.sin(angle) / scale
+    # output (x, y) -> canonical: centre + R(-angle) / scale * (out - out_centre)
+    data = (ca, sa, _CW / 2 - ca * cx - sa * cy, -sa, ca, _CH / 2 + sa * cx - ca * cy)
+    rgba = rgb.convert("RGBA")
+    rgba.putalpha(alpha)
+    moved = rgba.transform((SIZE, SIZE), Image.AFFINE, data, resample=Image.BILINEAR)
+    if blur > 0:
+        moved = moved.filter(ImageFilter.GaussianBlur(blur))
+    canvas.paste(moved, (0, 0), moved)
+
+
+def _photograph(img: Image.Image, rng: np.random.Generator) -> bytes:
+    """Camera and light: exposure, colour cast, a shadow gradient, sensor noise, focus blur, JPEG quality."""
+    arr = np.asarray(img, np.float32)
+    gain = rng.uniform(0.72, 1.25) * rng.uniform(0.88, 1.12, 3)
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32) / SIZE - 0.5
+    a = rng.uniform(0, 2 * np.pi)
+    shadow = 1 + rng.uniform(0, 0.35) * (xx * math.cos(a) + yy * math.sin(a))
+    arr = arr * gain[None, None, :] * shadow[..., None] + rng.normal(0, rng.uniform(1, 6), arr.shape)
+    gamma = rng.uniform(0.85, 1.18)
+    arr = 255 * (np.clip(arr, 0, 255) / 255) ** gamma
+    out = Image.fromarray(arr.astype(np.uint8), "RGB")
+    if rng.random() < 0.6:
+        out = out.filter(ImageFilter.GaussianBlur(rng.uniform(0.2, 1.1)))
+    buf = io.BytesIO()
+    out.save(buf, "JPEG", quality=int(rng.integers(55, 95)))
+    return buf.getvalue()
+
+
+def draw_leaf(label: str, rng: np.random.Generator, intensity: float = 1.0) -> Image.Image:
+    """A field photo of one leaf showing ``label``'s symptoms (none for "healthy"), before the camera."""
+    canvas = _background(rng)
+    leaf = Leaf(rng, yellowing=rng.uniform(0, 0.15))
+    rgb, alpha = leaf.images()
+    drgb, dalpha = ImageDraw.Draw(rgb), ImageDraw.Draw(alpha)
+    _blemishes(leaf, drgb, dalpha, rng)
+    symptom = SYMPTOMS.get(label)
+    if symptom is not None:
+        symptom(leaf, drgb, dalpha, rng, intensity)
+    _place(canvas, leaf, rng, scale=rng.uniform(0.75, 1.15), layers=(rgb, alpha))
+    return canvas
+
+
+def draw_photo(model_type: str, label: str, rng: np.random.Generator, intensity: float = 1.0,
+               crop: str | None = None) -> bytes:
+    """JPEG bytes of a 256x256 demo photo of class ``label`` (intensity ~0.6-1.4 scales symptom count)."""
+    if model_type == "storage":
+        img = draw_storage(label, rng, crop or "maize", SIZE)
+    else:
+        img = draw_leaf(label, rng, intensity)
+    return _photograph(img, rng)
