@@ -1,9 +1,83 @@
-"""Commands: (not yet written)."""
+"""Command: ``export`` (records to CSV, JSON Lines or Parquet files for training elsewhere)."""
 
 from __future__ import annotations
 
+import contextlib
+from enum import StrEnum
+from typing import Annotated
+
 import typer
+
+from agroml.cli import output
+from agroml.cli.options import JsonOpt, ModelAllOpt, ModelTypeOrAll, OutDirOpt, SinceOpt, SourceOpt, UntilOpt
+
+
+class Scope(StrEnum):
+    training = "training"
+    all = "all"
+
+
+class Format(StrEnum):
+    csv = "csv"
+    json = "json"
+    parquet = "parquet"
+
+
+ScopeOpt = Annotated[Scope, typer.Option(
+    "--scope", help="training: valid rows with a training label (confirmed or corrected); all: every row, "
+                    "invalid ones with their invalid_reason.")]
+FormatOpt = Annotated[Format, typer.Option(
+    "--format", "-f", help="parquet keeps types; csv and json (JSON Lines) write ISO-8601 UTC times.")]
+PersonalOpt = Annotated[bool, typer.Option(
+    "--include-personal", help="Also export the raw farmer_id (personal data; default: only the salted farmer_key).")]
+
+
+def _excluded_hint(model: str, excluded: dict[str, int]) -> str:
+    parts = ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in sorted(excluded.items()))
+    return f"{model}: left out {sum(excluded.values())} rows ({parts}); --scope all exports every row"
+
+
+def export(
+    model: ModelAllOpt = ModelTypeOrAll.all,
+    scope: ScopeOpt = Scope.training,
+    fmt: FormatOpt = Format.parquet,
+    out: OutDirOpt = None,
+    include_personal: PersonalOpt = False,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    source: SourceOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Write records to one file per model type: <model>_<scope>_<UTC timestamp>.<ext>.
+
+    Files are written in chunks (flat memory) under a temporary name and renamed when complete, so a
+    partial file never appears. Farmers appear only as the salted farmer_key unless --include-personal.
+    Prints each file's path and row count; --out defaults to AGROML_EXPORTS_DIR or exports/.
+
+    Example: agroml export --model pest --scope training --format parquet --out exports/
+    """
+    from agroml import config
+    from agroml.exporting import export_records
+    from agroml.sources import open_source
+
+    settings = config.resolve({"source": source, "exports_dir": out})
+    with contextlib.closing(open_source(settings)) as src, output.progress() as progress:
+        result = export_records(src, model.value, scope.value, fmt.value, settings.exports_dir,
+                                include_personal=include_personal, since=since, until=until, progress=progress)
+    for message in result.warnings:
+        output.warn(message)
+    for file in result.files:
+        if file.excluded:
+            output.hint(_excluded_hint(file.model_type, file.excluded))
+    if json_out:
+        output.print_json(result.to_dict())
+        return
+    width = max(len(str(f.path)) for f in result.files) if result.files else 0
+    for file in result.files:
+        output.stdout.print(f"{file.path!s:<{width}}  {file.rows} rows", highlight=False, markup=False,
+                            soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to ``app``."""
+    app.command("export")(export)

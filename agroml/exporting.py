@@ -1,0 +1,330 @@
+"""Export records to CSV, JSON Lines or Parquet: typed, chunked, atomic, without farmer ids by default.
+
+Why this shape:
+- **Typed.** Every format is written from the one record schema (:func:`agroml.records.arrow_schema`).
+  Parquet keeps the types themselves (``created_at`` as ``timestamp[us, UTC]``, ``user_confirmed`` a
+  nullable boolean); CSV and JSON write times as ISO-8601 with their ``+00:00`` offset and the nested
+  ``extra`` field as JSON text (it is JSON text in every format, so all three hold the same columns).
+- **Chunked.** Rows come from ``source.iter_records(chunk_rows=...)`` and each chunk is appended to the
+  open file, so memory stays flat however large the table grows.
+- **Atomic.** A file is written under a hidden temporary name in the same folder and renamed into
+  place when complete; on any failure (including Ctrl-C) the temporary file is removed. A reader
+  never sees a partial export under its final name.
+- **Private.** Farmers appear only as the salted ``farmer_key``; the raw ``farmer_id`` is exported
+  only when the caller asks for it (``include_personal``).
+
+Read-back recipes (pandas, giving exactly the store's values and dtypes, strings as pandas' ``str``):
+see :data:`READ_BACK` and the project README.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import pandas as pd
+import pyarrow as pa
+
+from agroml import records as rec
+from agroml.errors import NoDataError, OutputError, UsageError
+from agroml.progress import ProgressFn, no_progress
+from agroml.sources import RecordSource
+
+FORMATS: dict[str, str] = {"csv": "csv", "json": "jsonl", "parquet": "parquet"}  # format -> file extension
+SCOPES: tuple[str, ...] = ("training", "all")
+
+#: What a trainer needs: the image, its training label and the metadata to split, stratify and audit
+#: by. Left out: user_confirmed (folded into feedback/label), feedback_text (farmers' free text) and
+#: invalid_reason (always empty in this scope).
+TRAINING_COLUMNS: tuple[str, ...] = (
+    "id", "source", "model_type", "image_url", "image_hash", "predicted_label", "confidence", "actual_label",
+    "feedback", "label", "crop", "location", "latitude", "longitude", "severity", "growth_stage", "farmer_key",
+    "created_at", "extra",
+)
+
+#: Time text in CSV and JSON: ISO-8601, microseconds, explicit offset (times are always UTC).
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%f+00:00"
+
+#: How to read each format back with pandas into the exported values and dtypes (README shows these).
+READ_BACK: dict[str, str] = {
+    "parquet": "pd.read_parquet(path)",
+    "csv": 'pd.read_csv(path, dtype=DTYPES, parse_dates=["created_at"], keep_default_na=False, na_values=[""])',
+    "json": 'df = pd.read_json(path, lines=True, dtype=DTYPES | {"created_at": "str"}, precise_float=True); '
+            'df["created_at"] = pd.to_datetime(df["created_at"], utc=True, format="ISO8601")'
+            '.astype("datetime64[us, UTC]")',
+}
+
+
+@dataclass(frozen=True)
+class ExportedFile:
+    """One written file: its model type, where it is, and how many rows it holds."""
+
+    model_type: str
+    path: Path
+    rows: int
+    #: Rows of this model type (and time range) left out by the scope, per reason: the invalid-row
+    #: reasons, plus "rejected" / "no_feedback" for valid rows without a training label.
+    excluded: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class ExportResult:
+    """What an export wrote; ``warnings`` are for the CLI to show on stderr."""
+
+    files: list[ExportedFile]
+    format: str
+    scope: str
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def paths(self) -> list[Path]:
+        return [f.path for f in self.files]
+
+    @property
+    def rows(self) -> dict[Path, int]:
+        return {f.path: f.rows for f in self.files}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": self.format, "scope": self.scope, "warnings": list(self.warnings),
+                "files": [{"model_type": f.model_type, "path": str(f.path), "rows": f.rows, "excluded": f.excluded}
+                          for f in self.files]}
+
+
+def export_columns(scope: str, include_personal: bool = False) -> list[str]:
+    """The exported columns, in schema order (farmer_id just before farmer_key when personal)."""
+    names = rec.arrow_schema(include_personal).names
+    if scope == "all":
+        return names
+    return [n for n in names if n in TRAINING_COLUMNS or n in rec.PERSONAL_FIELDS]
+
+
+def pandas_dtypes(columns: Sequence[str]) -> dict[str, str]:
+    """``DTYPES`` of the read-back recipes: the pandas dtype of each non-time column."""
+    schema = rec.arrow_schema(include_personal=True)
+    kinds = {pa.string(): "str", pa.float64(): "float64", pa.bool_(): "boolean"}
+    return {n: kinds[schema.field(n).type] for n in columns if n != "created_at"}
+
+
+def export_file_name(model_type: str, scope: str, fmt: str, when: datetime) -> str:
+    """``<model>_<scope>_<UTC timestamp>.<ext>``, e.g. ``pest_training_20261126T130501Z.parquet``."""
+    return f"{model_type}_{scope}_{when.astimezone(UTC):%Y%m%dT%H%M%SZ}.{FORMATS[fmt]}"
+
+
+# --- writers: open on a temporary path, append chunks, close --------------------------------------
+class _Writer(Protocol):
+    def write(self, chunk: pd.DataFrame) -> None: ...
+    def close(self) -> None: ...
+
+
+class _ParquetWriter:
+    def __init__(self, path: Path, schema: pa.Schema) -> None:
+        import pyarrow.parquet as pq
+
+        self.schema = schema
+        self.writer = pq.ParquetWriter(path, schema)
+
+    def write(self, chunk: pd.DataFrame) -> None:
+        table = pa.Table.from_pandas(chunk, schema=self.schema, preserve_index=False)
+        self.writer.write_table(table)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def _time_text(times: pd.Series) -> pd.Series:
+    return times.dt.strftime(TIME_FORMAT)
+
+
+class _CsvWriter:
+    def __init__(self, path: Path, columns: list[str]) -> None:
+        self.file = open(path, "w", encoding="utf-8", newline="")  # noqa: SIM115 - closed by close()
+        self.columns = columns
+        self.header = True
+
+    def write(self, chunk: pd.DataFrame) -> None:
+        out = chunk.copy()
+        out["created_at"] = _time_text(out["created_at"])
+        out.to_csv(self.file, header=self.header, index=False, lineterminator="\n")
+        self.header = False
+
+    def close(self) -> None:
+        if self.header:  # no chunk came: still a valid CSV, with its header
+            pd.DataFrame(columns=self.columns).to_csv(self.file, index=False, lineterminator="\n")
+        self.file.close()
+
+
+def _json_value(value: Any) -> Any:
+    """Python value for JSON: every kind of missing (None, NaN, NA, NaT) is null; inf is not JSON either."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class _JsonLinesWriter:
+    """One JSON object per line: streamable, and what ``pd.read_json(lines=True)`` reads.
+
+    Written with the json module rather than ``DataFrame.to_json``, whose floats keep only 15 digits:
+    here a float is written with Python's shortest exact repr, so it reads back bit for bit.
+    """
+
+    def __init__(self, path: Path, columns: list[str]) -> None:
+        self.file = open(path, "w", encoding="utf-8", newline="\n")  # noqa: SIM115 - closed by close()
+
+    def write(self, chunk: pd.DataFrame) -> None:
+        names = list(chunk.columns)
+        values = []
+        for name in names:
+            col = _time_text(chunk[name]) if name == "created_at" else chunk[name]
+            values.append([_json_value(v) for v in col.astype(object)])
+        dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
+        self.file.writelines(dumps(dict(zip(names, row, strict=True))) + "\n" for row in zip(*values, strict=True))
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _open_writer(fmt: str, path: Path, columns: list[str], include_personal: bool) -> _Writer:
+    if fmt == "parquet":
+        full = rec.arrow_schema(include_personal)
+        schema = pa.schema([full.field(n) for n in columns])
+        # pandas' metadata (from an empty record frame) lets pd.read_parquet restore the nullable
+        # boolean; without it a bool column with nulls reads back as object
+        empty = rec.empty_records(include_personal)[columns]
+        metadata = pa.Table.from_pandas(empty, schema=schema, preserve_index=False).schema.metadata
+        return _ParquetWriter(path, schema.with_metadata(metadata))
+    if fmt == "csv":
+        return _CsvWriter(path, columns)
+    return _JsonLinesWriter(path, columns)
+
+
+# --- the folder and the file ----------------------------------------------------------------------
+def _unwritable(out_dir: Path, reason: str) -> OutputError:
+    return OutputError(f"cannot write to export folder {out_dir}: {reason}",
+                       fix="choose a writable folder with --out DIR or set AGROML_EXPORTS_DIR")
+
+
+def _prepare_folder(out_dir: Path) -> None:
+    """Create the folder and prove it writable now, before any rows are read."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except FileExistsError:
+        raise _unwritable(out_dir, "it is a file, not a folder") from None
+    except OSError as exc:
+        raise _unwritable(out_dir, exc.strerror or str(exc)) from None
+
+
+def _free_name(out_dir: Path, name: str) -> Path:
+    """``name`` in ``out_dir``, or ``stem-2.ext``... when taken (two exports in one second): never overwrite."""
+    path = out_dir / name
+    stem, _, ext = name.partition(".")
+    n = 1
+    while path.exists():
+        n += 1
+        path = out_dir / f"{stem}-{n}.{ext}"
+    return path
+
+
+def _excluded(source: RecordSource, model_type: str, since: Any, until: Any) -> dict[str, int]:
+    """Rows the training scope leaves out, per reason, from the source's cheap aggregate."""
+    counts = source.feedback_counts(model_type, since, until)
+    if counts.empty:
+        return {}
+    counts = counts[counts["model_type"] == model_type]
+    invalid = counts[counts["invalid_reason"].notna()].groupby("invalid_reason")["n"].sum()
+    unlabeled = counts[counts["invalid_reason"].isna() & counts["label"].isna()].groupby("feedback")["n"].sum()
+    out = {str(k): int(v) for k, v in invalid.items() if v}
+    out.update({("no_feedback" if k == rec.NO_FEEDBACK else str(k)): int(v) for k, v in unlabeled.items() if v})
+    return out
+
+
+def _write_one(source: RecordSource, model_type: str, scope: str, fmt: str, final: Path, *,
+               include_personal: bool, since: Any, until: Any, chunk_rows: int, progress: ProgressFn) -> int:
+    """Stream one model type's rows into ``final`` atomically; returns the row count."""
+    columns = export_columns(scope, include_personal)
+    fd, tmp_name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    task = f"export {model_type}"
+    rows = 0
+    try:
+        writer = _open_writer(fmt, tmp, columns, include_personal)
+        try:
+            progress(task, 0, None)
+            for chunk in source.iter_records(model_type, since, until, columns=columns,
+                                             valid_only=scope == "training", include_personal=include_personal,
+                                             chunk_rows=chunk_rows):
+                if scope == "training":
+                    chunk = chunk[chunk["label"].notna()]
+                writer.write(chunk[columns])
+                rows += len(chunk)
+                progress(task, rows, None)
+        finally:
+            writer.close()
+        os.replace(tmp, final)
+    except BaseException as exc:  # Ctrl-C too: never leave the temporary file behind
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise _unwritable(final.parent, f"writing {final.name} failed: {exc.strerror or exc}") from None
+        raise
+    return rows
+
+
+def export_records(
+    source: RecordSource,
+    model_type: str,
+    scope: str = "training",
+    fmt: str = "parquet",
+    out_dir: str | Path = "exports",
+    *,
+    include_personal: bool = False,
+    since: Any = None,
+    until: Any = None,
+    chunk_rows: int = 100_000,
+    progress: ProgressFn = no_progress,
+    now: datetime | None = None,
+) -> ExportResult:
+    """Write one file per model type (``model_type`` "all" = every type that has rows).
+
+    ``scope`` "training": valid rows with a training label (confirmed or corrected), the columns of
+    :data:`TRAINING_COLUMNS`; "all": every record, invalid ones included (``invalid_reason`` says why).
+    A model type with no rows in scope still gets a file (header or schema only) and a warning, so a
+    scheduled export always produces its file; a store with no rows at all is :class:`NoDataError`.
+    """
+    if scope not in SCOPES:
+        raise UsageError(f"unknown export scope {scope!r}: valid scopes are {', '.join(SCOPES)}")
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown export format {fmt!r}: valid formats are {', '.join(FORMATS)}")
+    if chunk_rows < 1:
+        raise UsageError(f"chunk_rows={chunk_rows} must be at least 1")
+    wanted = rec.expand_model_types(model_type)
+    present = source.model_types()
+    if not present:
+        raise NoDataError()
+    out_dir = Path(out_dir)
+    _prepare_folder(out_dir)
+    when = now or datetime.now(UTC)
+    result = ExportResult(files=[], format=fmt, scope=scope)
+    for model in wanted:
+        if model_type == "all" and model not in present:
+            result.warnings.append(f"{model}: no rows in the {source.name} source, no file written")
+            continue
+        path = _free_name(out_dir, export_file_name(model, scope, fmt, when))
+        rows = _write_one(source, model, scope, fmt, path, include_personal=include_personal, since=since,
+                          until=until, chunk_rows=chunk_rows, progress=progress)
+        excluded = _excluded(source, model, since, until) if scope == "training" else {}
+        result.files.append(ExportedFile(model, path, rows, excluded))
+        if rows == 0:
+            result.warnings.append(f"{model}: no rows in scope {scope!r}, wrote {path} with no rows"
+                                   + ("" if model in present else f" (the {source.name} source has no {model} rows)"))
+    return result
