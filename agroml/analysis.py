@@ -54,11 +54,10 @@ def feedback_counts(records: pd.DataFrame) -> pd.DataFrame:
     if records.empty:
         return pd.DataFrame({**{k: pd.Series([], dtype=object) for k in COUNT_KEYS},
                              "n": pd.Series([], dtype="int64")})
-    frame = records[list(COUNT_KEYS)].astype(object)
-    frame = frame.where(frame.notna(), None)
-    grouped = frame.groupby(list(COUNT_KEYS), dropna=False, sort=False).size().reset_index(name="n")
-    grouped = grouped.astype({k: object for k in COUNT_KEYS})
-    grouped[list(COUNT_KEYS)] = grouped[list(COUNT_KEYS)].where(grouped[list(COUNT_KEYS)].notna(), None)
+    grouped = records.groupby(list(COUNT_KEYS), dropna=False, sort=False).size().reset_index(name="n")
+    for key in COUNT_KEYS:  # None, not NaN, for a missing value: the same as the store's rows
+        column = grouped[key].astype(object)
+        grouped[key] = column.where(column.notna(), None)
     return grouped.astype({"n": "int64"})
 
 
