@@ -20,6 +20,12 @@ def _save_atomically(fig: Any, path: Path) -> Path:
     """Write ``fig`` as PNG to ``path`` via a temporary file in the same folder, then rename."""
     path = Path(path)
     tmp_name = None
+    fix = "choose a writable file path"
+    if path.is_dir():
+        raise OutputError(f"cannot write {path}: it is a folder", fix=fix)
+    blocker = next((p for p in (path.parent, *path.parent.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise OutputError(f"cannot write {path}: {blocker} is not a folder", fix=fix)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -28,8 +34,7 @@ def _save_atomically(fig: Any, path: Path) -> Path:
         os.replace(tmp_name, path)
         tmp_name = None
     except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}",
-                          fix="choose a writable file path") from None
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}", fix=fix) from None
     finally:
         if tmp_name is not None:
             Path(tmp_name).unlink(missing_ok=True)
