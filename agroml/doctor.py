@@ -178,16 +178,19 @@ def _can_write_in(folder: Path) -> str | None:
     return None
 
 
-def check_folder(label: str, path: Path, env: str) -> Check:
-    """``path`` is a writable folder, or could be created as one: without side effects on the disk."""
+def check_folder(label: str, path: Path, env: str, target: str = "a writable folder") -> Check:
+    """``path`` is a writable folder, or could be created as one: without side effects on the disk.
+
+    ``target`` says what ``env`` should name instead (AGROML_DB names a file, not a folder).
+    """
     name = f"{label} folder"
-    fix = f"make {path} writable or set {env} to a writable folder"
+    fix = f"make {path} writable or set {env} to {target}"
     if path.exists() and not path.is_dir():
-        return Check(name, FAIL, f"{path} is a file, not a folder", f"move it aside or set {env} to a folder")
+        return Check(name, FAIL, f"{path} is a file, not a folder", f"move it aside or set {env} to {target}")
     parent = _nearest_existing(path)
     if not parent.is_dir():
         return Check(name, FAIL, f"cannot create {path}: {parent} is a file, not a folder",
-                     f"set {env} to a writable folder")
+                     f"set {env} to {target}")
     problem = _can_write_in(parent)
     if problem:
         where = str(path) if parent == path.absolute() else f"{parent} (to create {path})"
@@ -405,10 +408,18 @@ def environment_checks() -> list[Check]:
 def run_checks(settings: Settings, offline: bool = False) -> list[Check]:
     """Every check, in the order a person fixes things: environment, folders, settings, data, Supabase."""
     checks = environment_checks()
-    for label, attr, env in (("data", "data_dir", "AGROML_DATA_DIR"), ("models", "models_dir", "AGROML_MODELS_DIR"),
-                             ("exports", "exports_dir", "AGROML_EXPORTS_DIR")):
-        checks += _guarded(f"{label} folder", lambda label=label, attr=attr, env=env:
-                           check_folder(label, Path(getattr(settings, attr)), env))
+    folder = "a writable folder"
+    folders = [("data", Path(settings.data_dir), "AGROML_DATA_DIR", folder),
+               ("models", Path(settings.models_dir), "AGROML_MODELS_DIR", folder),
+               ("exports", Path(settings.exports_dir), "AGROML_EXPORTS_DIR", folder)]
+    # the store and the image cache live in data/ unless their own settings move them elsewhere
+    data = Path(settings.data_dir).absolute()
+    if Path(settings.db_path).absolute().parent != data:
+        folders.append(("store", Path(settings.db_path).parent, "AGROML_DB", "a file in a writable folder"))
+    if not Path(settings.image_dir).absolute().is_relative_to(data):
+        folders.append(("image cache", Path(settings.image_dir), "AGROML_IMAGE_DIR", folder))
+    for label, path, env, target in folders:
+        checks += _guarded(f"{label} folder", lambda a=(label, path, env, target): check_folder(*a))
     checks += _guarded("disk", lambda: check_disk(settings))
     checks += _guarded("settings", lambda: check_settings(settings))
     counts: dict[str, Any] | None = None

@@ -307,6 +307,33 @@ def test_online_checks_skipped_offline_or_unconfigured(workdir):
         doctor.Check("supabase online", "ok", "skipped (--offline)")]
 
 
+def test_store_and_image_folders_moved_out_of_data_are_checked(workdir):
+    (workdir / "afile").write_text("x")
+    settings = settings_with(AGROML_DB=str(workdir / "afile" / "db" / "agroml.db"), AGROML_IMAGE_DIR="cache/images")
+    checks = by_name(doctor.run_checks(settings, offline=True))
+    assert checks["store folder"].status == "fail"
+    assert checks["store folder"].fix == "set AGROML_DB to a file in a writable folder"
+    assert checks["image cache folder"].status == "ok"
+    assert "image cache folder" not in by_name(doctor.run_checks(settings_with(), offline=True))
+
+
+def test_online_checks_against_a_closed_port_report_a_problem(workdir):
+    """Configured and online: the Supabase source's checks run (or doctor says they are missing), no crash."""
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    key = make_jwt("service_role")
+    settings = settings_with(SUPABASE_URL=f"http://127.0.0.1:{port}", SUPABASE_SERVICE_KEY=key,
+                             AGROML_HTTP_TIMEOUT="2", AGROML_RETRY_MAX_SECONDS="1")
+    online = doctor.check_online(settings, offline=False)
+    assert online, "no online check line"
+    assert any(c.status in ("warn", "fail") for c in online), online
+    report = doctor.run_checks(settings, offline=False)
+    assert all(key not in c.detail + c.fix and key[:20] not in c.detail + c.fix for c in report)
+
+
 def test_weights_found_in_keras_home(workdir, monkeypatch):
     home = workdir / "keras_home"
     (home / "models").mkdir(parents=True)
