@@ -172,44 +172,25 @@ def _is_url(text: str) -> bool:
 
 
 def _fetch_urls(settings: Settings, urls: list[str]) -> tuple[dict[str, Path], dict[str, str]]:
-    """({url: cached file}, {url: error}) through the image cache and agroml.fetch's allow-list."""
-    try:
-        from agroml.fetch import fetch_images
-    except ImportError:
-        return {}, {u: "URLs need agroml.fetch, which this installation lacks: download the image and pass the file"
-                    for u in urls}
+    """({url: cached file}, {url: error}) through the image cache, with agroml.fetch's host allow-list.
+
+    Why through the cache: a photo asked about twice is downloaded once, and the bytes are verified
+    (size cap, full decode) before the model sees them. Only SUPABASE_URL's host and
+    AGROML_IMAGE_HOSTS are fetched from, as for `agroml pull`.
+    """
+    from agroml.errors import ImageError
+    from agroml.fetch import fetch_images
     from agroml.images import ImageCache
 
-    files: dict[str, Path] = {}
-    errors: dict[str, str] = {}
     with ImageCache(settings.image_dir, max_bytes=int(settings.image_max_mb * 1_000_000)) as cache:
-        result = fetch_images(settings, urls, cache=cache)
-        for url in urls:
-            path = _fetched_path(result, url, cache)
-            if path is not None:
-                files[url] = path
-            else:
-                errors[url] = _fetch_error(result, url)
+        try:
+            summary = fetch_images(urls, cache, settings)
+        except ImageError as exc:  # e.g. another process holds the cache's fill lock
+            return {}, {u: f"could not fetch: {exc}" for u in urls}
+    files = {u: Path(p) for u, p in summary.paths.items()}
+    errors = {u: f"could not fetch: {summary.details.get(u) or summary.failures.get(u) or 'unknown reason'}"
+              for u in urls if u not in files}
     return files, errors
-
-
-def _fetched_path(result: Any, url: str, cache: Any) -> Path | None:
-    """The cached file for ``url`` after a fetch, whatever shape fetch_images' result has."""
-    for attr in ("paths", "files", "fetched"):
-        mapping = getattr(result, attr, None)
-        if isinstance(mapping, dict) and url in mapping:
-            value = mapping[url]
-            value = getattr(value, "path", value)
-            return Path(value) if value is not None else None
-    return cache.lookup(url)
-
-
-def _fetch_error(result: Any, url: str) -> str:
-    for attr in ("errors", "failed", "failures"):
-        mapping = getattr(result, attr, None)
-        if isinstance(mapping, dict) and url in mapping:
-            return f"could not fetch: {mapping[url]}"
-    return "could not fetch the image"
 
 
 def predict(settings: Settings, model_type: str, images: list[str], ref: str | None = None, top: int = 3,

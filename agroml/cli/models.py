@@ -1,9 +1,206 @@
-"""Commands: (not yet written)."""
+"""Commands: runs, status, evaluate, predict, promote (the life of a trained model after `agroml train`)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+
+from agroml.cli import output
+from agroml.cli.options import JsonOpt, ModelOpt, ModelType
+
+RunArg = Annotated[str | None, typer.Argument(
+    help="Run id, `production`, or a model folder [default: the newest succeeded run].", show_default=False)]
+BatchOpt = Annotated[int, typer.Option("--batch-size", help="Images per model call.")]
+
+
+def _settings() -> Any:
+    from agroml import config
+
+    return config.resolve({})
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    return "" if value is None else (f"{value:.{digits}f}" if isinstance(value, float) else str(value))
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else (f"{minutes}m{secs:02d}s" if minutes else f"{secs}s")
+
+
+def runs(model: Annotated[ModelType | None, typer.Option("--model", "-m", help="Only this model type.")] = None,
+         json_: JsonOpt = False) -> None:
+    """List every training run, newest first: state, time taken, test accuracy and macro F1, folder.
+
+    A run whose process died without finishing (killed, power loss) is shown as interrupted.
+
+    Example: agroml runs --model pest
+    """
+    from rich.table import Table
+
+    from agroml.registry import Registry
+
+    with Registry(_settings().models_dir) as registry:
+        found = registry.runs(model.value if model else None)
+    if json_:
+        output.print_json([r.to_dict() for r in found])
+        return
+    if not found:
+        output.hint("no runs yet: start one with `agroml train --model pest`")
+        return
+    table = Table("run id", "model", "arch", "state", "started (UTC)", "duration", "test acc", "macro F1", "path")
+    colors = {"succeeded": "green", "failed": "red", "interrupted": "yellow", "running": "cyan"}
+    for r in found:
+        state = f"[{colors.get(r.state, 'white')}]{r.state}[/]" + (" [bold](production)[/]" if r.production else "")
+        table.add_row(r.run_id, r.model_type, r.arch or "", state, (r.to_dict()["started_at"] or "")[:16],
+                      _duration(r.duration_s), _fmt(r.test_metric("accuracy")), _fmt(r.test_metric("macro_f1")),
+                      r.path or "")
+    output.stdout.print(table)
+
+
+def status(json_: JsonOpt = False) -> None:
+    """Show the training(s) running now with their epoch and latest metrics.
+
+    Runs whose process is gone are marked interrupted first, so a killed training never looks alive.
+
+    Example: agroml status --json
+    """
+    from agroml.registry import Registry
+
+    with Registry(_settings().models_dir) as registry:
+        running = registry.status()
+    if json_:
+        output.print_json({"running": [r.to_dict() for r in running]})
+        return
+    if not running:
+        output.stdout.print("no training running")
+        return
+    for r in running:
+        shown = ", ".join(f"{k} {_fmt(v)}" for k, v in r.metrics.items() if isinstance(v, int | float))
+        output.stdout.print(f"[bold]{r.model_type}[/] run {r.run_id} ({r.arch or '?'}), pid {r.pid} on {r.host}, "
+                            f"running for {_duration(r.duration_s)}, epoch {_fmt(r.epoch) or '-'}"
+                            + (f": {shown}" if shown else ""), soft_wrap=True)
+
+
+def evaluate(
+    run: RunArg = None,
+    model: ModelOpt = ModelType.pest,
+    newer: Annotated[bool, typer.Option("--newer", help="Rows created after the run's data instead of its test split.")]
+    = False,
+    batch_size: BatchOpt = 32,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for the report [default: RUN/eval_<time>].")]
+    = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Measure a saved model on rows it never trained on: its recorded test split, or rows newer than its data.
+
+    Shows accuracy, top-3, macro F1, per-class precision / recall / F1 / support, the confusion matrix
+    (table and PNG), expected calibration error, latency per image (p50 / p95 of single-image calls)
+    and model size. metrics.json, predictions.csv and confusion_matrix.png go to RUN/eval_<time>/.
+
+    Example: agroml evaluate production --model pest
+    """
+    from agroml.evaluation import evaluate as run_evaluation
+
+    with output.progress() as progress:
+        result = run_evaluation(_settings(), model.value, run, newer=newer, batch_size=batch_size, out=out,
+                                progress=progress)
+    for message in result.warnings:
+        output.warn(message)
+    if json_:
+        output.print_json(result.to_dict())
+        return
+    _render_evaluation(result)
+    output.hint(f"report written to {result.out_dir}")
+
+
+def _render_evaluation(result: Any) -> None:
+    from rich.table import Table
+
+    m, lat = result.metrics, result.latency_ms
+    output.stdout.print(
+        f"[bold]{result.model_type}[/] run {result.run_id} on {m['n']} {result.rows} rows: accuracy "
+        f"{m['accuracy']:.3f}, top-{m['top_k']} {m['top3_accuracy']:.3f}, macro F1 {m['macro_f1']:.3f}, "
+        f"ECE {m['ece']:.3f}; latency p50 {_fmt(lat['p50'], 1)} ms, p95 {_fmt(lat['p95'], 1)} ms per image; "
+        f"model {result.model_size_bytes / 1e6:.1f} MB", highlight=False, soft_wrap=True)
+    per_class = Table("class", "precision", "recall", "F1", "support")
+    for name, row in m["per_class"].items():
+        per_class.add_row(name, _fmt(row["precision"]), _fmt(row["recall"]), _fmt(row["f1"]), str(row["support"]))
+    output.stdout.print(per_class)
+    cm = Table("true \\ predicted", *m["class_names"], title="confusion matrix")
+    for name, counts in zip(m["class_names"], m["confusion_matrix"], strict=True):
+        cm.add_row(name, *[str(c) if c else "." for c in counts])
+    output.stdout.print(cm)
+
+
+def predict(
+    images: Annotated[list[str], typer.Argument(help="Image files or URLs.", show_default=False)],
+    model: ModelOpt = ModelType.pest,
+    run: Annotated[str | None, typer.Option("--run", help="Run id, `production` or a model folder "
+                                                          "[default: the newest succeeded run].")] = None,
+    top: Annotated[int, typer.Option("--top", help="Classes shown per image.")] = 3,
+    batch_size: BatchOpt = 32,
+    json_: JsonOpt = False,
+) -> None:
+    """Name the pest, disease or storage condition in photos with a saved model, with probabilities.
+
+    Each run answers with its own class list. An image that cannot be read is reported on its own
+    line and the others are still predicted (exit 1 if any failed).
+
+    Example: agroml predict leaf1.jpg leaf2.jpg --model pest --run production --top 3
+    """
+    from agroml.predicting import predict as run_predict
+
+    result = run_predict(_settings(), model.value, images, ref=run, top=top, batch_size=batch_size)
+    for message in result.warnings:
+        output.warn(message)
+    if json_:
+        output.print_json(result.to_dict())
+    else:
+        for p in result.predictions:
+            if not p.ok:
+                output.error(f"{p.image}: {p.error}")
+                continue
+            ranked = ", ".join(f"{t['label']} {t['probability']:.1%}" for t in p.top)
+            output.stdout.print(f"{p.image}: {ranked}", highlight=False, soft_wrap=True)
+        output.hint(f"model: {result.run_id} ({result.model_path})")
+    if result.failed:
+        raise typer.Exit(1)
+
+
+def promote(
+    run: Annotated[str, typer.Argument(help="The run id to serve (see `agroml runs`).", show_default=False)],
+    model: ModelOpt = ModelType.pest,
+    json_: JsonOpt = False,
+) -> None:
+    """Make a run the production model: copied to models/<type>/production/, the previous one archived.
+
+    The copy is complete before anything moves, so a failed promotion leaves the old model serving.
+    The previous production goes to models/<type>/archive/<its run id>/.
+
+    Example: agroml promote 20260301T101500Z-mobilenetv2 --model pest
+    """
+    from agroml.registry import Registry
+
+    with Registry(_settings().models_dir) as registry:
+        result = registry.promote(model.value, run)
+    if json_:
+        output.print_json(result)
+        return
+    output.stdout.print(f"promoted {result['run_id']} to {result['path']}", soft_wrap=True)
+    if result["previous_run_id"]:
+        output.hint(f"previous production {result['previous_run_id']} archived to {result['archived_to']}")
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to ``app``."""
+    app.command("runs")(runs)
+    app.command("status")(status)
+    app.command("evaluate")(evaluate)
+    app.command("predict")(predict)
+    app.command("promote")(promote)

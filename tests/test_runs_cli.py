@@ -1,0 +1,97 @@
+"""`agroml runs`, `agroml status` and `agroml promote` through the CLI, on a real registry."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from model_helpers import write_run
+
+from agroml import config
+from agroml.registry import Registry
+
+
+@pytest.fixture
+def sleeper():
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def test_empty_history_and_nothing_running(cli):
+    assert json.loads(cli("runs", "--json").stdout) == []
+    assert json.loads(cli("status", "--json").stdout) == {"running": []}
+    status = cli("status")
+    assert status.exit_code == 0 and status.stdout.strip() == "no training running"
+    runs = cli("runs")
+    assert runs.exit_code == 0 and runs.stdout == "" and "agroml train" in runs.stderr
+
+
+def test_status_shows_the_running_run_with_epoch_and_metrics(cli, workdir, sleeper):
+    settings = config.resolve(env_file=None)
+    with Registry(settings.models_dir) as registry:
+        run = registry.start("pest", "20260301T101500Z-mobilenetv2", "mobilenetv2", {"epochs": 10}, pid=sleeper.pid)
+        run.update(3, {"loss": 0.52, "val_accuracy": 0.81})
+    data = json.loads(cli("status", "--json").stdout)["running"]
+    assert len(data) == 1
+    assert {k: data[0][k] for k in ("run_id", "model_type", "state", "epoch", "pid")} == {
+        "run_id": "20260301T101500Z-mobilenetv2", "model_type": "pest", "state": "running", "epoch": 3,
+        "pid": sleeper.pid}
+    assert data[0]["metrics"] == {"loss": 0.52, "val_accuracy": 0.81}
+    text = cli("status").stdout
+    assert f"pest run 20260301T101500Z-mobilenetv2 (mobilenetv2), pid {sleeper.pid}" in text
+    assert "epoch 3: loss 0.520, val_accuracy 0.810" in text
+    # the process dies without a word: status and runs say interrupted
+    sleeper.kill()
+    sleeper.wait()
+    assert cli("status").stdout.strip() == "no training running"
+    (row,) = json.loads(cli("runs", "--json").stdout)
+    assert row["state"] == "interrupted"
+
+
+def test_runs_table_and_json_list_the_history(cli, workdir):
+    settings = config.resolve(env_file=None)
+    split = {"train": [], "val": [], "test": []}
+    write_run(settings.models_dir, "pest", "run-a", ["red", "green"], split,
+              metrics={"test": {"accuracy": 0.875, "macro_f1": 0.8125}})
+    write_run(settings.models_dir, "disease", "run-b", ["red", "blue"], split)
+    with Registry(settings.models_dir) as registry:
+        registry.start("pest", "run-c", "resnet50", {}).finish("failed", error="TrainingError: no data")
+    rows = json.loads(cli("runs", "--json").stdout)
+    assert [r["run_id"] for r in rows] == ["run-c", "run-b", "run-a"]
+    assert set(rows[0]) >= {"run_id", "model_type", "arch", "state", "started_at", "ended_at", "duration_s",
+                            "metrics", "path", "pid", "host", "production"}
+    assert rows[2]["metrics"]["test"]["accuracy"] == 0.875
+    pest = json.loads(cli("runs", "--model", "pest", "--json").stdout)
+    assert [r["run_id"] for r in pest] == ["run-c", "run-a"]
+    table = cli("runs", "--model", "pest").stdout
+    assert "run-a" in table and "0.875" in table and "0.812" in table and "failed" in table
+    assert "run-b" not in table
+
+
+def test_promote_then_promote_again_archives_and_marks_production(cli, workdir):
+    settings = config.resolve(env_file=None)
+    split = {"train": [], "val": [], "test": []}
+    for run_id in ("run-a", "run-b"):
+        write_run(settings.models_dir, "pest", run_id, ["red", "green"], split)
+    first = cli("promote", "run-a", "--model", "pest")
+    assert first.exit_code == 0 and "promoted run-a to models/pest/production" in first.stdout
+    second = cli("promote", "run-b", "--model", "pest", "--json")
+    data = json.loads(second.stdout)
+    assert data["previous_run_id"] == "run-a" and data["archived_to"] == "models/pest/archive/run-a"
+    assert (workdir / "models/pest/archive/run-a/model.keras").is_file()
+    assert json.loads((workdir / "models/pest/production/PROMOTED.json").read_text())["run_id"] == "run-b"
+    runs = {r["run_id"]: r["production"] for r in json.loads(cli("runs", "--json").stdout)}
+    assert runs == {"run-a": False, "run-b": True}
+    assert "(production)" in cli("runs").stdout
+
+
+def test_promote_unknown_run_fails_with_a_hint(cli, workdir):
+    result = cli("promote", "nope", "--model", "pest")
+    assert result.exit_code == 1
+    assert result.stderr.strip() == ("error: no pest run, production model or model folder named 'nope' "
+                                     "(list runs with `agroml runs`)")
+    assert not (workdir / "models/pest/production").exists()
