@@ -457,6 +457,8 @@ def execute(table: Table, query: Query, *, visible: bool, max_rows: int | None, 
                 candidates = idx[start:hi]  # rows outside the non-null span cannot satisfy a bound
         out, matched, scanned = [], 0, 0
         for i in candidates:
+            if not count and limit is not None and len(out) >= limit:
+                break  # without a count nothing past the page needs looking at (a LIMIT stops the scan)
             scanned += 1
             if query.where.children and evaluate(query.where, table, i) is not True:
                 continue
@@ -464,6 +466,4 @@ def execute(table: Table, query: Query, *, visible: bool, max_rows: int | None, 
             if matched > query.offset and (limit is None or len(out) < limit):
                 row = table.rows[i]
                 out.append({key: row[col] for key, col in query.projection})
-            elif not count and limit is not None and len(out) >= limit:
-                break
         return Result(out, query.offset, matched if count else None, scanned)
