@@ -95,21 +95,41 @@ def load_saved_model(folder: Path) -> SavedModel:
 
 
 def load_image(path: Path, size: tuple[int, int]) -> np.ndarray:
-    """An image file as (height, width, 3) uint8 RGB at ``size`` (bilinear), or ImageError naming why not."""
+    """An image file as (height, width, 3) uint8 RGB at ``size``, resized exactly as training resized it.
+
+    Why training's own loader first: the same decode and the same antialiased resize as at training
+    time, so `evaluate` on a run's test split reproduces the test figures in its metrics.json. Files
+    TensorFlow cannot decode go through Pillow, which either reads them (TIFF, say) or says why not.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"{path}: no such file")
+    if size[0] == size[1]:
+        try:
+            from agroml.training.data import load_image_array
+        except ImportError:  # a build without the training package: Pillow decodes alone
+            pass
+        else:
+            try:
+                return load_image_array(path, size[0])
+            except Exception:  # TensorFlow raises InvalidArgumentError and kin; Pillow tells why below
+                pass
+    return _pil_load(path, size)
+
+
+def _pil_load(path: Path, size: tuple[int, int]) -> np.ndarray:
+    import tensorflow as tf
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as img:
-            rgb = img.convert("RGB")
-            if rgb.size != (size[1], size[0]):
-                rgb = rgb.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-            return np.asarray(rgb, dtype=np.uint8)
-    except FileNotFoundError:
-        raise ImageError(f"{path}: no such file") from None
+            pixels = np.asarray(img.convert("RGB"), dtype=np.uint8)
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not an image") from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise ImageError(f"{path}: does not decode ({exc})") from None
+    resized = tf.image.resize(pixels, size, antialias=True)
+    return np.asarray(tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8))
 
 
 def predict_files(saved: SavedModel, files: list[Path], batch_size: int = 32,
