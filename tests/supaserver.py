@@ -253,10 +253,9 @@ class ImageHost(_BaseServer):
     """A plain static host (not Supabase): files by path, optional redirects; no keys expected or wanted."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        super().__init__(host, port)
-        self.faults = Faults(paths=("/",))
         self.files: dict[str, tuple[bytes, str]] = {}
         self.redirects: dict[str, tuple[str, int]] = {}
+        super().__init__(host, port)
 
     def add(self, path: str, data: bytes, content_type: str = "image/jpeg") -> str:
         """Serve `data` at `path` ("/x/1.jpg"); returns its absolute URL."""
@@ -269,6 +268,9 @@ class ImageHost(_BaseServer):
         path = "/" + path.lstrip("/")
         self.redirects[path] = (location, status)
         return self.url + quote(path)
+
+    def _faulty(self, path: str) -> bool:
+        return True  # one kind of route here: faults.paths does not apply
 
     def handle(self, req: RequestLog) -> Reply:
         if req.path in self.redirects:
@@ -307,8 +309,12 @@ class FakeSupabase(_BaseServer):
     """PostgREST (`/rest/v1`) and Storage (`/storage/v1`) as agroml uses them. Not thread-safe to mutate
     while requests are in flight (add rows between requests, as a database would be between pages)."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, max_rows: int | None = 1000) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, max_rows: int | None = 1000,
+                 statement_timeout_rows: int | None = None) -> None:
         self.max_rows = max_rows
+        # A query that looks at more rows than this fails like a statement timeout (500, 57014): deep
+        # offsets and exact counts over big tables do that on a real project; keyset pages do not.
+        self.statement_timeout_rows = statement_timeout_rows
         self.tables: dict[str, Table] = {}
         self.buckets: dict[str, bool] = {}  # name -> public
         self.objects: dict[tuple[str, str], StoredObject] = {}
@@ -347,6 +353,16 @@ class FakeSupabase(_BaseServer):
                 row.update(changes)
             t.changed()
         return len(hits)
+
+    def delete_rows(self, table: str, match: dict[str, Any]) -> int:
+        """Delete every row whose values equal `match`; returns how many went."""
+        t = self.tables[table]
+        with t.lock:
+            keep = [r for r in t.rows if not all(r.get(k) == v for k, v in match.items())]
+            gone = len(t.rows) - len(keep)
+            t.rows[:] = keep
+            t.changed()
+        return gone
 
     def drop_table(self, name: str) -> None:
         self.tables.pop(name, None)
@@ -433,6 +449,9 @@ class FakeSupabase(_BaseServer):
             result = execute(table, query, visible=role == "service_role", max_rows=self.max_rows, count=count)
         except PgError as err:
             return json_reply(err.status, err.body())
+        if self.statement_timeout_rows is not None and result.scanned > self.statement_timeout_rows:
+            return json_reply(500, {"code": "57014", "details": None, "hint": None,
+                                    "message": "canceling statement due to statement timeout"})
         n, lower, total = len(result.rows), result.offset, result.total
         total_s = "*" if total is None else str(total)
         content_range = f"{lower}-{lower + n - 1}/{total_s}" if n else f"*/{total_s}"

@@ -23,8 +23,8 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 # Column types the fake understands; inferred from the rows unless given explicitly.
-TYPES = ("bigint", "numeric", "boolean", "timestamptz", "date", "uuid", "text", "jsonb")
-_PG_TYPE_NAMES = {"bigint": "bigint", "numeric": "numeric", "boolean": "boolean", "uuid": "uuid",
+TYPES = ("bigint", "integer", "numeric", "boolean", "timestamptz", "date", "uuid", "text", "jsonb")
+_PG_TYPE_NAMES = {"bigint": "bigint", "integer": "integer", "numeric": "numeric", "boolean": "boolean", "uuid": "uuid",
                   "timestamptz": "timestamp with time zone", "date": "date", "jsonb": "json", "text": "text"}
 _UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
 _TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
@@ -84,7 +84,7 @@ def _parse_ts(text: str) -> datetime:
 def parse_literal(type_: str, text: str) -> Any:
     """A filter value (always text on the wire) as the column's type, or PostgreSQL's 22P02/22007 error."""
     try:
-        if type_ == "bigint":
+        if type_ in ("bigint", "integer"):
             if not re.fullmatch(r"\s*[+-]?\d+\s*", text):
                 raise ValueError
             return int(text)
@@ -115,7 +115,7 @@ def typed_value(type_: str, value: Any) -> Any:
     """A stored JSON value as a comparable Python value of the column's type (None stays None)."""
     if value is None:
         return None
-    if type_ in ("bigint", "numeric", "boolean"):
+    if type_ in ("bigint", "integer", "numeric", "boolean"):
         return value
     if type_ == "timestamptz":
         return _parse_ts(value)

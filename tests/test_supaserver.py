@@ -353,6 +353,34 @@ def test_image_host_serves_files_and_logs_headers(image_host):
     assert "apikey" not in image_host.requests[-1].headers and "authorization" not in image_host.requests[-1].headers
     assert httpx.get(image_host.url + "/missing.jpg").status_code == 404
     assert httpx.get(image_host.url + "/r.jpg", follow_redirects=True).content == b"jpeg"
-    image_host.faults = Faults(paths=("/",), drop_rate=1.0)
+    image_host.faults = Faults(drop_rate=1.0)  # every path of the image host: `paths` is for Supabase routes
     with pytest.raises(httpx.RemoteProtocolError):
         httpx.get(url)
+
+
+# ------------------------------------------------------------------------------------------------ data changes
+
+def test_rows_change_between_requests_and_deep_offsets_can_time_out(db, client):
+    assert db.update_rows("feedback", {"id": 3}, {"label": "changed"}) == 1
+    assert client.table("feedback").select("label").eq("id", 3).execute().data == [{"label": "changed"}]
+    assert db.delete_rows("feedback", {"confirmed": True}) == ROWS // 2
+    assert len(db.rows("feedback")) == ROWS // 2
+    assert all(r["id"] % 2 for r in client.table("feedback").select("id").order("id").execute().data)
+
+    db.statement_timeout_rows = 500
+    assert len(client.table("feedback").select("id").gt("id", 2000).order("id").limit(100).execute().data) == 100
+    with pytest.raises(postgrest.APIError) as err:
+        client.table("feedback").select("id").order("id").range(1000, 1099).execute()
+    assert err.value.code == "57014" and db.requests[-1].status == 500
+
+
+def test_explicit_column_types(supabase_server):
+    supabase_server.add_table("t", ["id", "note"], types={"id": "integer"})
+    supabase_server.add_rows("t", [{"id": 1, "note": "10"}, {"id": 2, "note": "9"}])
+    c = client_for(supabase_server)
+    assert c.table("t").select("id").gt("note", "5").execute().data == [{"id": 2}]  # text compares as text
+    with pytest.raises(postgrest.APIError) as err:
+        c.table("t").select("id").eq("id", "1.5").execute()
+    assert err.value.message == 'invalid input syntax for type integer: "1.5"'
+    with pytest.raises(ValueError, match="no columns"):
+        supabase_server.add_rows("t", [{"id": 3, "extra": 1}])
