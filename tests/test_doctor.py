@@ -122,7 +122,7 @@ def test_data_dir_that_is_a_file_fails(workdir):
     (workdir / "data").write_text("oops")
     check = doctor.check_folder("data", Path("data"), "AGROML_DATA_DIR")
     assert (check.status, check.detail) == ("fail", "data is a file, not a folder")
-    assert check.fix == "move it aside or set AGROML_DATA_DIR to a folder"
+    assert check.fix == "move it aside or set AGROML_DATA_DIR to a writable folder"
 
 
 def chmod_stops_writes(folder: Path) -> bool:
