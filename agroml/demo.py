@@ -122,26 +122,31 @@ def _rng(seed: int, model_type: str, index: int, stream: int) -> np.random.Gener
     return np.random.default_rng([seed, MODEL_INDEX[model_type], index, stream])
 
 
-def _class_counts(model_type: str, n: int) -> list[int]:
-    """Exact per-class counts for ``n`` rows (largest remainder), every class at least once if n allows."""
-    weights = np.array(CLASS_WEIGHTS[model_type])
-    raw = weights / weights.sum() * n
-    counts = np.floor(raw).astype(int)
-    for i in np.argsort(-(raw - counts))[: n - counts.sum()]:
+def _quota(weights: tuple[float, ...], block: int) -> list[int]:
+    """Exact per-item counts in a block (largest remainder), each at least 1."""
+    w = np.array(weights, float)
+    raw = w / w.sum() * block
+    counts = np.maximum(1, np.floor(raw).astype(int))
+    for i in np.argsort(-(raw - np.floor(raw))):
+        if counts.sum() >= block:
+            break
         counts[i] += 1
-    if n >= len(counts):
-        while (counts == 0).any():
-            counts[np.argmax(counts)] -= 1
-            counts[np.argmin(counts)] += 1
     return [int(c) for c in counts]
 
 
-def _feedback_plan(n: int, rng: np.random.Generator) -> list[str]:
-    """Exact feedback counts (35/10/5/50 %), shuffled, so small data sets still have every kind."""
-    kinds = (rec.CONFIRMED, rec.CORRECTED, rec.REJECTED, rec.NO_FEEDBACK)
-    counts = [round(n * p) for p in FEEDBACK_MIX[:3]]
-    plan = [k for k, c in zip(kinds, [*counts, n - sum(counts)], strict=True) for _ in range(c)]
-    return [plan[i] for i in rng.permutation(n)]
+def _blocked(items: tuple[str, ...], weights: tuple[float, ...], block: int, n: int, seed: int, model_type: str,
+             stream: int) -> list[str]:
+    """``n`` items in exact proportions per block of ``block`` rows, shuffled within each block by the seed.
+
+    Why blocks: proportions hold even for small data sets (every class, every kind of feedback), and
+    row i does not depend on ``n``, so ``--n 100`` gives the first 100 rows of ``--n 600``.
+    """
+    base = [item for item, c in zip(items, _quota(weights, block), strict=True) for _ in range(c)]
+    out: list[str] = []
+    for b in range(-(-n // block)):
+        order = np.random.default_rng([seed, MODEL_INDEX[model_type], 0xB10C, stream, b]).permutation(len(base))
+        out.extend(base[i] for i in order)
+    return out[:n]
 
 
 def _day_weights(label: str) -> np.ndarray:
@@ -162,9 +167,9 @@ def plan_rows(model_type: str, n: int, seed: int) -> list[dict[str, Any]]:
     """The demo rows (record-field dicts, without image hashes) plus ``_intensity`` for the drawing."""
     classes = CLASSES[model_type]
     plan_rng = np.random.default_rng([seed, MODEL_INDEX[model_type], 0xC1A55])
-    labels = [c for c, k in zip(classes, _class_counts(model_type, n), strict=True) for _ in range(k)]
-    labels = [labels[i] for i in plan_rng.permutation(n)]
-    feedback = _feedback_plan(n, plan_rng)
+    labels = _blocked(classes, CLASS_WEIGHTS[model_type], 50, n, seed, model_type, 1)
+    kinds = (rec.CONFIRMED, rec.CORRECTED, rec.REJECTED, rec.NO_FEEDBACK)
+    feedback = _blocked(kinds, FEEDBACK_MIX, 20, n, seed, model_type, 2)
     farmers = [str(uuid.uuid5(_NAMESPACE, f"farmer:{seed}:{i}")) for i in range(N_FARMERS)]
     farmer_p = plan_rng.dirichlet(np.ones(N_FARMERS) * 0.7)  # a few farmers send most photos
     county_p = np.array([c[4] for c in COUNTIES], float)
