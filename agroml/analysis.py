@@ -20,6 +20,7 @@ Definitions (reference/agroshield-schema.md):
 from __future__ import annotations
 
 import calendar
+from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -169,6 +170,12 @@ def _iso(value: Any) -> str | None:
     return (ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")).isoformat()
 
 
+def _check_window(since: Any, until: Any) -> None:
+    if since is not None and until is not None and pd.Timestamp(_iso(since)) >= pd.Timestamp(_iso(until)):
+        raise UsageError(f"--since {_iso(since)} is not before --until {_iso(until)}",
+                         fix="give an earlier --since or a later --until")
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -198,6 +205,7 @@ def stats_report(source: RecordSource, model_types: list[str], since: Any = None
     """
     for m in model_types:
         rec.check_model_type(m)
+    _check_window(since, until)
     models, seen = {}, set()
     for m in model_types:
         counts = source.feedback_counts(m, since, until)
@@ -314,16 +322,22 @@ def distribution_report(source: RecordSource, model_type: str, by: str = "class"
     if by not in DISTRIBUTION_KEYS:
         raise UsageError(f"unknown distribution key {by!r}: valid keys are {', '.join(DISTRIBUTION_KEYS)}")
     check_timezone(tz)
-    counts = source.feedback_counts(model_type, since, until)
-    counts = counts[counts["model_type"] == model_type] if not counts.empty else counts
-    warnings = _empty_check(source, [model_type], {model_type} if not counts.empty else set())
-    invalid = _sum_by(counts[counts["invalid_reason"].notna()], "invalid_reason") if not counts.empty else {}
+    _check_window(since, until)
+    # One pass over the records (invalid ones too, to count them): a remote source is read once.
+    invalid: Counter[str] = Counter()
+    parts, seen = [], False
+    for chunk in source.iter_records(model_type, since, until, columns=[*_DIST_COLUMNS, "invalid_reason"]):
+        if chunk.empty:
+            continue
+        seen = True
+        bad = chunk["invalid_reason"].notna()
+        invalid.update({str(k): int(v) for k, v in chunk.loc[bad, "invalid_reason"].value_counts().items()})
+        if not bad.all():
+            parts.append(_fold(chunk[~bad], tz))
+    warnings = _empty_check(source, [model_type], {model_type} if seen else set())
     if invalid:
         detail = ", ".join(f"{n} {reason}" for reason, n in sorted(invalid.items()))
         warnings.append(f"{model_type}: {sum(invalid.values())} invalid rows left out ({detail})")
-
-    parts = [_fold(chunk, tz) for chunk in source.iter_records(model_type, since, until, columns=_DIST_COLUMNS,
-                                                                 valid_only=True) if not chunk.empty]
     groups = (pd.concat(parts, ignore_index=True).groupby(_GROUPS, dropna=False, sort=False)["n"].sum().reset_index()
               if parts else pd.DataFrame({**{g: pd.Series([], dtype=object) for g in _GROUPS},
                                           "n": pd.Series([], dtype="int64")}))
@@ -338,7 +352,7 @@ def distribution_report(source: RecordSource, model_type: str, by: str = "class"
         "until": _iso(until),
         "total": total,
         "trainable": int(groups.loc[groups["label"] != "", "n"].sum()),
-        "invalid": invalid,
+        "invalid": dict(invalid),
         "counts": _count_table(groups, by),
         "seasons": list(SEASONS),
         "class_season": {"rows": _class_season(groups, "predicted_label"),

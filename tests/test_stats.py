@@ -236,3 +236,11 @@ def test_stats_on_demo_data(cli, demo_data):
         assert block["trainable"] == sum(c["trainable"] for c in block["classes"].values())
         assert block["total"] == sum(c["predicted"] for c in block["classes"].values())
         assert 0 < block["feedback_rate"] <= 1
+
+
+def test_since_not_before_until_is_bad_usage(cli, store):
+    for command in ("stats", "distribution"):
+        result = cli(command, "--since", "2025-02-01", "--until", "2025-01-01")
+        assert result.exit_code == 2
+        assert result.stderr.strip() == ("error: --since 2025-02-01T00:00:00+00:00 is not before --until "
+                                         "2025-01-01T00:00:00+00:00 (give an earlier --since or a later --until)")
