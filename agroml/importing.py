@@ -94,8 +94,9 @@ def import_folder(settings: Settings, folder: Path, model_type: str,
     """Import ``folder``'s images as confirmed ``model_type`` rows (source "import") into the store and cache."""
     rec.check_model_type(model_type)
     started = time.perf_counter()
+    subdirs = class_folders(Path(folder).expanduser())  # errors name the path as the user gave it
     folder = Path(folder).expanduser().resolve()
-    subdirs = class_folders(folder)
+    subdirs = [folder / sub.name for sub in subdirs]
     vocabulary = rec.DEFAULT_SPECS[model_type].vocabulary
     skipped: Counter[str] = Counter()
     skipped_files: list[tuple[str, str]] = []

@@ -1,0 +1,127 @@
+"""`agroml import`: a folder-per-class collection becomes confirmed rows; bad files are counted, not fatal."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from agroml import config
+from agroml.errors import UsageError
+from agroml.importing import import_folder
+from agroml.sources.local import Store
+
+MTIME = datetime(2025, 3, 14, 9, 30, tzinfo=UTC).timestamp()
+
+
+def _image(path: Path, fmt: str = "JPEG", color: tuple[int, int, int] = (40, 140, 60)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (24, 16), color).save(buf, fmt)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(buf.getvalue())
+    os.utime(path, (MTIME, MTIME))
+    return buf.getvalue()
+
+
+@pytest.fixture
+def collection(workdir: Path) -> Path:
+    root = workdir / "maize_pests"
+    _image(root / "aphids" / "a1.jpg")
+    _image(root / "aphids" / "field2" / "a2.png", "PNG", (10, 10, 10))
+    _image(root / "Fall Armyworm" / "f1.jpg", color=(90, 60, 30))
+    _image(root / "healthy" / "h1.png", "PNG", (30, 160, 40))
+    return root
+
+
+def _settings() -> config.Settings:
+    return config.resolve(environ={}, env_file=None)
+
+
+def test_import_writes_confirmed_rows_with_labels_from_folder_names(collection):
+    summary = import_folder(_settings(), collection, "pest")
+    assert summary.classes == {"aphids": 2, "fall_armyworm": 1, "healthy": 1}
+    assert (summary.upsert.inserted, summary.images, summary.skipped, summary.skipped_files) == (4, 4, {}, [])
+    with Store(_settings().db_path) as store:
+        rows = store.read("pest").set_index("image_url")
+    assert len(rows) == 4
+    assert set(rows["source"]) == {"import"}
+    assert rows["user_confirmed"].all() and set(rows["feedback"]) == {"confirmed"}
+    assert (rows["confidence"] == 1.0).all()
+    assert (rows["created_at"] == datetime.fromtimestamp(MTIME, tz=UTC)).all()
+    png = collection / "aphids" / "field2" / "a2.png"
+    row = rows.loc[png.resolve().as_uri()]
+    assert (row["predicted_label"], row["label"]) == ("aphids", "aphids")
+    assert row["image_hash"] == hashlib.sha256(png.read_bytes()).hexdigest()
+    assert json.loads(row["extra"])["relative_path"] == "maize_pests/aphids/field2/a2.png"
+    assert rows.loc[(collection / "Fall Armyworm" / "f1.jpg").resolve().as_uri(), "label"] == "fall_armyworm"
+
+
+def test_reimport_changes_nothing(collection):
+    import_folder(_settings(), collection, "pest")
+    again = import_folder(_settings(), collection, "pest")
+    assert (again.upsert.inserted, again.upsert.updated, again.upsert.unchanged) == (0, 0, 4)
+
+
+def test_bad_files_are_skipped_counted_and_listed_while_the_rest_imports(collection):
+    good = (collection / "aphids" / "a1.jpg").read_bytes()
+    (collection / "aphids" / "broken.jpg").write_bytes(good[: len(good) // 2])
+    (collection / "healthy" / "notes.txt").write_text("taken at Molo, March")
+    (collection / "README.md").write_text("maize pests")
+    (collection / "healthy" / "gone.jpg").symlink_to(collection / "nowhere.jpg")
+    summary = import_folder(_settings(), collection, "pest")
+    assert summary.upsert.inserted == 4
+    assert summary.skipped == {"not_an_image": 1, "not_in_class_folder": 1, "truncated": 1, "unreadable": 1}
+    assert sorted(summary.skipped_files) == [("README.md", "not_in_class_folder"),
+                                             ("aphids/broken.jpg", "truncated"),
+                                             ("healthy/gone.jpg", "unreadable"),
+                                             ("healthy/notes.txt", "not_an_image")]
+    assert summary.warnings[0] == ("skipped 4 file(s): 1 not_an_image, 1 not_in_class_folder, 1 truncated, "
+                                   "1 unreadable")
+
+
+def test_storage_classes_must_be_storage_conditions(workdir):
+    root = workdir / "bags"
+    _image(root / "Good" / "1.jpg")
+    _image(root / "rotten" / "2.jpg")
+    summary = import_folder(_settings(), root, "storage")
+    assert summary.classes == {"good": 1}
+    assert summary.skipped == {"unknown_label": 1}
+    assert summary.warnings[-1] == "storage classes must be one of excellent, good, fair, poor, critical"
+
+
+def test_a_folder_without_class_folders_is_a_clear_error(workdir):
+    flat = workdir / "flat"
+    _image(flat / "1.jpg")
+    with pytest.raises(UsageError) as err:
+        import_folder(_settings(), flat, "pest")
+    assert str(err.value) == (f"no class folders in {flat}: the images must sit in one subfolder per class "
+                              "(arrange them as DIR/<class>/<image>, e.g. DIR/aphids/001.jpg)")
+    assert not Path("data/agroml.db").exists()
+
+
+def test_cli_import_prints_classes_skips_and_next_steps(cli, collection):
+    (collection / "healthy" / "notes.txt").write_text("not a photo")
+    result = cli("import", str(collection), "--model", "pest")
+    assert result.exit_code == 0, result.output
+    assert "imported 4 rows from" in result.stdout
+    assert "fall_armyworm" in result.stdout
+    assert "healthy/notes.txt" in result.stdout and "not_an_image" in result.stdout
+    assert "warning: skipped 1 file(s): 1 not_an_image" in result.stderr
+    assert "agroml train --model pest" in result.stderr
+    report = json.loads(cli("import", str(collection), "--model", "pest", "--json").stdout)
+    assert (report["rows"], report["unchanged"], report["skipped"]) == (4, 4, {"not_an_image": 1})
+    assert report["skipped_files"] == [{"path": "healthy/notes.txt", "reason": "not_an_image"}]
+
+
+def test_cli_import_of_a_missing_folder_names_it_and_exits_2(cli):
+    result = cli("import", "no/such/folder", "--model", "pest")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == ("error: import folder not found: no/such/folder "
+                                     "(give a folder with one subfolder per class, e.g. DIR/aphids/*.jpg)")
+    assert result.stdout == ""
