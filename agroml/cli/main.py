@@ -76,3 +76,7 @@ _register()
 def main() -> None:
     """Console-script entry point."""
     sys.exit(app())
+
+
+if __name__ == "__main__":  # `python -m agroml.cli.main` (tests run it in a subprocess)
+    main()
