@@ -16,6 +16,10 @@ Usage (see the fixtures in tests/conftest.py):
     client = supabase.create_client(server.url, server.service_key, options=...)
     server.faults = Faults(seed=1, error_rate=0.1, error_statuses=(503, 429))
     server.stop()
+
+Layout: this module is the Supabase routes (gateway key check, PostgREST, Storage); the query rules
+(filters, typed comparisons, order, the index model) are in supaserver_query.py; the threaded server,
+fault injection, request log and the plain ImageHost are in supaserver_http.py.
 """
 
 import base64
