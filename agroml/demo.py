@@ -12,10 +12,15 @@ JPEG bytes, and running `agroml demo` twice changes nothing.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import multiprocessing
+import os
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -248,22 +253,51 @@ def _draw(args: tuple[str, int, int, str, float, str | None]) -> bytes:
     return draw_photo(model_type, truth, _rng(seed, model_type, i, 2), intensity, crop)
 
 
+#: Below this many photos a process pool costs more (worker start-up) than it saves.
+POOL_MIN_PHOTOS = 300
+
+
+def _workers(photos: int, workers: int | None) -> int:
+    if workers is not None:
+        return max(1, workers)
+    if photos < POOL_MIN_PHOTOS:
+        return 1
+    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+
+@contextlib.contextmanager
+def _drawer(workers: int) -> Iterator[Callable[[list[tuple[str, int, int, str, float, str | None]]], Iterator[bytes]]]:
+    """map(_draw, jobs) in order, in this process or a process pool: each photo depends only on its
+    (seed, model type, index), so the bytes are the same either way. "spawn" because forking a
+    process that may hold TensorFlow's threads can deadlock."""
+    if workers <= 1:
+        yield lambda jobs: map(_draw, jobs)
+        return
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield lambda jobs: pool.map(_draw, jobs, chunksize=8)
+
+
 def generate(settings: Settings, model_types: list[str], n: int = 600, seed: int = 0,
-             progress: ProgressFn = no_progress) -> DemoSummary:
-    """Write ``n`` demo rows and photos per model type into the store and the image cache."""
+             progress: ProgressFn = no_progress, workers: int | None = None) -> DemoSummary:
+    """Write ``n`` demo rows and photos per model type into the store and the image cache.
+
+    ``workers``: processes drawing photos (default: up to 4 when there are at least 300 photos, else 1).
+    """
     if n < 1:
         raise UsageError(f"--n {n} must be at least 1")
+    for model_type in model_types:
+        rec.check_model_type(model_type)
     started = time.perf_counter()
     models: dict[str, ModelSummary] = {}
-    with Store(settings.db_path, create=True) as store, ImageCache(settings.image_dir) as cache:
+    with (Store(settings.db_path, create=True) as store, ImageCache(settings.image_dir) as cache,
+          _drawer(_workers(n * len(model_types), workers)) as draw_all):
         salt = store.salt(settings.hash_salt)
         for model_type in model_types:
-            rec.check_model_type(model_type)
             rows = plan_rows(model_type, n, seed)
             task = f"demo {model_type}"
             progress(task, 0, n)
-            for i, row in enumerate(rows):
-                data = _draw((model_type, seed, i, row["_truth"], row["_intensity"], row.get("crop")))
+            jobs = [(model_type, seed, i, r["_truth"], r["_intensity"], r.get("crop")) for i, r in enumerate(rows)]
+            for i, (row, data) in enumerate(zip(rows, draw_all(jobs), strict=True)):
                 row["image_hash"] = cache.put(data, url=row["image_url"]).sha256
                 progress(task, i + 1, n)
             truths = Counter(row.pop("_truth") for row in rows)

@@ -41,6 +41,13 @@ def test_same_seed_gives_identical_rows_and_photos_and_another_seed_does_not(wor
     assert not set(a["image_hash"]) & set(c["image_hash"])
 
 
+def test_a_process_pool_draws_the_same_bytes_as_one_process(workdir):
+    serial, pooled = _settings(workdir / "serial"), _settings(workdir / "pooled")
+    demo.generate(serial, ["storage"], n=4, seed=5, workers=1)
+    demo.generate(pooled, ["storage"], n=4, seed=5, workers=2)
+    assert list(_rows(serial, "storage")["image_hash"]) == list(_rows(pooled, "storage")["image_hash"])
+
+
 def test_rerun_changes_nothing_and_a_smaller_n_is_a_prefix(workdir):
     settings = _settings(workdir / "data")
     first = demo.generate(settings, ["disease"], n=10, seed=0)
