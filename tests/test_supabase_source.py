@@ -248,3 +248,49 @@ def test_stats_with_a_bad_key_exits_1_naming_the_setting(cli, supabase_server, m
     result = cli("stats", "--source", "supabase", "--model", "pest")
     assert result.exit_code == 1
     assert "error: Supabase rejected the key (401: Invalid API key) (set SUPABASE_SERVICE_KEY" in result.stderr
+
+
+# --- doctor's online checks ---------------------------------------------------------------------------
+def _doctor_server(server, image_url=None):
+    from supa_rows import jpeg
+
+    def url(i, row_id):
+        return image_url or server.add_object("predictions", f"pest_images/pest_{row_id}.jpg", jpeg(i))
+
+    add_pest_table(server, pest_rows(3, image_url=url))
+    add_empty_tables(server)
+
+
+def test_online_checks_pass_on_a_healthy_project(workdir, supabase_server):
+    from agroml.sources.supabase import online_checks
+
+    _doctor_server(supabase_server)
+    checks = online_checks(_settings(supabase_server))
+    assert [(c.name, c.status) for c in checks] == [
+        ("supabase rest", "ok"), ("supabase key", "ok"), ("table pest", "ok"), ("table disease", "ok"),
+        ("table storage", "ok"), ("image", "ok")]
+    assert "role service_role" in checks[1].detail and "16 mapped columns" in checks[2].detail
+    assert not any(supabase_server.service_key in c.detail + c.fix for c in checks)
+    assert not (workdir / "data").exists()  # doctor stores nothing
+
+
+def test_online_checks_name_each_problem_and_its_fix(workdir, supabase_server):
+    from agroml.sources.supabase import online_checks
+
+    _doctor_server(supabase_server, image_url="https://images.example.org/a.jpg")
+    supabase_server.drop_table("storage_predictions")
+    checks = {c.name: c for c in online_checks(_settings(supabase_server))}
+    assert checks["table storage"].status == "fail" and "AGROML_STORAGE_TABLE" in checks["table storage"].fix
+    assert checks["table pest"].status == "ok"
+    assert checks["image"].status == "fail" and "host_not_allowed" in checks["image"].detail
+    assert checks["image"].fix == "add the image host to AGROML_IMAGE_HOSTS"
+
+    bad_key = online_checks(_settings(supabase_server, key="wrong-key-123456"))
+    assert [(c.name, c.status) for c in bad_key] == [("supabase rest", "ok"), ("supabase key", "fail")]
+    assert "SUPABASE_SERVICE_KEY" in bad_key[1].fix
+    anon = {c.name: c for c in online_checks(_settings(supabase_server, key=supabase_server.anon_key))}
+    assert anon["supabase key"].status == "warn" and "row-level security" in anon["supabase key"].detail
+
+    down = online_checks(_settings(supabase_server, supabase_url="http://127.0.0.1:9", retry_max_seconds=0.05))
+    assert [(c.name, c.status) for c in down] == [("supabase rest", "fail")]
+    assert down[0].detail.startswith("cannot reach http://127.0.0.1:9") and "SUPABASE_URL" in down[0].fix

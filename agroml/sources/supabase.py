@@ -341,3 +341,70 @@ class SupabaseSource:
                 return url
         return None
 
+
+
+# --- doctor ---------------------------------------------------------------------------------------
+_IMAGE_FIXES = {
+    "host_not_allowed": "add the image host to AGROML_IMAGE_HOSTS",
+    "private_address": "add the host to AGROML_IMAGE_HOSTS if it is yours",
+    "no_base_url": "set AGROML_IMAGE_BASE_URL to the host that served /uploads/...",
+    "not_found": "check the bucket (AGROML_IMAGE_BUCKET) and that the object exists",
+    "forbidden": KEY_FIX,
+}
+
+
+def online_checks(settings: Settings) -> list[Any]:
+    """``agroml doctor``'s Supabase checks: REST reachable and key accepted, each table with its mapped
+    columns (selected with limit=1), one image downloaded and decoded (nothing stored).
+
+    Retries are cut to 10 s and each request to 10 s, so doctor answers quickly on a dead network.
+    """
+    from dataclasses import replace
+
+    from agroml.doctor import FAIL, OK, WARN, Check
+    from agroml.errors import AgromlError
+    from agroml.fetch import probe_image
+
+    quick = replace(settings, retry_max_seconds=min(settings.retry_max_seconds, 10.0),
+                    http_timeout=min(settings.http_timeout, 10.0))
+    try:
+        source = SupabaseSource(quick)
+    except AgromlError as exc:
+        return [Check("supabase", FAIL, exc.message, exc.fix or "")]
+    with source:
+        try:
+            source.probe_table(MODEL_TYPES[0])
+        except SourceError as exc:
+            if "network" in exc.message:
+                return [Check("supabase rest", FAIL, f"cannot reach {settings.supabase_url}: {exc.message}",
+                              "check SUPABASE_URL and the network")]
+        except ConfigError as exc:
+            if exc.message.startswith("Supabase rejected the key"):
+                return [Check("supabase rest", OK, f"{settings.supabase_url} answers"),
+                        Check("supabase key", FAIL, exc.message, exc.fix or "")]
+        checks = [Check("supabase rest", OK, f"{settings.supabase_url} answers")]
+        if source.role == "anon":
+            checks.append(Check("supabase key", WARN, "anon key: row-level security hides other farmers' rows",
+                                KEY_FIX))
+        else:
+            checks.append(Check("supabase key", OK, f"key accepted (role {source.role or 'unknown'})"))
+        for mt in MODEL_TYPES:
+            spec = source.spec(mt)
+            try:
+                source.probe_table(mt)
+            except AgromlError as exc:
+                checks.append(Check(f"table {mt}", FAIL, exc.message, exc.fix or ""))
+            else:
+                checks.append(Check(f"table {mt}", OK,
+                                    f"{spec.table}: all {len(spec.select_columns())} mapped columns present"))
+        try:
+            url = source.first_image_url()
+        except AgromlError:
+            url = None  # the table checks above already say what is wrong
+    if url is None:
+        return [*checks, Check("image", WARN, "no row with an image URL to try", "")]
+    reason, detail = probe_image(url, quick)
+    if reason is None:
+        return [*checks, Check("image", OK, f"downloaded and decoded one image ({detail})")]
+    return [*checks, Check("image", FAIL, f"{url}: {reason}: {detail}",
+                           _IMAGE_FIXES.get(reason, "check that image URL and AGROML_IMAGE_HOSTS"))]
