@@ -218,6 +218,10 @@ def training_curves_png(history: dict[str, list[float]], path: Path, phase_bound
             ax.grid(alpha=0.3)
             if drawn:
                 ax.legend(fontsize=8)
-            ax.xaxis.get_major_locator().set_params(integer=True)
+            epochs_seen = max((len(v) for k, v in history.items() if k != "phase"), default=0)
+            if epochs_seen:  # whole epochs only; matplotlib would show 0.96..1.04 for a single epoch
+                ax.set_xlim(0.5, epochs_seen + 0.5)
+                step = max(1, round(epochs_seen / 12))
+                ax.set_xticks(range(1, epochs_seen + 1, step))
 
     return _with_figure(draw, path, (10, 4))
