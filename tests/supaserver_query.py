@@ -367,11 +367,17 @@ def _bound(node: Any, column: str, low: bool) -> Any:
 
 @dataclass
 class Query:
-    projection: list[tuple[str, str]]  # (output key, column)
+    projection: list[tuple[str, str, bool]]  # (output key, column, cast to text)
     where: Logic
     order: tuple[tuple[str, bool, bool], ...]
     limit: int | None
     offset: int
+
+
+def _as_text(value: Any) -> Any:
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, separators=(", ", ": ")) if not isinstance(value, bool) else str(value).lower()
 
 
 def _parse_int(kind: str, text: str) -> int:
@@ -382,22 +388,23 @@ def _parse_int(kind: str, text: str) -> int:
 
 def parse_query(table: Table, params: dict[str, list[str]]) -> Query:
     """Validate and compile the query string the way PostgREST does, raising PgError on the first problem."""
-    projection: list[tuple[str, str]] = []
+    projection: list[tuple[str, str, bool]] = []
     for raw_select in params.get("select", ["*"])[-1:]:
         for item in _split_top(raw_select or "*"):
             item = item.strip()
             if item == "*":
-                projection.extend((c, c) for c in table.columns)
+                projection.extend((c, c, False) for c in table.columns)
                 continue
             if "(" in item:
                 rel = item.split("(")[0].split(":")[-1].strip("!")
                 raise PgError(400, "PGRST200", f"Could not find a relationship between '{table.name}' and "
                               f"'{rel}' in the schema cache", None, None)
-            alias, _, column = item.rpartition(":") if ":" in item.replace("::", "") else ("", "", item)
-            column = _unquote(column.split("::")[0])
+            base, _, cast = item.partition("::")  # only ::text is modelled (a number comes back as a string)
+            alias, _, column = base.partition(":") if ":" in base else ("", "", base)
+            column = _unquote(column)
             if column not in table.columns:
                 raise table.missing_column(column)
-            projection.append((_unquote(alias) or column, column))
+            projection.append((_unquote(alias) or column, column, cast == "text"))
     where = Logic("and", False)
     for key, values in params.items():
         for value in values:
@@ -465,5 +472,5 @@ def execute(table: Table, query: Query, *, visible: bool, max_rows: int | None, 
             matched += 1
             if matched > query.offset and (limit is None or len(out) < limit):
                 row = table.rows[i]
-                out.append({key: row[col] for key, col in query.projection})
+                out.append({key: _as_text(row[col]) if text else row[col] for key, col, text in query.projection})
         return Result(out, query.offset, matched if count else None, scanned)

@@ -402,6 +402,7 @@ def test_more_of_the_query_grammar(supabase_server):
     assert ids("select=id&tag=not.eq.x") == [3]  # NULL is neither equal nor unequal
     assert ids("select=id&tag=is.not_null&or=(id.eq.1,not.and(id.gte.2,tag.eq.y))") == [1]
     assert ids("select=key:id&id=gte.3") == [3]
+    assert rest(supabase_server, "t?select=key:id::text&id=gte.3").json() == [{"key": "3"}]
     for bad, code in [("order=id.sideways", "PGRST100"), ("limit=ten", "PGRST100"), ("or=id.eq.1", "PGRST100"),
                       ("name=eq", "PGRST100"), ("select=id,other(*)", "PGRST200"), ("id=like.1*", "42883")]:
         r = rest(supabase_server, f"t?{bad}")
