@@ -90,3 +90,48 @@ def add_rows(settings, model_type: str, rows: list[tuple[str, str, str]], start:
     with Store(settings.db_path) as store:
         store.upsert(make_records(records))
     return [r[0] for r in rows]
+
+
+# --- driving the real `agroml train` (the end-to-end tests) ------------------------------------------
+#: The cheapest real training: no downloaded weights, tiny images, one epoch.
+TRAIN_ARGS = ("train", "--model", "pest", "--weights", "none", "--image-size", "32", "--epochs", "1")
+
+
+def has_train_command() -> bool:
+    import typer.main
+
+    from agroml.cli.main import app
+
+    return "train" in typer.main.get_command(app).commands
+
+
+def start_training(workdir: Path, *extra: str):
+    """`agroml train` in a child process of its own (so it can be killed), output to files in workdir."""
+    import subprocess
+    import sys
+
+    out = open(workdir / "train.out", "wb")  # noqa: SIM115 - closed when the process is reaped by the test
+    code = "from agroml.cli.main import main; main()"
+    return subprocess.Popen([sys.executable, "-c", code, *TRAIN_ARGS, *extra], cwd=workdir, stdout=out,
+                            stderr=subprocess.STDOUT)
+
+
+def wait_until_training(workdir: Path, models_dir: Path, proc, timeout: float = 300) -> str:
+    """The run id once the child has registered its run and opened its .partial folder (its signal
+    handler is installed by then); fails with the child's output if it ends first."""
+    import time
+
+    from agroml.registry import Registry
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            output = (workdir / "train.out").read_text(errors="replace")[-2000:]
+            raise AssertionError(f"training exited early ({proc.returncode}): {output}")
+        if (models_dir / "registry.db").exists():
+            with Registry(models_dir) as registry:
+                mine = [r for r in registry.status("pest") if r.pid == proc.pid]
+            if mine and (models_dir / "pest" / f".{mine[0].run_id}.partial").is_dir():
+                return mine[0].run_id
+        time.sleep(0.2)
+    raise AssertionError(f"training did not register within {timeout} s")

@@ -185,3 +185,42 @@ def test_plots_write_pngs_atomically(tmp_path):
     for png in (cm, curves):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cm.png", "curves.png"]  # no temp file left
+
+
+# --- end to end with the real `agroml train` -----------------------------------------------------------
+def test_train_then_evaluate_reproduces_its_test_metrics_and_predicts(cli, demo_data, monkeypatch):
+    from model_helpers import TRAIN_ARGS, has_train_command
+
+    from agroml.predicting import predict
+
+    if not has_train_command():
+        pytest.skip("`agroml train` is not registered in this build")
+    monkeypatch.setenv("AGROML_MIN_TOTAL", "10")
+    monkeypatch.setenv("AGROML_MIN_PER_CLASS", "3")
+    trained = cli(*TRAIN_ARGS, "--json")
+    assert trained.exit_code == 0, trained.output
+    run = json.loads(trained.stdout)
+    folder = Path(run["path"])
+    split = json.loads((folder / "split.json").read_text())
+
+    result = evaluate(demo_data, "pest", run["run_id"])
+    assert sorted(result.evaluated_ids) == sorted(split["test"])
+    assert not set(result.evaluated_ids) & set(split["train"]) and not set(result.evaluated_ids) & set(split["val"])
+    recorded = json.loads((folder / "metrics.json").read_text())["test"]
+    # same rows, same decode and resize, same model: the figures training wrote are reproduced
+    for key in ("n", "accuracy", "top3_accuracy", "macro_f1", "confusion_matrix"):
+        assert result.metrics[key] == recorded[key], key
+    assert result.metrics["ece"] == pytest.approx(recorded["ece"], abs=1e-4)
+
+    classes = json.loads((folder / "labels.json").read_text())
+    classes = classes["classes"] if isinstance(classes, dict) else classes
+    from agroml.images import ImageCache
+    from agroml.sources.local import Store
+
+    with Store(demo_data.db_path) as store:
+        frame = store.read("pest")
+    image_hash = frame.loc[frame["id"] == split["test"][0], "image_hash"].item()
+    image = ImageCache(demo_data.image_dir).find(image_hash)
+    answer = predict(demo_data, "pest", [str(image)], ref=run["run_id"], top=2)
+    assert answer.failed == 0 and len(answer.predictions[0].top) == 2
+    assert {t["label"] for t in answer.predictions[0].top} <= set(classes)

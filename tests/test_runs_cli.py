@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 
 import pytest
-from model_helpers import write_run
+from model_helpers import TRAIN_ARGS, has_train_command, start_training, wait_until_training, write_run
 
 from agroml import config
 from agroml.registry import Registry
@@ -95,3 +96,58 @@ def test_promote_unknown_run_fails_with_a_hint(cli, workdir):
     assert result.stderr.strip() == ("error: no pest run, production model or model folder named 'nope' "
                                      "(list runs with `agroml runs`)")
     assert not (workdir / "models/pest/production").exists()
+
+
+# --- the real `agroml train`, killed -------------------------------------------------------------------
+@pytest.fixture
+def training_env(demo_data, monkeypatch):
+    """The demo store (27 labelled pest rows) with thresholds low enough to train on it."""
+    if not has_train_command():
+        pytest.skip("`agroml train` is not registered in this build")
+    monkeypatch.setenv("AGROML_MIN_TOTAL", "10")
+    monkeypatch.setenv("AGROML_MIN_PER_CLASS", "3")
+    return demo_data
+
+
+def test_second_training_refused_then_sigkill_leaves_interrupted_and_production_untouched(cli, workdir,
+                                                                                           training_env):
+    models = training_env.models_dir
+    write_run(models, "pest", "prod-run", ["red", "green"], {"train": [], "val": [], "test": []})
+    with Registry(models) as registry:
+        registry.promote("pest", "prod-run")
+    production = models / "pest" / "production"
+    before = {p.name: p.read_bytes() for p in production.iterdir()}
+
+    proc = start_training(workdir)
+    try:
+        run_id = wait_until_training(workdir, models, proc)
+        second = cli(*TRAIN_ARGS)
+        assert second.exit_code == 1
+        assert f"error: a pest training is already running: run {run_id} (pid {proc.pid} on " in second.stderr
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert cli("status").stdout.strip() == "no training running"
+    runs = {r["run_id"]: r for r in json.loads(cli("runs", "--json").stdout)}
+    assert runs[run_id]["state"] == "interrupted"
+    assert len(runs) == 2  # the refused second training left no row
+    assert not (models / "pest" / run_id).exists()  # no half-written model where a finished one would be
+    assert {p.name: p.read_bytes() for p in production.iterdir()} == before
+    assert Registry(models).production_run_id("pest") == "prod-run"
+
+
+def test_sigterm_stops_training_cleanly_as_interrupted(cli, workdir, training_env):
+    models = training_env.models_dir
+    proc = start_training(workdir)
+    try:
+        run_id = wait_until_training(workdir, models, proc)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=300) == 130, (workdir / "train.out").read_text(errors="replace")[-2000:]
+    finally:
+        proc.kill()
+        proc.wait()
+    (run,) = json.loads(cli("runs", "--json").stdout)
+    assert (run["run_id"], run["state"], run["error"]) == (run_id, "interrupted", "interrupted (Ctrl-C or SIGTERM)")
+    assert not (models / "pest" / run_id).exists()
+    assert not list((models / "pest").glob(".*.partial"))  # the unwinding removed its partial folder
