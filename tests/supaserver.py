@@ -23,6 +23,7 @@ fault injection, request log and the plain ImageHost are in supaserver_http.py.
 """
 
 import base64
+import difflib
 import hashlib
 import hmac
 import json
@@ -87,8 +88,10 @@ class FakeSupabase(HttpApp):
     while requests are in flight (add rows between requests, as a database would be between pages)."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, max_rows: int | None = 1000,
-                 statement_timeout_rows: int | None = None) -> None:
+                 statement_timeout_rows: int | None = None, postgrest_version: int = 13) -> None:
         self.max_rows = max_rows
+        # 12 answers a missing table the old way (404, 42P01 "relation ... does not exist"); 13 with PGRST205.
+        self.postgrest_version = postgrest_version
         # A query that looks at more rows than this fails like a statement timeout (500, 57014): deep
         # offsets and exact counts over big tables do that on a real project; keyset pages do not.
         self.statement_timeout_rows = statement_timeout_rows
@@ -212,9 +215,10 @@ class FakeSupabase(HttpApp):
                                     "message": "the loopback server only reads (GET/HEAD)"})
         name = req.path[len("/rest/v1/"):].strip("/")
         table = self.tables.get(name)
+        if table is None and self.postgrest_version < 13:
+            return json_reply(404, {"code": "42P01", "details": None, "hint": None,
+                                    "message": f'relation "public.{name}" does not exist'})
         if table is None:
-            import difflib
-
             close = difflib.get_close_matches(name, list(self.tables), n=1)
             return json_reply(404, {"code": "PGRST205", "details": None,
                                     "hint": f"Perhaps you meant the table 'public.{close[0]}'" if close else None,

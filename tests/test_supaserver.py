@@ -178,6 +178,11 @@ def test_missing_table_bad_column_bad_value_and_bad_filter(db, client):
     assert err.value.code == "PGRST205"
     assert err.value.message == "Could not find the table 'public.feedbak' in the schema cache"
     assert db.requests[-1].status == 404
+    db.postgrest_version = 12
+    with pytest.raises(postgrest.APIError) as err:
+        client.table("feedbak").select("id").execute()
+    assert (err.value.code, err.value.message) == ("42P01", 'relation "public.feedbak" does not exist')
+    db.postgrest_version = 13
     with pytest.raises(postgrest.APIError) as err:
         client.table("feedback").select("id,labell").execute()
     assert (err.value.code, err.value.message) == ("42703", "column feedback.labell does not exist")
