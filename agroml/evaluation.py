@@ -235,7 +235,7 @@ def evaluate(
 
     if batch_size < 1:
         raise UsageError(f"--batch-size {batch_size} must be at least 1")
-    with Registry(settings.models_dir) as registry:
+    with Registry(settings.models_dir, create=False) as registry:
         folder = registry.resolve(model_type, ref)
     saved = load_saved_model(folder)
     skipped: dict[str, int] = {}

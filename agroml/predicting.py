@@ -222,7 +222,7 @@ def predict(settings: Settings, model_type: str, images: list[str], ref: str | N
         raise UsageError("no images given", fix="pass one or more image files or URLs")
     if top < 1:
         raise UsageError(f"--top {top} must be at least 1")
-    with Registry(settings.models_dir) as registry:
+    with Registry(settings.models_dir, create=False) as registry:
         folder = registry.resolve(model_type, ref)
     saved = load_saved_model(folder)
     urls = [i for i in images if _is_url(i)]

@@ -242,12 +242,19 @@ def _sigterm_to_interrupt(signum: int, frame: FrameType | None) -> None:
 class Registry:
     """The runs of every model type, in ``<models_dir>/registry.db``."""
 
-    def __init__(self, models_dir: str | Path, stale_seconds: float = STALE_SECONDS) -> None:
+    def __init__(self, models_dir: str | Path, stale_seconds: float = STALE_SECONDS, create: bool = True) -> None:
+        """Open (and with ``create``, make) the registry; ``create=False`` on a folder without one gives an
+        empty in-memory registry, so `agroml runs` in a fresh folder answers "no runs" and writes nothing."""
         self.models_dir = Path(models_dir)
         self.path = self.models_dir / "registry.db"
         self.stale_seconds = stale_seconds
         self.host = socket.gethostname()
         try:
+            if not create and not self.path.exists():
+                self.con = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+                for statement in _SCHEMA:
+                    self.con.execute(statement)
+                return
             self.models_dir.mkdir(parents=True, exist_ok=True)
             self.con = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
             self.con.execute("PRAGMA busy_timeout = 30000")

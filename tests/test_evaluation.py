@@ -112,6 +112,8 @@ def test_evaluate_uses_exactly_the_test_split(evaluated_run):
     assert json.loads((out / "metrics.json").read_text())["metrics"]["accuracy"] == 1.0
     assert (out / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len((out / "predictions.csv").read_text().splitlines()) == 10
+    by_path = evaluate(settings, "pest", str(folder), out=out.parent / "by_path")  # a folder works as well
+    assert by_path.evaluated_ids == result.evaluated_ids and by_path.run_id == "run1"
 
 
 def test_evaluate_newer_rows_only(evaluated_run):

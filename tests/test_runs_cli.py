@@ -22,13 +22,14 @@ def sleeper():
     proc.wait()
 
 
-def test_empty_history_and_nothing_running(cli):
+def test_empty_history_and_nothing_running(cli, workdir):
     assert json.loads(cli("runs", "--json").stdout) == []
     assert json.loads(cli("status", "--json").stdout) == {"running": []}
     status = cli("status")
     assert status.exit_code == 0 and status.stdout.strip() == "no training running"
     runs = cli("runs")
     assert runs.exit_code == 0 and runs.stdout == "" and "agroml train" in runs.stderr
+    assert not (workdir / "models").exists()  # reading commands write nothing
 
 
 def test_status_shows_the_running_run_with_epoch_and_metrics(cli, workdir, sleeper):

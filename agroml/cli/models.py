@@ -45,7 +45,7 @@ def runs(model: Annotated[ModelType | None, typer.Option("--model", "-m", help="
 
     from agroml.registry import Registry
 
-    with Registry(_settings().models_dir) as registry:
+    with Registry(_settings().models_dir, create=False) as registry:
         found = registry.runs(model.value if model else None)
     if json_:
         output.print_json([r.to_dict() for r in found])
@@ -72,7 +72,7 @@ def status(json_: JsonOpt = False) -> None:
     """
     from agroml.registry import Registry
 
-    with Registry(_settings().models_dir) as registry:
+    with Registry(_settings().models_dir, create=False) as registry:
         running = registry.status()
     if json_:
         output.print_json({"running": [r.to_dict() for r in running]})
