@@ -244,3 +244,18 @@ def test_since_not_before_until_is_bad_usage(cli, store):
         assert result.exit_code == 2
         assert result.stderr.strip() == ("error: --since 2025-02-01T00:00:00+00:00 is not before --until "
                                          "2025-01-01T00:00:00+00:00 (give an earlier --since or a later --until)")
+
+
+def test_stats_upgrades_a_schema_v1_store_and_uses_the_feedback_index(cli, store):
+    with Store(store.db_path) as s:  # make it look like a store written before the feedback index
+        s.con.execute("DROP INDEX predictions_feedback")
+        s.con.execute("UPDATE agroml_meta SET value = '1' WHERE key = 'schema_version'")
+    assert stats_json(cli, "--model", "pest")["models"]["pest"]["trainable"] == 7
+    with Store(store.db_path) as s:
+        assert s.schema_version == 2
+        keys = ", ".join(analysis.COUNT_KEYS)
+        plan = s.con.execute(f"EXPLAIN QUERY PLAN SELECT {keys}, count(*) FROM predictions WHERE model_type = 'pest' "
+                             f"GROUP BY {keys}").fetchall()
+        # read in index order: no sort of every row (what keeps stats fast on a million rows)
+        assert any("COVERING INDEX predictions_feedback" in row[-1] for row in plan)
+        assert not any("TEMP B-TREE" in row[-1] for row in plan)

@@ -24,7 +24,7 @@ from agroml import records as rec
 from agroml.errors import NoDataError, StoreError
 
 APP_ID = "agroml"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SQL_TYPES = {"confidence": "REAL", "latitude": "REAL", "longitude": "REAL", "user_confirmed": "INTEGER",
               "created_at": "INTEGER"}
@@ -41,8 +41,15 @@ def _create_v1(con: sqlite3.Connection) -> None:
     con.execute("CREATE INDEX predictions_model_time ON predictions (model_type, created_at)")
 
 
+def _add_feedback_index_v2(con: sqlite3.Connection) -> None:
+    # A covering index in feedback_counts' GROUP BY order: `agroml stats` reads the index in order
+    # instead of sorting every row (1,000,000 rows: about 0.2 s instead of 10 s), time window included.
+    con.execute("CREATE INDEX predictions_feedback ON predictions (model_type, predicted_label, feedback, label, "
+                "actual_label, invalid_reason, created_at)")
+
+
 #: Migration i takes the schema from version i to i + 1 (index 0 creates version 1).
-MIGRATIONS = (_create_v1,)
+MIGRATIONS = (_create_v1, _add_feedback_index_v2)
 
 
 @dataclass(frozen=True)
