@@ -333,8 +333,8 @@ class Registry:
                     f"started {_iso(d['started_at'])})",
                     fix="wait for it to finish (`agroml status`), or stop that process")
             if con.execute("SELECT 1 FROM runs WHERE model_type = ? AND run_id = ?", (model_type, run_id)).fetchone():
-                raise RunBusyError(f"run {run_id} of {model_type} is already registered",
-                                   fix="start the training again: a new run id is made from the time")
+                raise RunBusyError(f"run id {run_id} is already used by another {model_type} run",
+                                   fix="start again in a second: run ids are made from the time")
             con.execute(
                 "INSERT INTO runs (run_id, model_type, arch, state, pid, pid_start, host, started_at, updated_at, "
                 "epoch, metrics, path, config) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

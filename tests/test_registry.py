@@ -212,3 +212,12 @@ def test_failed_promotion_leaves_production_serving(registry, monkeypatch):
         registry.promote("pest", "r2")
     assert (models / "pest" / "production" / "model.keras").read_bytes() == b"model of r1"
     assert registry.production_run_id("pest") == "r1"
+
+
+def test_a_run_id_cannot_be_registered_twice(registry):
+    registry.start("pest", "same", "mobilenetv2", {}).finish("failed")
+    with pytest.raises(RunBusyError) as err:
+        registry.start("pest", "same", "mobilenetv2", {})
+    assert str(err.value) == ("run id same is already used by another pest run "
+                              "(start again in a second: run ids are made from the time)")
+    registry.start("disease", "same", "mobilenetv2", {})  # ids are per model type, like the folders
