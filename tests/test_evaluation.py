@@ -156,6 +156,12 @@ def test_evaluate_cli_table(evaluated_run, cli):
     assert result.exit_code == 0, result.output
     assert "run run1 on 9 test rows: accuracy 1.000" in result.stdout
     assert "confusion matrix" in result.stdout and "precision" in result.stdout
+    assert cli("promote", "run1").exit_code == 0
+    prod = cli("evaluate", "production", "--json")
+    assert prod.exit_code == 0, prod.output
+    data = json.loads(prod.stdout)
+    assert data["run_id"] == "run1" and data["model_path"] == "models/pest/production"
+    assert data["metrics"]["n"] == 9 and data["out_dir"].startswith("models/pest/production/eval_")
 
 
 def test_evaluate_unknown_run_says_how_to_find_runs(evaluated_run, cli):
