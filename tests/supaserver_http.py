@@ -51,6 +51,7 @@ class RequestLog:
     time: float
     status: int = 0  # 0: the connection was dropped without an answer
     fault: str | None = None  # "error" | "drop" | "truncate" | "slow" | "corrupt" | None
+    delay_s: float = 0.0  # latency the server slept before answering (delay_s plus slow_s when slow)
     body: bytes = b""
 
 @dataclass
@@ -170,6 +171,7 @@ class HttpApp:
         if faulty and draw_slow < faults.slow_rate:
             delay += faults.slow_s
             log.fault = "slow"
+        log.delay_s = delay
         if delay > 0:
             time.sleep(delay)
         if faulty and draw_drop < faults.drop_rate:

@@ -310,17 +310,16 @@ def test_drop_rate_statistics(db):
 
 
 def test_delay_slow_answers_and_corrupt_objects(supabase_server):
-    import time
-
     server = supabase_server
     url = server.add_object("photos", "a.jpg", b"\xff\xd8\xff\xe0" + bytes(range(200)))
-    server.faults = Faults(delay_s=0.05)
-    start = time.monotonic()
+    server.faults = Faults(delay_s=0.03, paths=("/rest/",))
     assert httpx.get(url).status_code == 200
-    assert time.monotonic() - start >= 0.05  # a lower bound only: sleeping never takes less
-    server.faults = Faults(slow_rate=1.0, slow_s=0.01)
-    httpx.get(url)
-    assert server.requests[-1].fault == "slow"
+    assert server.requests[-1].delay_s == 0.03  # latency applies to every path, not only faults.paths
+    server.faults = Faults(seed=5, slow_rate=0.5, slow_s=0.01)
+    for _ in range(40):
+        httpx.get(url)
+    slow = [r for r in server.requests[-40:] if r.fault == "slow"]
+    assert 10 < len(slow) < 30 and all(r.delay_s == 0.01 for r in slow)
     server.faults = Faults(corrupt_objects=True)
     corrupt = httpx.get(url).content
     assert len(corrupt) == 204 and corrupt[:4] != b"\xff\xd8\xff\xe0" and corrupt[64:] == bytes(range(60, 200))
