@@ -113,8 +113,10 @@ def test_since_until_window(cli, store):
     both = stats_json(cli, "--model", "pest", "--since", "2025-03-10", "--until", "2025-03-10T08:00:01")
     assert both["models"]["pest"]["total"] == 1  # since inclusive, until exclusive
     assert both["since"].startswith("2025-03-10T00:00:00") and both["until"].startswith("2025-03-10T08:00:01")
-    empty = stats_json(cli, "--model", "pest", "--since", "2030-01-01")["models"]["pest"]
-    assert (empty["total"], empty["ready"]["ok"]) == (0, False)
+    result = cli("stats", "--json", "--model", "pest", "--since", "2030-01-01")
+    empty = json.loads(result.stdout)["models"]["pest"]
+    assert (empty["total"], empty["invalid"], empty["ready"]["ok"]) == (0, {}, False)
+    assert "warning: no pest rows in the local source in this time window" in result.stderr
 
 
 def test_readiness_verdict_and_flags(cli, store):
