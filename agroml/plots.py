@@ -78,9 +78,9 @@ def _draw_counts(ax: Any, report: dict[str, Any]) -> None:
     ax.barh(pos, rows, color=_ROWS_COLOR, label="rows")
     ax.barh(pos, train, height=0.45, color=_TRAIN_COLOR, label="trainable")
     ax.set_yticks(list(pos), keys)
-    ax.set_ylim(-0.6, max(len(keys), 5) - 0.4)  # a lone bar keeps a bar's width instead of filling the panel
+    ax.set_ylim(-0.6, max(len(keys), 3) - 0.4)  # a lone bar keeps a bar's width instead of filling the panel
     for y, n in zip(pos, rows, strict=True):
-        ax.text(n, y, f" {n}", va="center", fontsize=8)
+        ax.text(n, y, f" {n:,}", va="center", fontsize=8)
     ax.margins(x=0.12)
     rows_note = " (rows: predicted class, trainable: training label)" if report["by"] == "class" else ""
     ax.set_title(f"Rows by {report['by']}{rows_note}"
