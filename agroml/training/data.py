@@ -1,0 +1,289 @@
+"""Training data: trainable rows of one model type, their cached images, a grouped stratified split,
+and a tf.data pipeline that decodes files lazily.
+
+Why each piece:
+- the old system split the unshuffled tail and evaluated on training rows; here a seeded, stratified
+  train/val/test split keeps identical photos (same content hash) in one split, so a duplicate upload
+  cannot leak from train into test;
+- the old system held every image in RAM as float64; here files are decoded in parallel, resized and
+  kept as uint8 batch by batch, so memory does not grow with the data set;
+- nothing is silent: every row left out (image not cached, corrupt, class too small) is counted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agroml.errors import NotEnoughDataError, UsageError
+from agroml.progress import ProgressFn, no_progress
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+#: Formats TensorFlow decodes natively (tf.io.decode_image, plus decode_webp).
+TF_FORMATS = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "GIF": "gif", "BMP": "bmp", "WEBP": "webp"}
+# reasons an image is left out, counted in TrainingData.skipped
+NOT_CACHED, CORRUPT, UNSUPPORTED = "image_not_cached", "corrupt_image", "unsupported_format"
+
+
+@dataclass(frozen=True)
+class Example:
+    """One trainable row: its id, class name, content hash and cached file."""
+
+    row_id: str
+    label: str
+    image_hash: str
+    path: Path
+
+
+@dataclass
+class TrainingData:
+    """The examples of one model type, split, with everything that was left out counted."""
+
+    model_type: str
+    classes: list[str]
+    splits: dict[str, list[Example]]
+    skipped: dict[str, int] = field(default_factory=dict)
+    dropped_classes: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def arrays(self, split: str) -> tuple[list[str], np.ndarray]:
+        """(file paths, integer labels in class order) of one split."""
+        index = {c: i for i, c in enumerate(self.classes)}
+        rows = self.splits[split]
+        return [str(e.path) for e in rows], np.asarray([index[e.label] for e in rows], dtype="int32")
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """{split: {class: n}} (every class listed, zeros included)."""
+        return {s: {c: sum(1 for e in self.splits[s] if e.label == c) for c in self.classes} for s in SPLITS}
+
+    def class_weights(self) -> dict[int, float]:
+        """Balanced weights n / (k * n_c) from the training split: rare classes count as much as common ones."""
+        counts = Counter(e.label for e in self.splits["train"])
+        total, k = sum(counts.values()), len(self.classes)
+        return {i: (total / (k * counts[c]) if counts[c] else 0.0) for i, c in enumerate(self.classes)}
+
+    def fingerprint(self) -> str:
+        """sha256 of the sorted (row id, label, image hash) list: same data, same fingerprint."""
+        rows = sorted((e.row_id, e.label, e.image_hash) for s in SPLITS for e in self.splits[s])
+        return hashlib.sha256(json.dumps(rows, separators=(",", ":")).encode()).hexdigest()
+
+    def split_ids(self) -> dict[str, list[str]]:
+        return {s: sorted(e.row_id for e in self.splits[s]) for s in SPLITS}
+
+
+# --- rows and images ------------------------------------------------------------------------------
+def read_labelled_rows(settings: Any, model_type: str) -> list[tuple[str, str, str | None, str | None]]:
+    """(row id, label, image hash, image url) of every valid, labelled row of ``model_type``."""
+    from agroml.sources.local import Store
+
+    with Store(settings.db_path, create=False) as store:
+        frame = store.read(model_type, valid_only=True, columns=["id", "label", "image_hash", "image_url"])
+    frame = frame[frame["label"].notna()]
+    return list(frame[["id", "label", "image_hash", "image_url"]].itertuples(index=False, name=None))
+
+
+def check_image(path: Path, size: int = 64) -> str | None:
+    """None if ``path`` decodes completely in a format TensorFlow reads, else the reason it is left out.
+
+    JPEG draft mode decodes at a reduced scale: it still reads every byte (truncation is caught) at a
+    fraction of the cost of a full decode.
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            if img.format not in TF_FORMATS:
+                return UNSUPPORTED
+            if img.format == "JPEG":
+                img.draft("RGB", (size, size))
+            img.load()
+    except Exception:  # PIL raises many types (OSError, SyntaxError, ValueError...) for bad bytes
+        return CORRUPT
+    return None
+
+
+def resolve_images(settings: Any, rows: Sequence[tuple[str, str, str | None, str | None]],
+                   progress: ProgressFn = no_progress) -> tuple[list[Example], Counter]:
+    """Examples whose image is cached and decodes; the rest counted by reason."""
+    from agroml.images import ImageCache
+
+    skipped: Counter = Counter()
+    found: list[tuple[str, str, Path]] = []
+    with ImageCache(settings.image_dir) as cache:
+        for row_id, label, image_hash, url in rows:
+            path = cache.find(image_hash) if image_hash else None
+            if path is None and url:
+                path = cache.lookup(url)
+            if path is None:
+                skipped[NOT_CACHED] += 1
+            else:
+                found.append((str(row_id), str(label), path))
+    examples: list[Example] = []
+    with ThreadPoolExecutor(max_workers=8) as pool:  # PIL releases the GIL while decoding
+        reasons = pool.map(check_image, [f[2] for f in found])
+        for i, ((row_id, label, path), reason) in enumerate(zip(found, reasons, strict=True)):
+            if reason:
+                skipped[reason] += 1
+            else:
+                examples.append(Example(row_id, label, path.stem, path))
+            if i % 50 == 0 or i == len(found) - 1:
+                progress("checking images", i + 1, len(found))
+    return examples, skipped
+
+
+# --- class minimums and the split -----------------------------------------------------------------
+def apply_minimums(examples: list[Example], model_type: str, min_per_class: int, min_total: int,
+                   strict: bool, skipped: Counter | None = None) -> tuple[list[Example], dict[str, int], list[str]]:
+    """Drop classes under ``min_per_class`` (or fail with --strict); fail under ``min_total`` or < 2 classes."""
+    counts = Counter(e.label for e in examples)
+    short = {c: n for c, n in sorted(counts.items()) if n < min_per_class}
+    listed = ", ".join(f"{c} ({n})" for c, n in short.items())
+    if short and strict:
+        raise NotEnoughDataError(f"{model_type}: classes under the minimum of {min_per_class} images: {listed}",
+                                 fix="add images, lower --min-per-class, or drop --strict to leave them out")
+    warnings = [f"left out {len(short)} {model_type} class(es) under the minimum of {min_per_class} images: "
+                f"{listed}"] if short else []
+    kept = [e for e in examples if e.label not in short]
+    kept_classes = {e.label for e in kept}
+    if len(kept) < min_total or len(kept_classes) < 2:
+        why = (f"only {len(kept)} trainable {model_type} images with a cached, readable image "
+               f"(minimum {min_total}, AGROML_MIN_TOTAL)") if len(kept) < min_total else \
+              f"only {len(kept_classes)} {model_type} class(es) with at least {min_per_class} images (need 2)"
+        if short:
+            why += f"; classes under the minimum of {min_per_class}: {listed}"
+        if skipped:
+            why += "; skipped: " + ", ".join(f"{n} {r.replace('_', ' ')}" for r, n in sorted(skipped.items()))
+        raise NotEnoughDataError(why, fix="collect more feedback (agroml pull) or lower --min-per-class / "
+                                          "AGROML_MIN_TOTAL")
+    return kept, short, warnings
+
+
+def split_examples(examples: list[Example], seed: int = 0,
+                   fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)) -> dict[str, list[Example]]:
+    """Stratified train/val/test split, fixed by ``seed``, identical images (same hash) kept together.
+
+    Groups of identical images are assigned as a unit, class by class (a group's class is its most
+    common label), so every class gets its share of val and test as long as it has 3+ groups.
+    """
+    if abs(sum(fractions) - 1.0) > 1e-6 or min(fractions) < 0:
+        raise UsageError(f"split fractions {fractions} must be non-negative and sum to 1")
+    groups: dict[str, list[Example]] = defaultdict(list)
+    for e in sorted(examples, key=lambda e: e.row_id):
+        groups[e.image_hash].append(e)
+    by_class: dict[str, list[str]] = defaultdict(list)
+    for key, members in sorted(groups.items()):
+        label = Counter(m.label for m in members).most_common(1)[0][0]
+        by_class[label].append(key)
+    rng = np.random.default_rng(seed)
+    out: dict[str, list[Example]] = {s: [] for s in SPLITS}
+    for label in sorted(by_class):
+        keys = list(by_class[label])
+        rng.shuffle(keys)
+        n = len(keys)
+        n_val = max(1, round(fractions[1] * n)) if n >= 3 and fractions[1] > 0 else 0
+        n_test = max(1, round(fractions[2] * n)) if n >= 3 and fractions[2] > 0 else 0
+        parts = {"val": keys[:n_val], "test": keys[n_val:n_val + n_test], "train": keys[n_val + n_test:]}
+        for split, part in parts.items():
+            out[split].extend(m for k in part for m in groups[k])
+    return out
+
+
+def load_training_data(settings: Any, model_type: str, *, min_per_class: int | None = None, strict: bool = False,
+                       seed: int = 0, progress: ProgressFn = no_progress) -> TrainingData:
+    """Everything ``train`` needs to know about the data of ``model_type``, split and counted."""
+    rows = read_labelled_rows(settings, model_type)
+    if not rows:
+        raise NotEnoughDataError(f"no labelled {model_type} rows in {settings.db_path}",
+                                 fix="run `agroml demo` or `agroml pull`; only confirmed or corrected rows train")
+    examples, skipped = resolve_images(settings, rows, progress)
+    min_per_class = settings.min_per_class if min_per_class is None else min_per_class
+    kept, dropped, warnings = apply_minimums(examples, model_type, min_per_class, settings.min_total, strict, skipped)
+    for reason, n in sorted(skipped.items()):
+        warnings.append(f"skipped {n} {model_type} row(s): {reason.replace('_', ' ')}")
+    classes = sorted({e.label for e in kept})
+    return TrainingData(model_type, classes, split_examples(kept, seed), dict(skipped), dropped, warnings)
+
+
+# --- tf.data --------------------------------------------------------------------------------------
+def decode_resize(path: Any, image_size: int) -> Any:
+    """A file path tensor -> (size, size, 3) uint8 RGB, resized with antialiasing (the whole image kept)."""
+    import tensorflow as tf
+
+    data = tf.io.read_file(path)
+    is_webp = tf.strings.regex_full_match(tf.strings.lower(path), r".*\.webp")
+    # decode_image does not read WebP (phones upload it); decode_webp gives RGBA, the alpha is dropped
+    image = tf.cond(is_webp, lambda: tf.io.decode_webp(data, channels=4)[..., :3],
+                    lambda: tf.io.decode_image(data, channels=3, expand_animations=False))
+    image = tf.ensure_shape(image, [None, None, 3])
+    image = tf.image.resize(image, [image_size, image_size], antialias=True)
+    return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+
+
+def make_dataset(paths: Sequence[str], labels: Sequence[int] | np.ndarray | None, image_size: int,
+                 batch_size: int = 32, shuffle: bool = False, seed: int = 0, augment: Any = None,
+                 repeat: bool = False) -> Any:
+    """A batched, prefetched tf.data.Dataset of uint8 images (and labels, when given) read from files.
+
+    Decoding is parallel and lazy: at most a few batches are decoded at any time. Without
+    ``shuffle`` the order is the order of ``paths`` (evaluation relies on it). ``augment`` is a Keras
+    layer applied per batch in training mode (the fast path's augmented views).
+    """
+    import tensorflow as tf
+
+    paths = [str(p) for p in paths]
+    if labels is None:
+        ds = tf.data.Dataset.from_tensor_slices(paths)
+        ds = ds.map(lambda p: decode_resize(p, image_size), num_parallel_calls=tf.data.AUTOTUNE,
+                    deterministic=True)
+    else:
+        ds = tf.data.Dataset.from_tensor_slices((paths, np.asarray(labels, dtype="int32")))
+        if shuffle:
+            ds = ds.shuffle(max(1, len(paths)), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.map(lambda p, y: (decode_resize(p, image_size), y), num_parallel_calls=tf.data.AUTOTUNE,
+                    deterministic=not shuffle)
+    if repeat:
+        ds = ds.repeat()
+    ds = ds.batch(batch_size)
+    if augment is not None:
+        if labels is None:
+            ds = ds.map(lambda x: augment(x, training=True), num_parallel_calls=tf.data.AUTOTUNE)
+        else:
+            ds = ds.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def load_image_array(path: str | Path, image_size: int) -> np.ndarray:
+    """One file as a (size, size, 3) uint8 array, resized exactly as training resized it."""
+    import tensorflow as tf
+
+    return decode_resize(tf.constant(str(path)), image_size).numpy()
+
+
+def load_split_dataset(settings: Any, model_type: str, row_ids: Sequence[str], class_names: Sequence[str],
+                       image_size: int, batch_size: int = 32) -> tuple[Any, np.ndarray, list[str], dict[str, int]]:
+    """(dataset of images in order, integer labels, kept row ids, skipped counts) for given row ids.
+
+    For evaluation on a run's recorded test split: rows whose label is not one of ``class_names``
+    (a class added after the run) or whose image is gone are counted in ``skipped``, not guessed.
+    """
+    wanted = {str(r) for r in row_ids}
+    rows = [r for r in read_labelled_rows(settings, model_type) if str(r[0]) in wanted]
+    skipped: Counter = Counter()
+    skipped["row_not_found"] = len(wanted) - len({str(r[0]) for r in rows})
+    index = {c: i for i, c in enumerate(class_names)}
+    known = [r for r in rows if r[1] in index]
+    skipped["label_not_in_model"] = len(rows) - len(known)
+    examples, bad = resolve_images(settings, known)
+    skipped.update(bad)
+    paths = [str(e.path) for e in examples]
+    labels = np.asarray([index[e.label] for e in examples], dtype="int32")
+    ds = make_dataset(paths, None, image_size, batch_size)
+    return ds, labels, [e.row_id for e in examples], {k: v for k, v in skipped.items() if v}

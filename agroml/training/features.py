@@ -1,0 +1,75 @@
+"""The fast path for phase 1: a frozen base gives the same output for the same pixels every epoch, so
+compute it once per image (and per augmented view) and train the head on those cached features.
+
+Why: with the old loop every epoch pushed every image through the whole frozen network again; the
+head alone is a matrix multiply. For E epochs and K views the base runs K + 1 (validation) times per
+image instead of 2E. Features live in RAM as float32 (1,280-2,048 numbers per view), never the decoded
+images. The saved model is still the whole network (raw pixels in): the trained head is copied into it.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agroml.progress import ProgressFn, no_progress
+from agroml.training.data import make_dataset
+from agroml.training.loop import EpochFn, TrainConfig, callbacks, history_rows
+from agroml.training.model import augmentation, build_head, compile_model
+
+
+def extract_features(extractor: Any, paths: list[str], image_size: int, batch_size: int, *,
+                     augment: Any = None, task: str = "features", progress: ProgressFn = no_progress) -> np.ndarray:
+    """The extractor's output for every file, in order, as a float32 array (n, feature_dim)."""
+    import tensorflow as tf
+
+    ds = make_dataset(paths, None, image_size, batch_size, augment=augment)
+    run = tf.function(lambda x: extractor(x, training=False), reduce_retracing=True)
+    out = []
+    total = math.ceil(len(paths) / batch_size)
+    for done, batch in enumerate(ds, start=1):
+        out.append(run(batch).numpy())
+        progress(task, done, total)
+    dim = int(extractor.output_shape[-1])
+    return np.concatenate(out).astype("float32") if out else np.zeros((0, dim), dtype="float32")
+
+
+def train_views(extractor: Any, paths: list[str], cfg: TrainConfig, progress: ProgressFn = no_progress) -> np.ndarray:
+    """(views, n, dim): view 0 the clean images, views 1.. with the model's augmentation in training mode."""
+    views = [extract_features(extractor, paths, cfg.image_size, cfg.batch_size, task="features (train)",
+                              progress=progress)]
+    for k in range(1, max(1, cfg.aug_views)):
+        aug = augmentation(cfg.seed + 100 * k)
+        views.append(extract_features(extractor, paths, cfg.image_size, cfg.batch_size, augment=aug,
+                                      task=f"features (view {k + 1})", progress=progress))
+    return np.stack(views)
+
+
+def fit_head_on_features(train_feats: np.ndarray, y_train: np.ndarray, val_feats: np.ndarray, y_val: np.ndarray,
+                         n_classes: int, cfg: TrainConfig, class_weight: dict[int, float], workdir: Path,
+                         progress: ProgressFn = no_progress, on_epoch: EpochFn | None = None,
+                         ) -> tuple[Any, list[dict[str, Any]]]:
+    """Train the head on cached features: each epoch draws one view of every training image at random.
+
+    Returns the head (best weights restored) and its history rows.
+    """
+    import tensorflow as tf
+
+    views, n, dim = train_feats.shape
+    flat = train_feats.reshape(views * n, dim)
+    labels = np.tile(y_train, views)
+    weights = np.asarray([class_weight.get(int(c), 1.0) for c in labels], dtype="float32")
+    train_ds = (tf.data.Dataset.from_tensor_slices((flat, labels, weights))
+                .shuffle(len(flat), seed=cfg.seed, reshuffle_each_iteration=True)
+                .repeat().batch(cfg.batch_size).prefetch(tf.data.AUTOTUNE))
+    steps = max(1, math.ceil(n / cfg.batch_size))
+    val_ds = tf.data.Dataset.from_tensor_slices((val_feats, y_val)).batch(256)
+    head = build_head(dim, n_classes, cfg.dropout)
+    compile_model(head, float(cfg.learning_rate or 1e-3), n_classes)
+    epochs = int(cfg.epochs or 15)
+    history = head.fit(train_ds, validation_data=val_ds, epochs=epochs, steps_per_epoch=steps, verbose=0,
+                       callbacks=callbacks("head", cfg, epochs, steps, workdir, progress, on_epoch, 0))
+    return head, history_rows("head", history, 0)

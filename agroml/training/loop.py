@@ -1,0 +1,132 @@
+"""The recipe: one flat config, and the phases that train a model with it.
+
+- phase 1 ("head"): the head on the frozen base, by default on cached features (training/features.py);
+- phase 2 ("fine_tune", ``--fine-tune-layers N``): the top N base layers unfrozen, a low learning rate,
+  BatchNorm kept in inference mode, recompiled;
+- from scratch (``--weights none``) one phase ("scratch") trains the whole network, BatchNorm learning.
+Each phase: EarlyStopping restoring the best weights, ReduceLROnPlateau, a best checkpoint, and a
+progress callback (the CLI draws it; the registry records each epoch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from agroml.progress import ProgressFn, no_progress
+
+#: Called after every epoch with (epoch number across phases, that epoch's metrics).
+EpochFn = Callable[[int, dict[str, float]], None]
+
+
+@dataclass
+class TrainConfig:
+    """Every hyperparameter of a run; saved as config.json. None means "the default for this case"."""
+
+    model_type: str
+    arch: str = "mobilenetv2"
+    weights: str = "imagenet"
+    alpha: float | None = None          # MobileNetV2 width; default 1.0 pretrained, 0.35 from scratch
+    image_size: int | None = None       # default: the backbone's (224)
+    epochs: int | None = None           # phase 1 / scratch; default 15 head, 60 scratch
+    batch_size: int = 32
+    learning_rate: float | None = None  # default 1e-3 head, 2e-3 scratch
+    fine_tune_layers: int = 0
+    fine_tune_epochs: int = 0
+    fine_tune_learning_rate: float = 1e-5
+    aug_views: int = 2                  # fast path: views per image (1 clean + K-1 augmented)
+    fast: bool = True                   # phase 1 on cached features when the base is frozen
+    patience: int | None = None         # EarlyStopping; default 4 head, 12 scratch
+    dropout: float = 0.2
+    seed: int = 0
+    strict: bool = False
+    min_per_class: int | None = None
+    tflite: str | None = None
+    run_eagerly: bool = False           # Keras eager mode: no graph tracing (tiny runs, debugging)
+
+    @property
+    def scratch(self) -> bool:
+        return self.weights.strip().lower() == "none"
+
+    def resolved(self, default_size: int) -> TrainConfig:
+        """A copy with every None default filled in for this backbone and weights."""
+        c = TrainConfig(**asdict(self))
+        c.image_size = c.image_size or default_size
+        if c.alpha is None:
+            c.alpha = 0.35 if c.scratch else 1.0
+        if c.epochs is None:
+            c.epochs = 60 if c.scratch else 15
+        if c.learning_rate is None:
+            c.learning_rate = 2e-3 if c.scratch else 1e-3
+        if c.patience is None:
+            c.patience = 12 if c.scratch else 4
+        return c
+
+
+class EpochReporter:
+    """Keras callback forwarding epochs, steps and live metrics to ``progress`` and ``on_epoch``."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:  # built lazily: keras is imported only when training
+        import keras
+
+        class _Reporter(keras.callbacks.Callback):
+            def __init__(self, phase: str, epochs: int, steps: int | None, progress: ProgressFn,
+                         on_epoch: EpochFn | None, first_epoch: int) -> None:
+                super().__init__()
+                self.phase, self.epochs, self.steps = phase, epochs, steps
+                self.progress, self.on_epoch, self.first_epoch = progress, on_epoch, first_epoch
+
+            def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+                self.progress(f"{self.phase} steps", 0, self.steps)
+
+            def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+                self.progress(f"{self.phase} steps", batch + 1, self.steps, format_metrics(logs or {}))
+
+            def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+                logs = {k: float(v) for k, v in (logs or {}).items()}
+                self.progress(f"{self.phase} epochs", epoch + 1, self.epochs, format_metrics(logs))
+                if self.on_epoch is not None:
+                    self.on_epoch(self.first_epoch + epoch + 1, logs)
+
+        return _Reporter(*args, **kwargs)
+
+
+def format_metrics(logs: dict[str, Any]) -> str:
+    keys = ("loss", "accuracy", "val_loss", "val_accuracy")
+    return " ".join(f"{k}={float(logs[k]):.3f}" for k in keys if k in logs)
+
+
+def callbacks(phase: str, cfg: TrainConfig, epochs: int, steps: int | None, workdir: Path,
+              progress: ProgressFn, on_epoch: EpochFn | None, first_epoch: int) -> list[Any]:
+    """EarlyStopping (best weights restored), ReduceLROnPlateau, best checkpoint, progress reporter."""
+    import keras
+
+    patience = int(cfg.patience or 4)
+    return [
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True),
+        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(2, patience // 3),
+                                          min_lr=1e-6),
+        keras.callbacks.ModelCheckpoint(str(workdir / f"best_{phase}.weights.h5"), monitor="val_loss",
+                                        save_best_only=True, save_weights_only=True),
+        EpochReporter(phase, epochs, steps, progress, on_epoch, first_epoch),
+    ]
+
+
+def history_rows(phase: str, history: Any, first_epoch: int) -> list[dict[str, Any]]:
+    """A Keras History as rows {epoch, phase, metric: value...} for history.csv and curves.png."""
+    hist = history.history
+    n = len(next(iter(hist.values()), []))
+    return [{"epoch": first_epoch + i + 1, "phase": phase, **{k: float(v[i]) for k, v in hist.items()}}
+            for i in range(n)]
+
+
+def fit_phase(model: Any, phase: str, cfg: TrainConfig, train_ds: Any, val_ds: Any, epochs: int,
+              steps: int, class_weight: dict[int, float], workdir: Path, progress: ProgressFn = no_progress,
+              on_epoch: EpochFn | None = None, first_epoch: int = 0) -> list[dict[str, Any]]:
+    """model.fit over the image pipeline for one phase; returns its history rows."""
+    history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, steps_per_epoch=steps,
+                        class_weight=class_weight, verbose=0,
+                        callbacks=callbacks(phase, cfg, epochs, steps, workdir, progress, on_epoch, first_epoch))
+    return history_rows(phase, history, first_epoch)

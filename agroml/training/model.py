@@ -1,0 +1,103 @@
+"""The network: raw RGB uint8 in -> augmentation (training only) -> backbone preprocessing -> base ->
+dropout -> softmax head. Small named functions (build_model, build_head, unfreeze_top) as in the
+keras-io EfficientNet fine-tuning example, so each phase of the recipe reads as one call.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agroml.training.backbones import Backbone
+
+HEAD_NAME = "predictions"
+BASE_NAME_SUFFIX = "_base"
+
+
+def augmentation(seed: int = 0) -> Any:
+    """Flip, rotation, zoom, contrast, brightness on 0..255 pixels; Keras makes them identity at inference.
+
+    The old system built augmentation and never used it: here it is a layer of the model (slow path
+    and fine-tuning) or of the feature pipeline (fast path), so it is applied whenever training runs.
+    """
+    import keras
+
+    return keras.Sequential([
+        keras.layers.RandomFlip("horizontal_and_vertical", seed=seed),
+        keras.layers.RandomRotation(0.1, fill_mode="reflect", seed=seed + 1),
+        keras.layers.RandomZoom(0.1, fill_mode="reflect", seed=seed + 2),
+        keras.layers.RandomContrast(0.2, value_range=(0, 255), seed=seed + 3),
+        keras.layers.RandomBrightness(0.2, value_range=(0, 255), seed=seed + 4),
+    ], name="augmentation")
+
+
+def build_model(backbone: Backbone, base: Any, n_classes: int, image_size: int, *, scratch: bool,
+                dropout: float = 0.2, seed: int = 0, augment: bool = True) -> Any:
+    """The whole network taking raw pixels.
+
+    With a pretrained base the base is called with ``training=False``: its BatchNorm layers stay in
+    inference mode even when the top is unfrozen for fine-tuning (otherwise small batches wreck the
+    ImageNet statistics). From scratch BatchNorm must learn its statistics, so it follows the phase.
+    """
+    import keras
+
+    inputs = keras.Input((image_size, image_size, 3), name="image")
+    x = augmentation(seed)(inputs) if augment else inputs
+    for layer in backbone.preprocessing():
+        x = layer(x)
+    x = base(x) if scratch else base(x, training=False)
+    x = keras.layers.Dropout(dropout, name="head_dropout")(x)
+    outputs = keras.layers.Dense(n_classes, activation="softmax", name=HEAD_NAME)(x)
+    return keras.Model(inputs, outputs, name=f"agroml_{backbone.name}")
+
+
+def build_feature_extractor(backbone: Backbone, base: Any, image_size: int) -> Any:
+    """Raw pixels -> the frozen base's pooled features (the fast path computes these once per view)."""
+    import keras
+
+    inputs = keras.Input((image_size, image_size, 3), name="image")
+    x = inputs
+    for layer in backbone.preprocessing():
+        x = layer(x)
+    return keras.Model(inputs, base(x, training=False), name=f"{backbone.name}_features")
+
+
+def build_head(feature_dim: int, n_classes: int, dropout: float = 0.2) -> Any:
+    """The head alone (features in), with the same layer names as the whole model's head."""
+    import keras
+
+    inputs = keras.Input((feature_dim,), name="features")
+    x = keras.layers.Dropout(dropout, name="head_dropout")(inputs)
+    outputs = keras.layers.Dense(n_classes, activation="softmax", name=HEAD_NAME)(x)
+    return keras.Model(inputs, outputs, name="head")
+
+
+def copy_head(head: Any, model: Any) -> None:
+    """Put the head trained on cached features into the whole network."""
+    model.get_layer(HEAD_NAME).set_weights(head.get_layer(HEAD_NAME).get_weights())
+
+
+def unfreeze_top(base: Any, n_layers: int) -> int:
+    """Make the top ``n_layers`` of the base trainable, BatchNorm layers excluded; returns how many."""
+    import keras
+
+    base.trainable = True
+    cut = max(0, len(base.layers) - n_layers)
+    unfrozen = 0
+    for i, layer in enumerate(base.layers):
+        trainable = i >= cut and not isinstance(layer, keras.layers.BatchNormalization)
+        layer.trainable = trainable
+        unfrozen += int(trainable and bool(layer.weights))
+    return unfrozen
+
+
+def compile_model(model: Any, learning_rate: float, n_classes: int, run_eagerly: bool = False) -> None:
+    """Adam, sparse cross-entropy; top-3 as SparseTopKCategoricalAccuracy (the old top-3 was wrong for
+    integer labels)."""
+    import keras
+
+    metrics: list[Any] = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+    if n_classes > 3:
+        metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(k=3, name="top3_accuracy"))
+    # jit_compile=False: XLA-compiling a whole backbone on a CPU costs more than the few epochs it speeds up
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy",
+                  metrics=metrics, jit_compile=False, run_eagerly=run_eagerly)

@@ -1,0 +1,229 @@
+"""``train(...)``: one training run, from the store to a complete folder ``models/<type>/<run_id>/``.
+
+Why a ``.partial`` folder renamed at the end: a run killed half-way (Ctrl-C, SIGTERM, OOM) must never
+leave a half-written model where a good one is expected; the rename is atomic, so the run folder
+either has every file or does not exist. The registry records the run's state (running, succeeded,
+failed, interrupted) and refuses a second training of the same model type while one is alive.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agroml.config import Settings
+from agroml.errors import UsageError
+from agroml.progress import ProgressFn, no_progress
+from agroml.records import check_model_type
+from agroml.training import outputs
+from agroml.training.backbones import Backbone, build_base, get_backbone, weights_mode
+from agroml.training.data import TrainingData, load_training_data, make_dataset
+from agroml.training.loop import EpochFn, TrainConfig, fit_phase
+from agroml.training.model import build_feature_extractor, build_model, compile_model, copy_head, unfreeze_top
+
+SPLIT_FRACTIONS = (0.7, 0.15, 0.15)
+
+
+@dataclass
+class TrainResult:
+    """What a finished run produced; ``metrics`` is metrics.json ({"val": {...}, "test": {...}})."""
+
+    run_id: str
+    path: Path
+    model_type: str
+    classes: list[str]
+    metrics: dict[str, Any]
+    counts: dict[str, dict[str, int]]
+    config: dict[str, Any]
+    seconds: float
+    tflite: dict[str, Any] | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def make_run_id(arch: str, now: datetime | None = None) -> str:
+    """UTC timestamp + backbone, e.g. ``20261126T130501Z-mobilenetv2``: sortable and self-describing."""
+    return f"{(now or datetime.now(UTC)).strftime('%Y%m%dT%H%M%SZ')}-{arch}"
+
+
+def validate(cfg: TrainConfig) -> Backbone:
+    """Check every flag before any data is read or a model built (bad usage -> exit 2)."""
+    check_model_type(cfg.model_type)
+    backbone = get_backbone(cfg.arch)
+    weights_mode(cfg.weights)
+    if cfg.tflite is not None and cfg.tflite not in outputs.TFLITE_MODES:
+        raise UsageError(f"unknown --tflite mode {cfg.tflite!r}: valid modes are {', '.join(outputs.TFLITE_MODES)}")
+    for name in ("batch_size", "aug_views"):
+        if getattr(cfg, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} {getattr(cfg, name)} must be at least 1")
+    if cfg.image_size is not None and cfg.image_size < 32:
+        raise UsageError(f"--image-size {cfg.image_size} is too small: the backbones need at least 32")
+    if cfg.alpha is not None and not backbone.has_alpha:
+        raise UsageError(f"--alpha applies to mobilenetv2 only, not {backbone.name}")
+    if cfg.fine_tune_layers < 0 or cfg.fine_tune_epochs < 0 or (cfg.epochs is not None and cfg.epochs < 1):
+        raise UsageError("--epochs must be at least 1, --fine-tune-layers and --fine-tune-epochs at least 0")
+    return backbone
+
+
+def train(settings: Settings, model_type: str, arch: str = "mobilenetv2", weights: str = "imagenet", *,
+          image_size: int | None = None, epochs: int | None = None, batch_size: int = 32,
+          learning_rate: float | None = None, alpha: float | None = None, fine_tune_layers: int = 0,
+          fine_tune_epochs: int = 0, aug_views: int = 2, fast: bool = True, seed: int = 0, strict: bool = False,
+          min_per_class: int | None = None, tflite: str | None = None, run_eagerly: bool = False,
+          progress: ProgressFn = no_progress) -> TrainResult:
+    """Train one model of ``model_type`` and write its run folder; see :class:`TrainConfig` for the knobs."""
+    from agroml.registry import Registry
+
+    cfg = TrainConfig(model_type, arch.lower(), str(weights), alpha, image_size, epochs, batch_size, learning_rate,
+                      fine_tune_layers, fine_tune_epochs, aug_views=aug_views, fast=fast, seed=seed, strict=strict,
+                      min_per_class=min_per_class, tflite=tflite, run_eagerly=run_eagerly)
+    backbone = validate(cfg)
+    cfg = cfg.resolved(backbone.default_size)
+    data = load_training_data(settings, model_type, min_per_class=min_per_class, strict=strict, seed=seed,
+                              progress=progress)
+    warnings = list(data.warnings)
+    if cfg.scratch and cfg.fine_tune_layers:
+        warnings.append("--fine-tune-layers ignored with --weights none: the whole network trains from the start")
+    run_id = make_run_id(backbone.name)
+    config = {"run_id": run_id, **asdict(cfg), "split": list(SPLIT_FRACTIONS), "classes": data.classes,
+              "data_fingerprint": data.fingerprint(), "counts": data.counts(), "skipped": data.skipped,
+              "dropped_classes": data.dropped_classes, "class_weights": data.class_weights(),
+              "versions": outputs.package_versions()}
+    type_dir = Path(settings.models_dir) / model_type
+    start = time.time()
+    with Registry(settings.models_dir) as registry, \
+            registry.start(model_type, run_id, backbone.name, outputs.jsonable(config)) as handle:
+        _remove_stale_partials(type_dir)  # the registry just proved no other training of this type is alive
+        partial = type_dir / f".{run_id}.partial"
+        partial.mkdir(parents=True)
+        try:
+            result = _train_into(partial, cfg, backbone, data, config, progress, handle.update)
+            final = type_dir / run_id
+            os.replace(partial, final)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        handle.finish("succeeded", outputs.jsonable(result["metrics"]), path=final)
+    return TrainResult(run_id, final, model_type, data.classes, result["metrics"], data.counts(), config,
+                       time.time() - start, result["tflite"], warnings + result["warnings"])
+
+
+def _remove_stale_partials(type_dir: Path) -> None:
+    if type_dir.is_dir():
+        for stale in type_dir.glob(".*.partial"):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def build_and_fit(cfg: TrainConfig, backbone: Backbone, data: TrainingData, workdir: Path,
+                  progress: ProgressFn = no_progress, on_epoch: EpochFn | None = None) -> tuple[Any, list[dict]]:
+    """Build the network and run the recipe's phases; returns (model with best weights, history rows)."""
+    import keras
+
+    from agroml.training import features
+
+    keras.utils.set_random_seed(cfg.seed)
+    size, n_classes = int(cfg.image_size), len(data.classes)
+    base = build_base(backbone, size, cfg.weights, float(cfg.alpha or 1.0))
+    model = build_model(backbone, base, n_classes, size, scratch=cfg.scratch, dropout=cfg.dropout, seed=cfg.seed)
+    train_paths, y_train = data.arrays("train")
+    val_paths, y_val = data.arrays("val")
+    class_weight = data.class_weights()
+    steps = max(1, math.ceil(len(train_paths) / cfg.batch_size))
+    val_ds = make_dataset(val_paths, y_val, size, cfg.batch_size)
+
+    def train_ds() -> Any:
+        return make_dataset(train_paths, y_train, size, cfg.batch_size, shuffle=True, seed=cfg.seed, repeat=True)
+
+    rows: list[dict] = []
+    if cfg.scratch:
+        compile_model(model, float(cfg.learning_rate), n_classes, cfg.run_eagerly)
+        rows += fit_phase(model, "scratch", cfg, train_ds(), val_ds, int(cfg.epochs), steps, class_weight, workdir,
+                          progress, on_epoch)
+        return model, rows
+    if cfg.fast:
+        extractor = build_feature_extractor(backbone, base, size)
+        train_feats = features.train_views(extractor, train_paths, cfg, progress)
+        val_feats = features.extract_features(extractor, val_paths, size, cfg.batch_size, task="features (val)",
+                                              progress=progress)
+        head, rows = features.fit_head_on_features(train_feats, y_train, val_feats, y_val, n_classes, cfg,
+                                                   class_weight, workdir, progress, on_epoch)
+        copy_head(head, model)
+    else:
+        compile_model(model, float(cfg.learning_rate), n_classes, cfg.run_eagerly)
+        rows += fit_phase(model, "head", cfg, train_ds(), val_ds, int(cfg.epochs), steps, class_weight, workdir,
+                          progress, on_epoch)
+    if cfg.fine_tune_layers > 0 and cfg.fine_tune_epochs > 0:
+        unfreeze_top(base, cfg.fine_tune_layers)
+        # recompiled: Keras fixes the trainable variables at compile time
+        compile_model(model, cfg.fine_tune_learning_rate, n_classes, cfg.run_eagerly)
+        rows += fit_phase(model, "fine_tune", cfg, train_ds(), val_ds, cfg.fine_tune_epochs, steps, class_weight,
+                          workdir, progress, on_epoch, first_epoch=len(rows))
+    return model, rows
+
+
+def predict_split(model: Any, data: TrainingData, split: str, size: int, batch_size: int) -> tuple[np.ndarray, ...]:
+    """(uint8 images are not kept) -> (integer labels, probabilities) of one split, in split order."""
+    paths, labels = data.arrays(split)
+    if not paths:
+        return labels, np.zeros((0, len(data.classes)), dtype="float32")
+    probs = model.predict(make_dataset(paths, None, size, batch_size), verbose=0)
+    return labels, np.asarray(probs)
+
+
+def _train_into(folder: Path, cfg: TrainConfig, backbone: Backbone, data: TrainingData, config: dict[str, Any],
+                progress: ProgressFn, on_epoch: EpochFn) -> dict[str, Any]:
+    """Train and write every output file into ``folder`` (the .partial folder)."""
+    from agroml import plots
+    from agroml.evaluation import compute_metrics
+
+    model, rows = build_and_fit(cfg, backbone, data, folder, progress, on_epoch)
+    for checkpoint in folder.glob("best_*.weights.h5"):  # the best weights are in the model now
+        checkpoint.unlink()
+    # a fresh optimizer: Adam's moment slots would triple the file (ResNet50: 280 MB instead of 95 MB)
+    compile_model(model, float(cfg.learning_rate), len(data.classes), cfg.run_eagerly)
+    size, warnings = int(cfg.image_size), []
+    metrics: dict[str, Any] = {}
+    for split in ("val", "test"):
+        y, probs = predict_split(model, data, split, size, cfg.batch_size)
+        metrics[split] = compute_metrics(y, probs, data.classes) if len(y) else {}
+        if not len(y):
+            warnings.append(f"no {split} images (classes too small for a {split} share): no {split} metrics")
+    model.save(folder / "model.keras")
+    outputs.write_json(folder / "labels.json", data.classes)
+    outputs.write_json(folder / "config.json", config)
+    outputs.write_json(folder / "split.json", data.split_ids())
+    outputs.write_json(folder / "metrics.json", metrics)
+    history = outputs.write_history_csv(folder / "history.csv", rows)
+    plots.training_curves_png(history, folder / "curves.png")
+    if metrics["test"]:
+        plots.confusion_matrix_png(metrics["test"]["confusion_matrix"], data.classes, folder / "confusion_matrix.png")
+    tflite = None
+    if cfg.tflite:
+        tflite = _tflite(model, folder, cfg, data)
+        if not tflite["ok"]:
+            warnings.append(f"TFLite top-1 agreement {tflite['top1_agreement']} is under "
+                            f"{outputs.TFLITE_MIN_AGREEMENT}: do not ship model.tflite")
+        outputs.write_json(folder / "tflite.json", tflite)
+    card = outputs.model_card(config["run_id"], cfg.model_type, config, data.counts(), metrics,
+                              data.dropped_classes, data.skipped)
+    (folder / "MODEL_CARD.md").write_text(card, encoding="utf-8")
+    return {"metrics": metrics, "tflite": tflite, "warnings": warnings}
+
+
+def _tflite(model: Any, folder: Path, cfg: TrainConfig, data: TrainingData) -> dict[str, Any]:
+    """model.tflite, checked against the Keras model on the test split (val if test is empty)."""
+    from agroml.training.data import load_image_array
+
+    split = "test" if data.splits["test"] else "val"
+    paths, _ = data.arrays(split)
+    images = np.stack([load_image_array(p, int(cfg.image_size)) for p in paths])
+    keras_probs = np.asarray(model.predict(images, verbose=0))
+    outputs.export_tflite(model, folder / "model.tflite", str(cfg.tflite), images)
+    return {"mode": cfg.tflite, "split": split, **outputs.check_tflite(folder / "model.tflite", images, keras_probs)}
