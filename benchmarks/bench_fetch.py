@@ -1,0 +1,203 @@
+"""Benchmark: filling the image cache, and keyset against offset paging, through the loopback Supabase.
+
+Both baselines are measured in the same run, against the same in-process server (tests/supaserver.py,
+a real HTTP server on 127.0.0.1), so the ratios compare like with like on whatever machine runs this:
+
+1. images: ``agroml.fetch.fetch_images`` (AGROML_IMAGE_CONCURRENCY threads over one pooled httpx
+   client, verify, atomic write) into an empty cache, against the old system's way: one GET after
+   another (over one keep-alive client, status checked, bytes kept in memory).
+   Every request has ``--latency`` seconds of server delay (default 30 ms, about a real round trip).
+   Goal: agroml >= 10x faster. Then agroml runs again on the warm cache: it must make 0 requests
+   (counted from the server's request log).
+2. paging: all ``--rows`` rows (default 100,000) through ``SupabaseSource.fetch_rows`` (keyset,
+   ``id=gt.<last>``) against ``.range(offset, offset + 999)`` pages (offset paging) with the official
+   client, same columns, same page size. The server, like PostgreSQL, walks every skipped row of an
+   offset, so deep pages cost more. Each is run ``--repeat`` times and the fastest run kept.
+
+    .venv/bin/python benchmarks/bench_fetch.py
+    .venv/bin/python benchmarks/bench_fetch.py --images 200 --rows 20000   # a quicker run
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from supa_rows import add_pest_table, jpeg, pest_rows
+from supaserver import Faults, start_server
+
+from agroml import config
+from agroml.fetch import fetch_images
+from agroml.images import ImageCache
+from agroml.sources.supabase import SupabaseSource
+
+GOAL_IMAGES_RATIO = 10.0
+
+
+class ServerProcess:
+    """The loopback server in its own process, driven over a pipe.
+
+    Why a process: in-process, the server's Python request handling shares the GIL with the client
+    being measured, a cost no real deployment has (Supabase is another machine) and one that grows
+    with concurrency, so it would understate agroml's side of every ratio.
+    """
+
+    def __init__(self) -> None:
+        ctx = multiprocessing.get_context("fork")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_serve, args=(child,), daemon=True)
+        self._proc.start()
+        self.url, self.service_key = self._conn.recv()
+
+    def call(self, command: str, *args: object) -> object:
+        self._conn.send((command, args))
+        return self._conn.recv()
+
+    def __enter__(self) -> ServerProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.call("stop")
+        self._proc.join(10)
+
+
+def _serve(conn) -> None:
+    server = start_server()
+    conn.send((server.url, server.service_key))
+    while True:
+        command, args = conn.recv()
+        if command == "objects":
+            (n,) = args
+            conn.send([server.add_object("predictions", f"pest_images/pest_{i}.jpg", jpeg(i, size=64))
+                       for i in range(n)])
+        elif command == "rows":
+            add_pest_table(server, pest_rows(args[0], seed=1))
+            conn.send(None)
+        elif command == "faults":
+            server.faults = Faults(**args[0])
+            conn.send(None)
+        elif command == "requests":
+            conn.send(len(server.requests))
+        elif command == "stop":
+            server.stop()
+            conn.send(None)
+            return
+
+
+def _settings(server, **over) -> config.Settings:
+    env = {"SUPABASE_URL": server.url, "SUPABASE_SERVICE_KEY": server.service_key}
+    return config.resolve({"hash_salt": "bench", **over}, environ=env, env_file=None)
+
+
+def sequential_download(urls: list[str]) -> int:
+    """The old system's way: one request at a time, every image held in memory.
+
+    Kinder than the old code (which opened a new connection per image): one keep-alive client is
+    reused, so the ratio measures concurrency, not connection setup.
+    """
+    import httpx
+
+    images, total = [], 0
+    with httpx.Client(timeout=30) as client:
+        for url in urls:
+            resp = client.get(url)
+            resp.raise_for_status()
+            images.append(resp.content)
+            total += len(resp.content)
+    return total
+
+
+def bench_images(n: int, latency: float, concurrency: int) -> None:
+    with ServerProcess() as server, tempfile.TemporaryDirectory() as tmp:
+        urls = server.call("objects", n)
+        server.call("faults", {"delay_s": latency})
+        settings = _settings(server, image_dir=Path(tmp) / "images", image_concurrency=concurrency)
+
+        start = time.perf_counter()
+        sequential_download(urls)
+        t_seq = time.perf_counter() - start
+
+        with ImageCache(settings.image_dir) as cache:
+            start = time.perf_counter()
+            cold = fetch_images(urls, cache, settings)
+            t_agro = time.perf_counter() - start
+            before = server.call("requests")
+            start = time.perf_counter()
+            warm = fetch_images(urls, cache, settings)
+            t_warm = time.perf_counter() - start
+            warm_requests = server.call("requests") - before
+
+    assert cold.fetched == n and cold.failed == 0, cold.reasons
+    assert warm.cached == n
+    ratio = t_seq / t_agro
+    print(f"images: {n} x {len(jpeg(0, size=64))} B, {latency * 1000:.0f} ms latency per request")
+    print(f"  sequential one-at-a-time (old way): {t_seq:7.2f} s  ({n / t_seq:6.1f} images/s)")
+    print(f"  agroml fetch_images, {concurrency} at once:  {t_agro:7.2f} s  ({n / t_agro:6.1f} images/s)")
+    verdict = "met" if ratio >= GOAL_IMAGES_RATIO else "NOT met"
+    print(f"  ratio: {ratio:.1f}x faster (goal >= {GOAL_IMAGES_RATIO:.0f}x: {verdict})")
+    print(f"  warm cache: {warm.cached}/{n} cached in {t_warm:.3f} s with {warm_requests} requests to the server")
+
+
+def keyset(settings: config.Settings) -> int:
+    with SupabaseSource(settings) as source:
+        return sum(len(page) for page in source.fetch_rows("pest"))
+
+
+def offset(settings: config.Settings, page_size: int = 1000) -> int:
+    """Offset paging with the official client: .range(a, a + page - 1), until an empty page."""
+    import httpx
+    from supabase import ClientOptions, create_client
+
+    from agroml import records
+
+    spec = records.table_spec("pest")
+    with httpx.Client(timeout=60) as http:
+        client = create_client(settings.supabase_url, settings.supabase_key,
+                               options=ClientOptions(httpx_client=http, postgrest_client_retry=False))
+        done = 0
+        while True:
+            page = (client.table(spec.table).select(",".join(spec.select_columns())).order("id")
+                    .range(done, done + page_size - 1).execute().data)
+            if not page:
+                return done
+            done += len(page)
+
+
+def bench_paging(rows: int, repeat: int) -> None:
+    with ServerProcess() as server:
+        server.call("rows", rows)
+        settings = _settings(server)
+        keyset(settings)  # warm-up: the server builds its sorted index on the first ordered query
+        times = {"keyset": float("inf"), "offset": float("inf")}
+        for _ in range(repeat):  # alternating, so background load hits both alike
+            for name, fn in (("keyset", keyset), ("offset", offset)):
+                start = time.perf_counter()
+                got = fn(settings)
+                times[name] = min(times[name], time.perf_counter() - start)
+                assert got == rows, (name, got)
+    print(f"paging: {rows} rows, 1000 per page, fastest of {repeat}")
+    print(f"  keyset (id=gt.<last>): {times['keyset']:7.2f} s")
+    print(f"  offset (.range):       {times['offset']:7.2f} s")
+    print(f"  ratio: keyset {times['offset'] / times['keyset']:.2f}x faster than offset")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=500)
+    parser.add_argument("--latency", type=float, default=0.03)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=2)
+    args = parser.parse_args()
+    bench_images(args.images, args.latency, args.concurrency)
+    bench_paging(args.rows, args.repeat)
+
+
+if __name__ == "__main__":
+    main()
