@@ -88,7 +88,7 @@ def test_promote_then_promote_again_archives_and_marks_production(cli, workdir):
     assert json.loads((workdir / "models/pest/production/PROMOTED.json").read_text())["run_id"] == "run-b"
     runs = {r["run_id"]: r["production"] for r in json.loads(cli("runs", "--json").stdout)}
     assert runs == {"run-a": False, "run-b": True}
-    assert "(production)" in cli("runs").stdout
+    assert "succeeded production" in cli("runs").stdout
 
 
 def test_promote_unknown_run_fails_with_a_hint(cli, workdir):

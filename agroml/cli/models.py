@@ -11,7 +11,7 @@ from agroml.cli import output
 from agroml.cli.options import JsonOpt, ModelOpt, ModelType
 
 RunArg = Annotated[str | None, typer.Argument(
-    help="Run id, `production`, or a model folder [default: the newest succeeded run].", show_default=False)]
+    help="Run id, `production`, or a model folder \\[default: the newest succeeded run].", show_default=False)]
 BatchOpt = Annotated[int, typer.Option("--batch-size", help="Images per model call.")]
 
 
@@ -41,6 +41,7 @@ def runs(model: Annotated[ModelType | None, typer.Option("--model", "-m", help="
 
     Example: agroml runs --model pest
     """
+    from rich import box
     from rich.table import Table
 
     from agroml.registry import Registry
@@ -53,14 +54,21 @@ def runs(model: Annotated[ModelType | None, typer.Option("--model", "-m", help="
     if not found:
         output.hint("no runs yet: start one with `agroml train --model pest`")
         return
-    table = Table("run id", "model", "arch", "state", "started (UTC)", "duration", "test acc", "macro F1", "path")
+    wide = output.stdout.width >= 150  # room for the folder column; otherwise the hint below says where
+    table = Table(box=box.SIMPLE_HEAD)
+    for name in ("run id", "model", "arch", "state", "started (UTC)", "duration", "test acc", "macro F1"):
+        table.add_column(name, no_wrap=True)  # ids are copied into other commands: never cut one short
+    if wide:
+        table.add_column("path", no_wrap=True)
     colors = {"succeeded": "green", "failed": "red", "interrupted": "yellow", "running": "cyan"}
     for r in found:
-        state = f"[{colors.get(r.state, 'white')}]{r.state}[/]" + (" [bold](production)[/]" if r.production else "")
+        state = f"[{colors.get(r.state, 'white')}]{r.state}[/]" + (" [bold]production[/]" if r.production else "")
         table.add_row(r.run_id, r.model_type, r.arch or "", state, (r.to_dict()["started_at"] or "")[:16],
                       _duration(r.duration_s), _fmt(r.test_metric("accuracy")), _fmt(r.test_metric("macro_f1")),
-                      r.path or "")
+                      *([r.path or ""] if wide else []))
     output.stdout.print(table)
+    if not wide:
+        output.hint("run folders: <models dir>/<model>/<run id>/ (each path is in `agroml runs --json`)")
 
 
 def status(json_: JsonOpt = False) -> None:
@@ -93,15 +101,17 @@ def evaluate(
     newer: Annotated[bool, typer.Option("--newer", help="Rows created after the run's data instead of its test split.")]
     = False,
     batch_size: BatchOpt = 32,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for the report [default: RUN/eval_<time>].")]
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for the report \\[default: RUN/eval_<time>].")]
     = None,
     json_: JsonOpt = False,
 ) -> None:
     """Measure a saved model on rows it never trained on: its recorded test split, or rows newer than its data.
 
-    Shows accuracy, top-3, macro F1, per-class precision / recall / F1 / support, the confusion matrix
-    (table and PNG), expected calibration error, latency per image (p50 / p95 of single-image calls)
-    and model size. metrics.json, predictions.csv and confusion_matrix.png go to RUN/eval_<time>/.
+    Shows accuracy, top-3, macro F1, per-class precision / recall / F1 / support and the confusion matrix.
+
+    Also expected calibration error, latency per image (p50 / p95 of single-image calls) and model size.
+
+    metrics.json, predictions.csv and confusion_matrix.png are written to RUN/eval_<time>/ (or --out).
 
     Example: agroml evaluate production --model pest
     """
@@ -142,15 +152,16 @@ def predict(
     images: Annotated[list[str], typer.Argument(help="Image files or URLs.", show_default=False)],
     model: ModelOpt = ModelType.pest,
     run: Annotated[str | None, typer.Option("--run", help="Run id, `production` or a model folder "
-                                                          "[default: the newest succeeded run].")] = None,
+                                                          "\\[default: the newest succeeded run].")] = None,
     top: Annotated[int, typer.Option("--top", help="Classes shown per image.")] = 3,
     batch_size: BatchOpt = 32,
     json_: JsonOpt = False,
 ) -> None:
     """Name the pest, disease or storage condition in photos with a saved model, with probabilities.
 
-    Each run answers with its own class list. An image that cannot be read is reported on its own
-    line and the others are still predicted (exit 1 if any failed).
+    Each run answers with its own class list (its labels.json), whatever classes were added since.
+
+    An image that cannot be read is reported on its own line, the others are still predicted (exit 1).
 
     Example: agroml predict leaf1.jpg leaf2.jpg --model pest --run production --top 3
     """
@@ -181,6 +192,7 @@ def promote(
     """Make a run the production model: copied to models/<type>/production/, the previous one archived.
 
     The copy is complete before anything moves, so a failed promotion leaves the old model serving.
+
     The previous production goes to models/<type>/archive/<its run id>/.
 
     Example: agroml promote 20260301T101500Z-mobilenetv2 --model pest
