@@ -142,9 +142,11 @@ def _render_evaluation(result: Any) -> None:
     for name, row in m["per_class"].items():
         per_class.add_row(name, _fmt(row["precision"]), _fmt(row["recall"]), _fmt(row["f1"]), str(row["support"]))
     output.stdout.print(per_class)
-    cm = Table("true \\ predicted", *m["class_names"], title="confusion matrix")
-    for name, counts in zip(m["class_names"], m["confusion_matrix"], strict=True):
-        cm.add_row(name, *[str(c) if c else "." for c in counts])
+    names = m["class_names"]
+    short = len(names) > 6  # many classes: number the columns so the matrix still fits a terminal
+    cm = Table("true \\ predicted", *(str(i) for i in range(len(names))) if short else names, title="confusion matrix")
+    for i, (name, counts) in enumerate(zip(names, m["confusion_matrix"], strict=True)):
+        cm.add_row(f"{i} {name}" if short else name, *[str(c) if c else "." for c in counts])
     output.stdout.print(cm)
 
 
