@@ -77,7 +77,7 @@ def _expected(settings: config.Settings, model_type: str, scope: str, include_pe
     columns = export_columns(scope, include_personal)
     with Store(settings.db_path) as store:
         df = store.read(model_type, columns=columns, include_personal=include_personal,
-                        valid_only=scope == "training")
+                        valid_only=scope == "training", order="key")  # the order an export reads in
     if scope == "training":
         df = df[df["label"].notna()].reset_index(drop=True)
     df = df.astype({c: "str" for c in columns if df[c].dtype == object})
@@ -130,6 +130,19 @@ def test_round_trip_on_demo_data(request):
             back = _read_back(file.path, fmt, export_columns("all"))
             expected = _expected(demo_data, file.model_type, "all", fmt=fmt)
             pd.testing.assert_frame_equal(back, expected, check_exact=True)
+
+
+def test_export_reads_the_store_in_key_order(store_data):
+    """Key order (a plain table scan, the fast path) holds the same rows as time order."""
+    with Store(store_data.db_path) as store:
+        by_key = store.read("pest", order="key")
+        by_time = store.read("pest")
+    assert list(zip(by_key["source"], by_key["id"], strict=True)) == sorted(zip(by_time["source"], by_time["id"],
+                                                                               strict=True))
+    resorted = by_time.sort_values(["source", "id"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(by_key, resorted, check_exact=True)
+    with Store(store_data.db_path) as store, pytest.raises(ValueError, match="unknown order 'random'"):
+        store.read("pest", order="random")
 
 
 def test_csv_and_json_write_iso_times_with_offset_and_json_text_for_nested_fields(store_data):

@@ -256,10 +256,14 @@ class Store:
         include_personal: bool = False,
         source: str | None = None,
         chunk_rows: int = 100_000,
+        order: str = "time",
     ) -> Iterator[pd.DataFrame]:
         """Records in (model_type, created_at, id) order, ``chunk_rows`` at a time, so memory stays flat.
 
-        ``since`` is inclusive and ``until`` exclusive (UTC, or naive taken as UTC).
+        ``since`` is inclusive and ``until`` exclusive (UTC, or naive taken as UTC). ``order="key"`` reads
+        in the table's own (source, id) order instead: without a time window that is one sequential scan,
+        about 3x cheaper per row than time order's index lookups, for readers of a whole model type that
+        need no particular order (export).
         """
         names = list(columns) if columns else [c for c in STORE_COLUMNS
                                                if include_personal or c not in rec.PERSONAL_FIELDS]
@@ -267,8 +271,14 @@ class Store:
         if unknown:
             raise ValueError(f"unknown record columns {sorted(unknown)}")
         where, params = self._where(model_type, since, until, valid_only, source)
-        cur = self.con.execute(
-            f"SELECT {', '.join(names)} FROM predictions{where} ORDER BY model_type, created_at, id", params)
+        if order not in ("time", "key"):
+            raise ValueError(f"unknown order {order!r}: valid orders are time, key")
+        order_by = "model_type, created_at, id"
+        if order == "key":
+            order_by = "source, id"
+            if since is None and until is None:  # unary + keeps SQLite off the model_type indexes: a plain scan
+                where = where.replace("model_type = ?", "+model_type = ?", 1)
+        cur = self.con.execute(f"SELECT {', '.join(names)} FROM predictions{where} ORDER BY {order_by}", params)
         while True:
             rows = cur.fetchmany(chunk_rows)
             if not rows:
