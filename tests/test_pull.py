@@ -222,3 +222,14 @@ def test_the_library_pull_reports_progress(env, workdir):
     assert result.models["pest"].inserted == 2500
     assert [s for s in seen if s[0] == "rows pest"] == [("rows pest", 1000, 2500), ("rows pest", 2000, 2500),
                                                        ("rows pest", 2500, 2500), ("rows pest", 2500, 2500)]
+
+
+def test_pull_since_reads_only_rows_created_from_that_date(cli, env, workdir):
+    rows = pest_rows(200, seed=3)  # one row every 37 minutes from 2024-01-01
+    add_pest_table(env, rows)
+    result = cli("pull", "--since", "2024-01-03", "--until", "2024-01-04T12:00:00", "--no-images", "--json")
+    assert result.exit_code == 0, result.output
+    want = [r for r in rows if "2024-01-03" <= r["created_at"] < "2024-01-04T12:00:00"]
+    assert 0 < len(want) < 200
+    assert json.loads(result.stdout)["models"]["pest"]["inserted"] == len(want)
+    assert set(_store_frame(workdir / "data" / "agroml.db")["id"]) == {r["id"] for r in want}
