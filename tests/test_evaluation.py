@@ -232,3 +232,17 @@ def test_train_then_evaluate_reproduces_its_test_metrics_and_predicts(cli, demo_
     answer = predict(demo_data, "pest", [str(image)], ref=run["run_id"], top=2)
     assert answer.failed == 0 and len(answer.predictions[0].top) == 2
     assert {t["label"] for t in answer.predictions[0].top} <= set(classes)
+
+
+def test_empty_test_split_and_inconsistent_folder_are_clear_errors(evaluated_run):
+    from agroml.errors import ModelNotFoundError
+
+    settings, folder, train, _test = evaluated_run
+    (folder / "split.json").write_text(json.dumps({"train": train, "val": [], "test": []}))
+    with pytest.raises(NotEnoughDataError) as err:
+        evaluate(settings, "pest", "run1")
+    assert str(err.value) == ("no rows of its test split to evaluate run1 on (none found) "
+                              "(check the image cache and the store (`agroml stats`))")
+    (folder / "labels.json").write_text(json.dumps(["red", "green"]))  # the model has 3 outputs
+    with pytest.raises(ModelNotFoundError, match=r"has 3 outputs but labels\.json names 2 classes"):
+        evaluate(settings, "pest", "run1")
