@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import secrets
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -258,9 +259,9 @@ def _write_one(source: RecordSource, model_type: str, scope: str, fmt: str, fina
                include_personal: bool, since: Any, until: Any, chunk_rows: int, progress: ProgressFn) -> int:
     """Stream one model type's rows into ``final`` atomically; returns the row count."""
     columns = export_columns(scope, include_personal)
-    fd, tmp_name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
+    # a hidden name unique to this call; created by the writer itself, so the file gets the usual
+    # umask permissions (mkstemp's would be owner-only)
+    tmp = final.parent / f".{final.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     task = f"export {model_type}"
     rows = 0
     try:

@@ -117,6 +117,10 @@ def test_round_trip_equals_the_store(store_data, fmt, scope):
         assert stored["user_confirmed"].isna().any() and stored["latitude"].isna().any()
     pd.testing.assert_frame_equal(back, expected, check_exact=True)
     assert str(back["created_at"].dt.tz) == "UTC"
+    if fmt == "parquet" and scope == "all":  # written a chunk at a time: one row group per chunk of 7 rows
+        import pyarrow.parquet as pq
+
+        assert pq.ParquetFile(file.path).num_row_groups == -(-file.rows // 7)
     assert back["user_confirmed"].dtype == "boolean" if scope == "all" else "user_confirmed" not in back
 
 
@@ -162,7 +166,10 @@ def test_file_name_pattern_and_one_file_per_model_type(store_data):
     result = _export(store_data, "all", "training", "csv")
     assert [f.model_type for f in result.files] == ["pest", "disease"]  # storage has no rows: no file
     assert result.warnings == ["storage: no rows in the local source, no file written"]
+    umask = os.umask(0o22)
+    os.umask(umask)
     for file in result.files:
+        assert file.path.stat().st_mode & 0o777 == 0o666 & ~umask  # an ordinary file, not owner-only
         assert file.path.parent == Path("exports")
         assert NAME.match(file.path.name), file.path.name
         assert file.path.name.startswith(f"{file.model_type}_training_")
