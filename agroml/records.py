@@ -90,7 +90,10 @@ def coerce(df: pd.DataFrame) -> pd.DataFrame:
         elif name == "user_confirmed":
             out[name] = out[name].astype("boolean")
         elif name == "created_at":
-            out[name] = pd.to_datetime(out[name], utc=True, errors="coerce").astype("datetime64[us, UTC]")
+            # ISO8601: without it pandas guesses one format from the first value and turns times of
+            # another precision (".5Z" after "Z") into NaT, silently
+            out[name] = pd.to_datetime(out[name], utc=True, errors="coerce", format="ISO8601").astype(
+                "datetime64[us, UTC]")
         elif name in STRING_FIELDS or name in PERSONAL_FIELDS:
             col = out[name].astype(object)
             out[name] = col.where(col.notna(), None)

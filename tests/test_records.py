@@ -106,3 +106,14 @@ def test_label_normalization():
     assert rec.normalize_label("  Fall-Armyworm ") == "fall_armyworm"
     assert rec.normalize_label("Maize  streak virus") == "maize_streak_virus"
     assert rec.normalize_label("") is None and rec.normalize_label(None) is None and rec.normalize_label("--") is None
+
+
+def test_times_of_mixed_precision_all_parse():
+    out = rec.make_records([
+        dict(id="a", source="s", model_type="pest", image_url="u", predicted_label="x", confidence=0.5,
+             created_at="2025-01-01T00:00:00Z"),
+        dict(id="b", source="s", model_type="pest", image_url="u", predicted_label="x", confidence=0.5,
+             created_at="2025-01-01T00:00:00.5+03:00"),
+    ])
+    assert out["created_at"].tolist() == [pd.Timestamp("2025-01-01T00:00:00Z"),
+                                          pd.Timestamp("2024-12-31T21:00:00.5Z")]
