@@ -48,7 +48,7 @@ def export(
     source: SourceOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Write records to one file per model type: <model>_<scope>_<UTC timestamp>.<ext>.
+    """Write records to one file per model type: `<model>_<scope>_<UTC timestamp>.<ext>`.
 
     Files are written in chunks (flat memory) under a temporary name and renamed when complete, so a
     partial file never appears. Farmers appear only as the salted farmer_key unless --include-personal.

@@ -40,11 +40,11 @@ app = typer.Typer(
     name="agroml",
     no_args_is_help=True,
     add_completion=False,
-    rich_markup_mode="rich",
+    rich_markup_mode="markdown",
     help="Turn AgroShield farmers' feedback into better crop pest, disease and storage models.\n\n"
-         "Start with [bold]agroml demo[/] (synthetic data, no account needed), then "
-         "[bold]agroml stats[/] and [bold]agroml train --model pest[/]. Settings come from flags, the "
-         "environment and .env; [bold]agroml doctor[/] shows them.",
+         "Start with **agroml demo** (synthetic data, no account needed), then "
+         "**agroml stats** and **agroml train --model pest**. Settings come from flags, the "
+         "environment and .env; **agroml doctor** shows them.",
 )
 
 

@@ -111,7 +111,7 @@ def evaluate(
 
     Also expected calibration error, latency per image (p50 / p95 of single-image calls) and model size.
 
-    metrics.json, predictions.csv and confusion_matrix.png are written to RUN/eval_<time>/ (or --out).
+    metrics.json, predictions.csv and confusion_matrix.png are written to `RUN/eval_<time>/` (or --out).
 
     Example: agroml evaluate production --model pest
     """
@@ -191,11 +191,11 @@ def promote(
     model: ModelOpt = ModelType.pest,
     json_: JsonOpt = False,
 ) -> None:
-    """Make a run the production model: copied to models/<type>/production/, the previous one archived.
+    """Make a run the production model: copied to `models/<type>/production/`, the previous one archived.
 
     The copy is complete before anything moves, so a failed promotion leaves the old model serving.
 
-    The previous production goes to models/<type>/archive/<its run id>/.
+    The previous production goes to `models/<type>/archive/<its run id>/`.
 
     Example: agroml promote 20260301T101500Z-mobilenetv2 --model pest
     """
