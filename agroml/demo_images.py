@@ -23,7 +23,7 @@ from agroml.demo_storage import draw_storage
 
 SIZE = 256
 #: Canonical leaf canvas (width, height) and the leaf's extent in it.
-_CW, _CH, _X0, _LEN, _CY = 320, 160, 12, 296, 80
+_CW, _CH, _X0, _LEN, _CY = 320, 180, 12, 296, 90
 
 PEST_CLASSES: tuple[str, ...] = ("fall_armyworm", "aphids", "stem_borer", "leaf_miner", "healthy")
 DISEASE_CLASSES: tuple[str, ...] = ("common_rust", "gray_leaf_spot", "northern_leaf_blight", "maize_streak", "healthy")
@@ -47,7 +47,7 @@ class Leaf:
     """One leaf in the canonical frame: RGB and alpha arrays plus the (t, s) -> pixel mapping."""
 
     def __init__(self, rng: np.random.Generator, yellowing: float = 0.0, textured: bool = True) -> None:
-        self.hwmax = float(rng.uniform(24, 58))
+        self.hwmax = float(rng.uniform(34, 72))
         self.a, self.b = float(rng.uniform(0.25, 0.6)), float(rng.uniform(0.45, 1.0))
         tpeak = self.a / (self.a + self.b)
         self.fpeak = tpeak ** self.a * (1 - tpeak) ** self.b
@@ -138,39 +138,39 @@ def _fall_armyworm(leaf: Leaf, rgb: ImageDraw.ImageDraw, alpha: ImageDraw.ImageD
                    k: float) -> None:
     """Large ragged chewed holes with brown rims, bitten edges, papery windows and dark frass."""
     holes = []
-    for _ in range(max(1, round(k * rng.integers(2, 6)))):
+    for _ in range(max(2, round(k * rng.integers(3, 7)))):
         t, s = rng.uniform(0.12, 0.85), rng.uniform(-0.55, 0.55)
         x, y = leaf.point(t, s)
-        r = rng.uniform(7, 17) * min(1.0, 0.4 + float(leaf.half_width(t)) / 40)
+        r = rng.uniform(9, 20) * min(1.0, 0.5 + float(leaf.half_width(t)) / 50)
         holes.append((x, y, r))
         rgb.polygon(_blob(x, y, r * 1.25, rng, 0.5, 14), fill=_jitter(rng, (120, 100, 55)))
         alpha.polygon(_blob(x, y, r, rng, 0.6, 14), fill=0)
-    for _ in range(int(rng.integers(0, 4))):  # bites from the edge
+    for _ in range(int(rng.integers(1, 4))):  # bites from the edge
         t, side = rng.uniform(0.15, 0.85), rng.choice([-1.0, 1.0])
         x, y = leaf.point(t, side)
         alpha.polygon(_blob(x, y, rng.uniform(7, 16), rng, 0.7, 14), fill=0)
     for _ in range(int(rng.integers(0, 3))):  # windowpane scraping by young larvae
         x, y = leaf.point(rng.uniform(0.15, 0.85), rng.uniform(-0.5, 0.5))
         rgb.polygon(_blob(x, y, rng.uniform(4, 9), rng, 0.5, 10, 2.0), fill=_jitter(rng, (200, 205, 150)))
-    for x, y, r in holes[: int(rng.integers(1, len(holes) + 1))]:
-        for _ in range(int(rng.integers(6, 18))):  # frass pellets around the feeding site
+    for x, y, r in holes[: int(rng.integers(2, len(holes) + 1))]:
+        for _ in range(int(rng.integers(8, 20))):  # frass pellets around the feeding site
             px, py = x + rng.normal(0, r * 1.1), y + rng.normal(0, r * 0.9)
-            rgb.polygon(_blob(px, py, rng.uniform(1.8, 3.4), rng, 0.5, 6), fill=_jitter(rng, (55, 40, 25), 12))
+            rgb.polygon(_blob(px, py, rng.uniform(2.2, 4.0), rng, 0.5, 6), fill=_jitter(rng, (50, 36, 22), 12))
 
 
 def _aphids(leaf: Leaf, rgb: ImageDraw.ImageDraw, alpha: ImageDraw.ImageDraw, rng: np.random.Generator,
             k: float) -> None:
     """Colonies of small oval insects strung along veins, pale green or black, with a dark outline."""
-    dark = rng.random() < 0.5
-    body = (35, 35, 38) if dark else (175, 215, 110)
-    edge = (15, 15, 15) if dark else (70, 95, 40)
-    for _ in range(max(1, round(k * rng.integers(2, 5)))):
+    dark = rng.random() < 0.55
+    body = (35, 35, 38) if dark else (200, 225, 120)
+    edge = (15, 15, 15) if dark else (45, 60, 25)  # a dark rim keeps pale aphids visible on a green leaf
+    for _ in range(max(2, round(k * rng.integers(2, 6)))):
         t0, s0 = rng.uniform(0.1, 0.8), leaf.vein_s(rng)
-        span = rng.uniform(0.05, 0.18)
-        for _ in range(int(rng.integers(12, 35))):
+        span = rng.uniform(0.06, 0.18)
+        for _ in range(int(rng.integers(15, 40))):
             t = t0 + rng.uniform(0, span)
-            x, y = leaf.point(t, s0 + rng.normal(0, 0.06))
-            rx, ry = rng.uniform(2.4, 3.8), rng.uniform(1.5, 2.4)
+            x, y = leaf.point(t, s0 + rng.normal(0, 0.08))
+            rx, ry = rng.uniform(2.8, 4.2), rng.uniform(1.8, 2.7)
             pts = _ellipse(x, y, rx, ry, rng.normal(0, 0.35), 8)
             rgb.polygon(pts, fill=_jitter(rng, body, 14), outline=edge)
             if rng.random() < 0.5:  # the pale highlight of a glossy body
@@ -180,27 +180,27 @@ def _aphids(leaf: Leaf, rgb: ImageDraw.ImageDraw, alpha: ImageDraw.ImageDraw, rn
 def _stem_borer(leaf: Leaf, rgb: ImageDraw.ImageDraw, alpha: ImageDraw.ImageDraw, rng: np.random.Generator,
                 k: float) -> None:
     """Rows of small round shot holes across the blade (bored through the whorl) and pale sawdust frass."""
-    for _ in range(max(1, round(k * rng.integers(1, 3)))):
+    for _ in range(max(1, round(k * rng.integers(1, 4)))):
         t = rng.uniform(0.15, 0.8)
-        count = int(rng.integers(4, 9))
+        count = int(rng.integers(4, 8))
         tilt = rng.normal(0, 0.02)
         for s in np.linspace(-0.7, 0.7, count) + rng.normal(0, 0.04, count):
             x, y = leaf.point(t + tilt * s, float(s))
-            r = rng.uniform(2.4, 4.5)
-            rgb.ellipse((x - r - 1.6, y - r - 1.6, x + r + 1.6, y + r + 1.6), fill=_jitter(rng, (115, 90, 50)))
+            r = rng.uniform(3.5, 6.0)
+            rgb.ellipse((x - r - 2, y - r - 2, x + r + 2, y + r + 2), fill=_jitter(rng, (115, 90, 50)))
             alpha.ellipse((x - r, y - r, x + r, y + r), fill=0)
-    for _ in range(int(rng.integers(1, 3))):  # sawdust-like frass
+    for _ in range(int(rng.integers(1, 4))):  # sawdust-like frass
         x0, y0 = leaf.point(rng.uniform(0.05, 0.6), rng.uniform(-0.5, 0.5))
-        for _ in range(int(rng.integers(15, 40))):
-            x, y = x0 + rng.normal(0, 5), y0 + rng.normal(0, 3.5)
-            r = rng.uniform(0.8, 1.8)
+        for _ in range(int(rng.integers(20, 45))):
+            x, y = x0 + rng.normal(0, 7), y0 + rng.normal(0, 5)
+            r = rng.uniform(1.2, 2.4)
             rgb.ellipse((x - r, y - r, x + r, y + r), fill=_jitter(rng, (200, 170, 115), 20))
 
 
 def _leaf_miner(leaf: Leaf, rgb: ImageDraw.ImageDraw, alpha: ImageDraw.ImageDraw, rng: np.random.Generator,
                 k: float) -> None:
     """Pale winding serpentine mines, widening as the larva grows, with a dark frass line inside."""
-    for _ in range(max(1, round(k * rng.integers(1, 4)))):
+    for _ in range(max(1, round(k * rng.integers(2, 4)))):
         t, s = rng.uniform(0.15, 0.75), rng.uniform(-0.5, 0.5)
         x, y = leaf.point(t, s)
         heading, turn = rng.uniform(0, 2 * np.pi), rng.uniform(0.15, 0.35) * rng.choice([-1, 1])
@@ -219,7 +219,7 @@ def _leaf_miner(leaf: Leaf, rgb: ImageDraw.ImageDraw, alpha: ImageDraw.ImageDraw
             pts.append((x, y))
         pale = _jitter(rng, (222, 228, 190), 12)
         for i in range(len(pts) - 1):
-            width = 1.5 + 4.0 * i / len(pts)
+            width = 2.5 + 5.0 * i / len(pts)
             rgb.line([pts[i], pts[i + 1]], fill=pale, width=max(1, round(width)))
             ex, ey = pts[i]
             rr = width / 2
@@ -285,20 +285,15 @@ def _maize_streak(leaf: Leaf, rgb: ImageDraw.ImageDraw, alpha: ImageDraw.ImageDr
 
 
 def _blemishes(leaf: Leaf, rgb: ImageDraw.ImageDraw, alpha: ImageDraw.ImageDraw, rng: np.random.Generator) -> None:
-    """Harmless marks any leaf may carry (dust, a water drop, a small tear), on every class alike."""
-    for _ in range(int(rng.poisson(1.5))):
+    """Harmless marks any leaf may carry (a speck of dust, a water drop), on every class alike."""
+    for _ in range(int(rng.poisson(0.8))):
         x, y = leaf.point(rng.uniform(0.1, 0.9), rng.uniform(-0.7, 0.7))
-        kind = rng.integers(0, 3)
-        if kind == 0:
-            r = rng.uniform(1, 2.5)
+        if rng.random() < 0.5:
+            r = rng.uniform(0.8, 1.8)
             rgb.ellipse((x - r, y - r, x + r, y + r), fill=_jitter(rng, (140, 120, 90), 20))
-        elif kind == 1:
-            r = rng.uniform(2, 4)
-            rgb.ellipse((x - r, y - r, x + r, y + r), outline=(230, 240, 230))
         else:
-            t = rng.uniform(0.2, 0.9)
-            x, y = leaf.point(t, rng.choice([-1.0, 1.0]))
-            alpha.polygon([(x, y), (x + rng.uniform(2, 5), y), (x + 1, y + rng.uniform(-6, 6))], fill=0)
+            r = rng.uniform(2, 3.5)
+            rgb.ellipse((x - r, y - r, x + r, y + r), outline=(215, 235, 215))
 
 
 SYMPTOMS = {
@@ -320,9 +315,9 @@ def _background(rng: np.random.Generator) -> Image.Image:
     arr = base * tex[..., None]
     img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
     draw = ImageDraw.Draw(img)
-    for _ in range(int(rng.integers(0, 12))):  # stones and clods
+    for _ in range(int(rng.integers(0, 8))):  # stones and clods
         x, y = rng.uniform(0, SIZE, 2)
-        draw.polygon(_blob(x, y, rng.uniform(3, 14), rng, 0.5, 9), fill=_jitter(rng, (130, 120, 105), 40))
+        draw.polygon(_blob(x, y, rng.uniform(3, 14), rng, 0.5, 9), fill=_jitter(rng, (130, 120, 105), 25))
     for _ in range(int(rng.integers(0, 8))):  # straw
         x, y, a, n = *rng.uniform(0, SIZE, 2), rng.uniform(0, np.pi), rng.uniform(15, 60)
         draw.line([(x, y), (x + n * math.cos(a), y + n * math.sin(a))], fill=_jitter(rng, (190, 165, 110), 25),
@@ -340,7 +335,7 @@ def _place(canvas: Image.Image, leaf: Leaf, rng: np.random.Generator, scale: flo
     if darken != 1.0:
         rgb = Image.eval(rgb, lambda v: int(v * darken))
     angle = rng.uniform(0, 2 * np.pi)
-    cx, cy = SIZE / 2 + rng.normal(0, 22, 2)
+    cx, cy = SIZE / 2 + rng.normal(0, 16, 2)
     ca, sa = math.cos(angle) / scale, math.sin(angle) / scale
     # output (x, y) -> canonical: centre + R(-angle) / scale * (out - out_centre)
     data = (ca, sa, _CW / 2 - ca * cx - sa * cy, -sa, ca, _CH / 2 + sa * cx - ca * cy)
@@ -385,7 +380,7 @@ def draw_leaf(label: str, rng: np.random.Generator, intensity: float = 1.0) -> I
     symptom = SYMPTOMS.get(label)
     if symptom is not None:
         symptom(leaf, drgb, dalpha, rng, intensity)
-    _place(canvas, leaf, rng, scale=rng.uniform(0.75, 1.15), layers=(rgb, alpha))
+    _place(canvas, leaf, rng, scale=rng.uniform(0.95, 1.35), layers=(rgb, alpha))  # a farmer's close-up
     return canvas
 
 
