@@ -13,6 +13,9 @@ a real HTTP server on 127.0.0.1), so the ratios compare like with like on whatev
    ``id=gt.<last>``) against ``.range(offset, offset + 999)`` pages (offset paging) with the official
    client, same columns, same page size. The server, like PostgreSQL, walks every skipped row of an
    offset, so deep pages cost more. Each is run ``--repeat`` times and the fastest run kept.
+   Then both read the table again while ``--inserts`` new rows arrive after every page (farmers keep
+   uploading during a pull): offset pages shift, so rows are read twice and, worse, rows that were
+   there all along are skipped; keyset pages never lose or repeat a row that existed at the start.
 
     .venv/bin/python benchmarks/bench_fetch.py
     .venv/bin/python benchmarks/bench_fetch.py --images 200 --rows 20000   # a quicker run
@@ -25,6 +28,7 @@ import multiprocessing
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -69,6 +73,7 @@ class ServerProcess:
 
 def _serve(conn) -> None:
     server = start_server()
+    extra = 0
     conn.send((server.url, server.service_key))
     while True:
         command, args = conn.recv()
@@ -78,6 +83,10 @@ def _serve(conn) -> None:
                        for i in range(n)])
         elif command == "rows":
             add_pest_table(server, pest_rows(args[0], seed=1))
+            conn.send(None)
+        elif command == "more":
+            extra += 1
+            server.add_rows("pest_predictions", pest_rows(args[0], seed=1000 + extra))
             conn.send(None)
         elif command == "faults":
             server.faults = Faults(**args[0])
@@ -144,47 +153,63 @@ def bench_images(n: int, latency: float, concurrency: int) -> None:
     print(f"  warm cache: {warm.cached}/{n} cached in {t_warm:.3f} s with {warm_requests} requests to the server")
 
 
-def keyset(settings: config.Settings) -> int:
+def keyset(settings: config.Settings, between: Callable[[], object] = lambda: None) -> list[str]:
+    """Every id, through agroml's keyset pages (``between`` runs after each page)."""
+    ids: list[str] = []
     with SupabaseSource(settings) as source:
-        return sum(len(page) for page in source.fetch_rows("pest"))
+        for page in source.fetch_rows("pest"):
+            ids.extend(r["id"] for r in page)
+            between()
+    return ids
 
 
-def offset(settings: config.Settings, page_size: int = 1000) -> int:
-    """Offset paging with the official client: .range(a, a + page - 1), until an empty page."""
+def offset(settings: config.Settings, between: Callable[[], object] = lambda: None,
+           page_size: int = 1000) -> list[str]:
+    """Every id, through offset pages with the official client: .range(a, a + page - 1) until an empty page."""
     import httpx
     from supabase import ClientOptions, create_client
 
     from agroml import records
 
     spec = records.table_spec("pest")
+    ids: list[str] = []
     with httpx.Client(timeout=60) as http:
         client = create_client(settings.supabase_url, settings.supabase_key,
                                options=ClientOptions(httpx_client=http, postgrest_client_retry=False))
-        done = 0
         while True:
             page = (client.table(spec.table).select(",".join(spec.select_columns())).order("id")
-                    .range(done, done + page_size - 1).execute().data)
+                    .range(len(ids), len(ids) + page_size - 1).execute().data)
             if not page:
-                return done
-            done += len(page)
+                return ids
+            ids.extend(r["id"] for r in page)
+            between()
 
 
-def bench_paging(rows: int, repeat: int) -> None:
+def bench_paging(rows: int, repeat: int, inserts: int) -> None:
     with ServerProcess() as server:
         server.call("rows", rows)
         settings = _settings(server)
-        keyset(settings)  # warm-up: the server builds its sorted index on the first ordered query
+        original = set(keyset(settings))  # also the warm-up: the server builds its sorted index
         times = {"keyset": float("inf"), "offset": float("inf")}
         for _ in range(repeat):  # alternating, so background load hits both alike
             for name, fn in (("keyset", keyset), ("offset", offset)):
                 start = time.perf_counter()
                 got = fn(settings)
                 times[name] = min(times[name], time.perf_counter() - start)
-                assert got == rows, (name, got)
-    print(f"paging: {rows} rows, 1000 per page, fastest of {repeat}")
-    print(f"  keyset (id=gt.<last>): {times['keyset']:7.2f} s")
-    print(f"  offset (.range):       {times['offset']:7.2f} s")
-    print(f"  ratio: keyset {times['offset'] / times['keyset']:.2f}x faster than offset")
+                assert len(got) == rows and set(got) == original, name
+        print(f"paging: {rows} rows, 1000 per page, fastest of {repeat}")
+        print(f"  keyset (id=gt.<last>): {times['keyset']:7.2f} s")
+        print(f"  offset (.range):       {times['offset']:7.2f} s")
+        print(f"  ratio: keyset {times['offset'] / times['keyset']:.2f}x faster than offset")
+
+        # farmers keep uploading while a pull runs: new rows land anywhere in id (uuid) order
+        pages = rows // 1000
+        print(f"paging while {inserts} new rows arrive after each of the first {pages} pages:")
+        for name, fn in (("keyset", keyset), ("offset", offset)):
+            calls = iter(range(pages))  # then stop: rows arriving forever would keep any reader busy
+            got = fn(settings, lambda calls=calls: next(calls, None) is not None and server.call("more", inserts))
+            print(f"  {name}: {len(got)} rows read, {len(got) - len(set(got))} read twice, "
+                  f"{len(original - set(got))} of the {rows} rows present at the start missed")
 
 
 def main() -> None:
@@ -193,10 +218,11 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.03)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--rows", type=int, default=100_000)
-    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--inserts", type=int, default=100, help="new rows after each page (last part)")
     args = parser.parse_args()
     bench_images(args.images, args.latency, args.concurrency)
-    bench_paging(args.rows, args.repeat)
+    bench_paging(args.rows, args.repeat, args.inserts)
 
 
 if __name__ == "__main__":
