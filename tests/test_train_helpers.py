@@ -16,14 +16,15 @@ import numpy as np
 SHAPES = ("circle", "square", "triangle", "cross", "ring")
 
 
-def shape_png(shape: str, seed: int, size: int = 40) -> bytes:
+def shape_png(shape: str, seed: int, size: int = 40, color: tuple[int, int, int] | None = None) -> bytes:
     from PIL import Image, ImageDraw
 
     rng = np.random.default_rng(seed)
-    background = rng.integers(60, 200, 3)
+    # a fixed colour tints the background too: the easy task the fast-path test needs
+    background = np.asarray(color) * 0.6 if color else rng.integers(60, 200, 3)
     img = Image.fromarray(np.clip(background + rng.normal(0, 20, (size, size, 3)), 0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(img)
-    color = tuple(int(v) for v in rng.integers(0, 255, 3))
+    color = color or tuple(int(v) for v in rng.integers(0, 255, 3))
     r = size * rng.uniform(0.22, 0.35)
     cx, cy = rng.uniform(r, size - r, 2)
     if shape == "circle":
@@ -43,10 +44,12 @@ def shape_png(shape: str, seed: int, size: int = 40) -> bytes:
 
 
 def add_shapes(settings, counts: dict[str, int], model_type: str = "pest", start: int = 0, size: int = 40,
-               shapes: dict[str, str] | None = None) -> list[str]:
+               shapes: dict[str, str] | None = None, colors: dict[str, tuple[int, int, int]] | None = None,
+               ) -> list[str]:
     """Store ``counts[label]`` confirmed rows per label, each with its own cached shape photo; returns ids.
 
-    A label's shape is ``shapes[label]``, or the label itself when it names a shape.
+    A label's shape is ``shapes[label]``, or the label itself when it names a shape; ``colors[label]``
+    fixes its colour (an easy task: any base's pooled features separate colours).
     """
     from agroml.images import ImageCache
     from agroml.records import make_records
@@ -60,7 +63,8 @@ def add_shapes(settings, counts: dict[str, int], model_type: str = "pest", start
             for _ in range(n):
                 row_id = f"{model_type}-{i:05d}"
                 url = f"https://img.test/{row_id}.png"
-                image = cache.put(shape_png(shape, zlib.crc32(row_id.encode()), size), url=url)
+                png = shape_png(shape, zlib.crc32(row_id.encode()), size, (colors or {}).get(label))
+                image = cache.put(png, url=url)
                 records.append({"id": row_id, "source": "demo", "model_type": model_type, "image_url": url,
                                 "image_hash": image.sha256, "predicted_label": label, "confidence": 0.9,
                                 "user_confirmed": True, "created_at": t0 + timedelta(minutes=i), "farmer_id": "f1"})

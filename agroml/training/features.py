@@ -26,8 +26,13 @@ def extract_features(extractor: Any, paths: list[str], image_size: int, batch_si
     """The extractor's output for every file, in order, as a float32 array (n, feature_dim)."""
     import tensorflow as tf
 
-    ds = make_dataset(paths, None, image_size, batch_size, augment=augment)
-    run = tf.function(lambda x: extractor(x, training=False), reduce_retracing=True)
+    ds = make_dataset(paths, None, image_size, batch_size)
+    # augmentation inside the traced call, not in a tf.data map: there Keras' random layers kept one
+    # frozen seed state and the "augmented" view came out identical to the clean one
+    if augment is None:
+        run = tf.function(lambda x: extractor(x, training=False), reduce_retracing=True)
+    else:
+        run = tf.function(lambda x: extractor(augment(x, training=True), training=False), reduce_retracing=True)
     out = []
     total = math.ceil(len(paths) / batch_size)
     for done, batch in enumerate(ds, start=1):
@@ -46,6 +51,11 @@ def train_views(extractor: Any, paths: list[str], cfg: TrainConfig, progress: Pr
         views.append(extract_features(extractor, paths, cfg.image_size, cfg.batch_size, augment=aug,
                                       task=f"features (view {k + 1})", progress=progress))
     return np.stack(views)
+
+
+def feature_stats(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, std) per feature over the clean training view: the head's frozen standardization."""
+    return feats.mean(axis=0), feats.std(axis=0)
 
 
 def fit_head_on_features(train_feats: np.ndarray, y_train: np.ndarray, val_feats: np.ndarray, y_val: np.ndarray,
@@ -67,7 +77,7 @@ def fit_head_on_features(train_feats: np.ndarray, y_train: np.ndarray, val_feats
                 .repeat().batch(cfg.batch_size).prefetch(tf.data.AUTOTUNE))
     steps = max(1, math.ceil(n / cfg.batch_size))
     val_ds = tf.data.Dataset.from_tensor_slices((val_feats, y_val)).batch(256)
-    head = build_head(dim, n_classes, cfg.dropout)
+    head = build_head(dim, n_classes, cfg.dropout, feature_stats(train_feats[0]))
     compile_model(head, float(cfg.learning_rate or 1e-3), n_classes)
     epochs = int(cfg.epochs or 15)
     history = head.fit(train_ds, validation_data=val_ds, epochs=epochs, steps_per_epoch=steps, verbose=0,

@@ -30,8 +30,27 @@ def augmentation(seed: int = 0) -> Any:
     ], name="augmentation")
 
 
+def feature_norm(stats: tuple[Any, Any] | None) -> list[Any]:
+    """A frozen standardization of the base's features, (mean, std) measured on the training images.
+
+    Why: pooled features of different bases differ in scale by orders of magnitude (ImageNet
+    MobileNetV2 about 0.5, a base fine-tuned elsewhere maybe 0.01); standardized, one head learning
+    rate fits them all and a few epochs on cached features converge. Stored as a Rescaling layer's
+    per-feature scale and offset: stock Keras, saved in the model.
+    """
+    import keras
+    import numpy as np
+
+    if stats is None:
+        return []
+    mean, std = (np.asarray(v, dtype="float64") for v in stats)
+    std = np.maximum(std, 1e-6)
+    return [keras.layers.Rescaling((1.0 / std).tolist(), offset=(-mean / std).tolist(), name="feature_norm")]
+
+
 def build_model(backbone: Backbone, base: Any, n_classes: int, image_size: int, *, scratch: bool,
-                dropout: float = 0.2, seed: int = 0, augment: bool = True) -> Any:
+                dropout: float = 0.2, seed: int = 0, augment: bool = True,
+                stats: tuple[Any, Any] | None = None) -> Any:
     """The whole network taking raw pixels.
 
     With a pretrained base the base is called with ``training=False``: its BatchNorm layers stay in
@@ -45,6 +64,8 @@ def build_model(backbone: Backbone, base: Any, n_classes: int, image_size: int, 
     for layer in backbone.preprocessing():
         x = layer(x)
     x = base(x) if scratch else base(x, training=False)
+    for layer in feature_norm(stats):
+        x = layer(x)
     x = keras.layers.Dropout(dropout, name="head_dropout")(x)
     outputs = keras.layers.Dense(n_classes, activation="softmax", name=HEAD_NAME)(x)
     return keras.Model(inputs, outputs, name=f"agroml_{backbone.name}")
@@ -61,12 +82,15 @@ def build_feature_extractor(backbone: Backbone, base: Any, image_size: int) -> A
     return keras.Model(inputs, base(x, training=False), name=f"{backbone.name}_features")
 
 
-def build_head(feature_dim: int, n_classes: int, dropout: float = 0.2) -> Any:
+def build_head(feature_dim: int, n_classes: int, dropout: float = 0.2, stats: tuple[Any, Any] | None = None) -> Any:
     """The head alone (features in), with the same layer names as the whole model's head."""
     import keras
 
     inputs = keras.Input((feature_dim,), name="features")
-    x = keras.layers.Dropout(dropout, name="head_dropout")(inputs)
+    x = inputs
+    for layer in feature_norm(stats):
+        x = layer(x)
+    x = keras.layers.Dropout(dropout, name="head_dropout")(x)
     outputs = keras.layers.Dense(n_classes, activation="softmax", name=HEAD_NAME)(x)
     return keras.Model(inputs, outputs, name="head")
 

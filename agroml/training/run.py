@@ -46,6 +46,8 @@ class TrainResult:
     seconds: float
     tflite: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
+    #: The trained Keras model in memory (for notebooks and tests); the saved copy is path/model.keras.
+    model: Any = field(default=None, repr=False)
 
 
 def make_run_id(arch: str, now: datetime | None = None) -> str:
@@ -112,7 +114,7 @@ def train(settings: Settings, model_type: str, arch: str = "mobilenetv2", weight
             raise
         handle.finish("succeeded", outputs.jsonable(result["metrics"]), path=final)
     return TrainResult(run_id, final, model_type, data.classes, result["metrics"], data.counts(), config,
-                       time.time() - start, result["tflite"], warnings + result["warnings"])
+                       time.time() - start, result["tflite"], warnings + result["warnings"], result["model"])
 
 
 def _remove_stale_partials(type_dir: Path) -> None:
@@ -131,7 +133,6 @@ def build_and_fit(cfg: TrainConfig, backbone: Backbone, data: TrainingData, work
     keras.utils.set_random_seed(cfg.seed)
     size, n_classes = int(cfg.image_size), len(data.classes)
     base = build_base(backbone, size, cfg.weights, float(cfg.alpha or 1.0))
-    model = build_model(backbone, base, n_classes, size, scratch=cfg.scratch, dropout=cfg.dropout, seed=cfg.seed)
     train_paths, y_train = data.arrays("train")
     val_paths, y_val = data.arrays("val")
     class_weight = data.class_weights()
@@ -143,13 +144,21 @@ def build_and_fit(cfg: TrainConfig, backbone: Backbone, data: TrainingData, work
 
     rows: list[dict] = []
     if cfg.scratch:
+        model = build_model(backbone, base, n_classes, size, scratch=True, dropout=cfg.dropout, seed=cfg.seed)
         compile_model(model, float(cfg.learning_rate), n_classes, cfg.run_eagerly)
         rows += fit_phase(model, "scratch", cfg, train_ds(), val_ds, int(cfg.epochs), steps, class_weight, workdir,
                           progress, on_epoch)
         return model, rows
+    extractor = build_feature_extractor(backbone, base, size)
     if cfg.fast:
-        extractor = build_feature_extractor(backbone, base, size)
         train_feats = features.train_views(extractor, train_paths, cfg, progress)
+        stats = features.feature_stats(train_feats[0])
+    else:  # one pass for the head's feature standardization, then every epoch through the whole network
+        stats = features.feature_stats(features.extract_features(extractor, train_paths, size, cfg.batch_size,
+                                                                 task="features (train)", progress=progress))
+    model = build_model(backbone, base, n_classes, size, scratch=False, dropout=cfg.dropout, seed=cfg.seed,
+                        stats=stats)
+    if cfg.fast:
         val_feats = features.extract_features(extractor, val_paths, size, cfg.batch_size, task="features (val)",
                                               progress=progress)
         head, rows = features.fit_head_on_features(train_feats, y_train, val_feats, y_val, n_classes, cfg,
@@ -214,7 +223,7 @@ def _train_into(folder: Path, cfg: TrainConfig, backbone: Backbone, data: Traini
     card = outputs.model_card(config["run_id"], cfg.model_type, config, data.counts(), metrics,
                               data.dropped_classes, data.skipped)
     (folder / "MODEL_CARD.md").write_text(card, encoding="utf-8")
-    return {"metrics": metrics, "tflite": tflite, "warnings": warnings}
+    return {"metrics": metrics, "tflite": tflite, "warnings": warnings, "model": model}
 
 
 def _tflite(model: Any, folder: Path, cfg: TrainConfig, data: TrainingData) -> dict[str, Any]:

@@ -1,0 +1,177 @@
+"""Real training, tiny: every backbone end to end, the saved model reloaded in a fresh process, the fast
+path against the slow path, `agroml train --json`, and label maps that stay with their run.
+
+Kept fast with 32 px images, a handful of rows, one epoch and Keras eager mode for the from-scratch
+runs (tracing a whole backbone's training step costs more than a few eager steps).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_train_helpers import add_shapes
+
+from agroml import config
+from agroml.training.backbones import BACKBONES
+from agroml.training.data import load_image_array
+from agroml.training.run import train
+
+COLORS = {"circle": (230, 40, 40), "square": (40, 200, 60), "triangle": (50, 60, 230)}
+
+
+def _settings(root: Path, **overrides):
+    return config.resolve({"data_dir": root / "data", "models_dir": root / "models", "min_total": 12,
+                           "min_per_class": 4, **overrides}, environ={}, env_file=None)
+
+
+@pytest.fixture(scope="module")
+def scratch_runs(tmp_path_factory):
+    """One --weights none run per backbone on the same tiny data."""
+    settings = _settings(tmp_path_factory.mktemp("scratch"))
+    add_shapes(settings, {"circle": 8, "square": 8, "triangle": 8}, size=32)
+    runs = {arch: train(settings, "pest", arch, "none", image_size=32, epochs=1, batch_size=8, run_eagerly=True)
+            for arch in BACKBONES}
+    return settings, runs
+
+
+def test_every_backbone_trains_and_reloads_identically_in_a_fresh_process(scratch_runs, tmp_path):
+    settings, runs = scratch_runs
+    expected = {}
+    for arch, result in runs.items():
+        folder = settings.models_dir / "pest" / result.run_id
+        assert result.path == folder and folder.is_dir()
+        names = {p.name for p in folder.iterdir()}
+        assert {"model.keras", "labels.json", "config.json", "split.json", "metrics.json", "history.csv",
+                "curves.png", "confusion_matrix.png", "MODEL_CARD.md"} <= names
+        assert not list(folder.parent.glob(".*.partial"))
+        assert json.loads((folder / "labels.json").read_text()) == ["circle", "square", "triangle"]
+        metrics = json.loads((folder / "metrics.json").read_text())
+        assert {"accuracy", "macro_f1", "top3_accuracy", "per_class", "confusion_matrix"} <= set(metrics["test"])
+        cfg = json.loads((folder / "config.json").read_text())
+        assert cfg["arch"] == arch and cfg["weights"] == "none" and cfg["seed"] == 0
+        assert len(cfg["data_fingerprint"]) == 64 and cfg["versions"]["tensorflow"]
+        split = json.loads((folder / "split.json").read_text())
+        assert sum(len(v) for v in split.values()) == 24
+        paths = [str(p) for p in sorted(settings.image_dir.glob("*/*.png"))[:6]]
+        images = np.stack([load_image_array(p, 32) for p in paths])
+        assert images.dtype == np.uint8
+        expected[arch] = np.asarray(result.model(images, training=False))
+        np.save(tmp_path / f"{arch}_x.npy", images)
+        np.save(tmp_path / f"{arch}_p.npy", expected[arch])
+    code = (
+        "import sys, numpy as np, keras\n"
+        "from pathlib import Path\n"
+        "out = Path(sys.argv[1])\n"
+        "for arch, folder in zip(sys.argv[2::2], sys.argv[3::2]):\n"
+        "    model = keras.saving.load_model(Path(folder) / 'model.keras', compile=False)\n"
+        "    x = np.load(out / f'{arch}_x.npy')\n"
+        "    np.save(out / f'{arch}_reloaded.npy', np.asarray(model(x, training=False)))\n")
+    args = [str(tmp_path)] + [a for arch, r in runs.items() for a in (arch, str(r.path))]
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300,
+                          env={"TF_CPP_MIN_LOG_LEVEL": "3", "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    for arch in runs:
+        reloaded = np.load(tmp_path / f"{arch}_reloaded.npy")
+        assert reloaded.shape == (6, 3)
+        assert np.allclose(reloaded, expected[arch], atol=1e-5), arch
+
+
+def test_preprocessing_is_inside_the_model():
+    import keras
+
+    from agroml.training.backbones import get_backbone
+
+    x = np.array([[[[0.0, 127.5, 255.0]]]], dtype="float32")
+    (scale,) = get_backbone("mobilenetv2").preprocessing()
+    assert np.allclose(np.asarray(scale(x)), [[[[-1.0, 0.0, 1.0]]]])
+    (caffe,) = get_backbone("resnet50").preprocessing()
+    got = np.asarray(caffe(x))
+    want = keras.applications.resnet50.preprocess_input(x.copy())
+    assert np.allclose(got, want, atol=1e-4)
+    assert get_backbone("efficientnetb0").preprocessing() == []  # EfficientNet rescales itself
+
+
+def make_base_weights(path: Path, images: np.ndarray) -> Path:
+    """A weights file for MobileNetV2 (alpha 0.35, 32 px) made here: ImageNet cannot be downloaded offline.
+
+    Data-dependent init: one training-mode pass with momentum 0 over real images sets every BatchNorm's
+    statistics to theirs, so the random base's pooled features are well scaled (at Keras' init the
+    signal fades through 50 layers and no head can learn anything from it).
+    """
+    from agroml.training.backbones import build_base, get_backbone, set_bn_momentum
+
+    base = build_base(get_backbone("mobilenetv2"), 32, "none", 0.35)
+    set_bn_momentum(base, 0.0)
+    base(images.astype("float32") / 127.5 - 1.0, training=True)
+    set_bn_momentum(base, 0.99)
+    base.save_weights(path)
+    return path
+
+
+def _images(settings, n: int = 64) -> np.ndarray:
+    return np.stack([load_image_array(p, 32) for p in sorted(settings.image_dir.glob("*/*.png"))[:n]])
+
+
+def test_fast_path_matches_slow_path(tmp_path):
+    settings = _settings(tmp_path)
+    add_shapes(settings, {k: 20 for k in COLORS}, size=32, colors=COLORS)
+    # a base that has seen these images (3 epochs from scratch): random deep features carry no colour
+    pre = train(settings, "pest", "mobilenetv2", "none", image_size=32, epochs=3, batch_size=16, run_eagerly=True)
+    base_weights = tmp_path / "base.weights.h5"
+    next(layer for layer in pre.model.layers if layer.name.startswith("mobilenetv2")).save_weights(base_weights)
+    common = dict(image_size=32, epochs=8, batch_size=16, alpha=0.35, learning_rate=0.01)
+    fast = train(settings, "pest", "mobilenetv2", str(base_weights), fast=True, **common)
+    slow = train(settings, "pest", "mobilenetv2", str(base_weights), fast=False, **common)
+    accuracy = {name: (r.metrics["val"]["accuracy"] * r.metrics["val"]["n"] + r.metrics["test"]["accuracy"]
+                       * r.metrics["test"]["n"]) / (r.metrics["val"]["n"] + r.metrics["test"]["n"])
+                for name, r in (("fast", fast), ("slow", slow))}
+    assert max(accuracy.values()) >= 0.6, accuracy  # the base's features carry the classes
+    assert abs(accuracy["fast"] - accuracy["slow"]) <= 0.25, accuracy  # 18 images: about 2 standard errors
+    # the saved whole network (raw pixels in) is the base + the head trained on cached features
+    rows = list(csv_rows(fast.path / "history.csv"))
+    assert rows[0]["phase"] == "head" and len(rows) >= 2
+
+
+def csv_rows(path: Path):
+    import csv
+
+    with path.open() as fh:
+        yield from csv.DictReader(fh)
+
+
+def test_train_json_and_a_label_map_that_survives_a_new_class(cli, workdir, monkeypatch):
+    monkeypatch.setenv("AGROML_MIN_TOTAL", "12")
+    settings = config.resolve(env_file=None)
+    add_shapes(settings, {"circle": 8, "square": 8}, size=32, colors=COLORS)
+    base_weights = make_base_weights(workdir / "base.weights.h5", _images(settings))
+    args = ("train", "--model", "pest", "--weights", str(base_weights), "--alpha", "0.35", "--image-size", "32",
+            "--epochs", "2", "--min-per-class", "4", "--json")
+    first = cli(*args)
+    assert first.exit_code == 0, first.stderr
+    out = json.loads(first.stdout)
+    folder = Path(out["path"])
+    assert folder == Path("models") / "pest" / out["run_id"] and out["run_id"].endswith("-mobilenetv2")
+    saved = json.loads((folder / "metrics.json").read_text())
+    assert set(out["metrics"]["test"]) == set(saved["test"]) and out["metrics"]["test"] == saved["test"]
+
+    add_shapes(settings, {"triangle": 8}, start=100, size=32, colors=COLORS)
+    second = cli(*args)
+    assert second.exit_code == 0, second.stderr
+    folder2 = Path(json.loads(second.stdout)["path"])
+    assert json.loads((folder / "labels.json").read_text()) == ["circle", "square"]
+    assert json.loads((folder2 / "labels.json").read_text()) == ["circle", "square", "triangle"]
+    import keras
+
+    old = keras.saving.load_model(folder / "model.keras", compile=False)
+    assert old.output_shape[-1] == 2
+
+    from agroml.registry import Registry
+
+    with Registry(settings.models_dir) as registry:
+        states = {r.run_id: r.state for r in registry.runs("pest")}
+    assert states == {out["run_id"]: "succeeded", folder2.name: "succeeded"}
