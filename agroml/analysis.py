@@ -191,7 +191,9 @@ def _empty_check(source: RecordSource, model_types: Iterable[str], seen: set[str
         return []
     present = set(source.model_types())
     if not present:
-        raise NoDataError()
+        # a source may know why it looks empty (Supabase's anon key under row-level security)
+        why = list(getattr(source, "warnings", []) or [])
+        raise NoDataError(f"no data visible in the {source.name} source: {'; '.join(why)}") if why else NoDataError()
     return [f"no {m} rows in the {source.name} source" + (" in this time window" if m in present else
             f" (run `agroml demo --model {m}` or `agroml pull --model {m}`)") for m in missing]
 
@@ -213,7 +215,7 @@ def stats_report(source: RecordSource, model_types: list[str], since: Any = None
         if not counts.empty:
             seen.add(m)
         models[m] = model_stats(counts, min_total, min_per_class)
-    warnings = _empty_check(source, model_types, seen)
+    warnings = _empty_check(source, model_types, seen) + list(getattr(source, "warnings", []) or [])
     for m, block in models.items():
         if block["invalid"]:
             detail = ", ".join(f"{n} {reason}" for reason, n in sorted(block["invalid"].items()))

@@ -14,7 +14,7 @@ import pytest
 
 from agroml import config, doctor
 from agroml.records import make_records
-from agroml.sources.local import Store
+from agroml.sources.local import SCHEMA_VERSION, Store
 
 
 def b64url(data: dict) -> str:
@@ -219,7 +219,7 @@ def test_store_rows_and_readiness(workdir):
     settings = settings_with(AGROML_MIN_TOTAL="20", AGROML_MIN_PER_CLASS="5")
     checks = by_name(doctor.run_checks(settings, offline=True))
     assert checks["store"].status == "ok"
-    assert checks["store"].detail == "data/agroml.db: schema v1, rows pest 24, disease 14, storage 0"
+    assert checks["store"].detail == f"data/agroml.db: schema v{SCHEMA_VERSION}, rows pest 24, disease 14, storage 0"
     assert checks["readiness pest"].status == "ok"
     assert "24 trainable rows" in checks["readiness pest"].detail
     assert checks["readiness disease"].status == "warn"

@@ -294,3 +294,14 @@ def test_online_checks_name_each_problem_and_its_fix(workdir, supabase_server):
     down = online_checks(_settings(supabase_server, supabase_url="http://127.0.0.1:9", retry_max_seconds=0.05))
     assert [(c.name, c.status) for c in down] == [("supabase rest", "fail")]
     assert down[0].detail.startswith("cannot reach http://127.0.0.1:9") and "SUPABASE_URL" in down[0].fix
+
+
+def test_stats_with_the_anon_key_says_why_it_sees_nothing(supabase_server, cli, monkeypatch):
+    add_pest_table(supabase_server, pest_rows(5))
+    add_empty_tables(supabase_server)
+    monkeypatch.setenv("SUPABASE_URL", supabase_server.url)
+    monkeypatch.setenv("SUPABASE_SERVICE_KEY", supabase_server.anon_key)
+    result = cli("stats", "--source", "supabase", "--model", "pest")
+    assert result.exit_code == 1
+    assert "no data visible in the supabase source: no rows in 'pest_predictions' with the anon key" in result.output
+    assert "row-level security" in result.output
