@@ -101,7 +101,7 @@ def evaluate(
     newer: Annotated[bool, typer.Option("--newer", help="Rows created after the run's data instead of its test split.")]
     = False,
     batch_size: BatchOpt = 32,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for the report \\[default: RUN/eval_TIMESTAMP].")]
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for the report \\[default: RUN/eval_TIME].")]
     = None,
     json_: JsonOpt = False,
 ) -> None:
