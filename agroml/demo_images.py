@@ -155,13 +155,13 @@ def _fall_armyworm(leaf: Leaf, rgb: ImageDraw.ImageDraw, alpha: ImageDraw.ImageD
     for x, y, r in holes[: int(rng.integers(2, len(holes) + 1))]:
         for _ in range(int(rng.integers(8, 20))):  # frass pellets around the feeding site
             px, py = x + rng.normal(0, r * 1.1), y + rng.normal(0, r * 0.9)
-            rgb.polygon(_blob(px, py, rng.uniform(2.2, 4.0), rng, 0.5, 6), fill=_jitter(rng, (50, 36, 22), 12))
+            rgb.polygon(_blob(px, py, rng.uniform(2.2, 4.0), rng, 0.5, 6), fill=_jitter(rng, (105, 75, 40), 16))
 
 
 def _aphids(leaf: Leaf, rgb: ImageDraw.ImageDraw, alpha: ImageDraw.ImageDraw, rng: np.random.Generator,
             k: float) -> None:
     """Colonies of small oval insects strung along veins, pale green or black, with a dark outline."""
-    dark = rng.random() < 0.55
+    dark = rng.random() < 0.4
     body = (35, 35, 38) if dark else (200, 225, 120)
     edge = (15, 15, 15) if dark else (45, 60, 25)  # a dark rim keeps pale aphids visible on a green leaf
     for _ in range(max(2, round(k * rng.integers(2, 6)))):
