@@ -160,9 +160,12 @@ def test_train_json_and_a_label_map_that_survives_a_new_class(cli, workdir, monk
     assert set(out["metrics"]["test"]) == set(saved["test"]) and out["metrics"]["test"] == saved["test"]
 
     add_shapes(settings, {"triangle": 8}, start=100, size=32, colors=COLORS)
-    second = cli(*args)
+    second = cli(*args, "--tflite", "float16")
     assert second.exit_code == 0, second.stderr
-    folder2 = Path(json.loads(second.stdout)["path"])
+    out2 = json.loads(second.stdout)
+    folder2 = Path(out2["path"])
+    assert out2["tflite"]["mode"] == "float16" and out2["tflite"]["top1_agreement"] >= 0.99
+    assert (folder2 / "model.tflite").stat().st_size == out2["tflite"]["size_bytes"]
     assert json.loads((folder / "labels.json").read_text()) == ["circle", "square"]
     assert json.loads((folder2 / "labels.json").read_text()) == ["circle", "square", "triangle"]
     import keras

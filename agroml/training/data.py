@@ -228,13 +228,13 @@ def decode_resize(path: Any, image_size: int) -> Any:
 
 
 def make_dataset(paths: Sequence[str], labels: Sequence[int] | np.ndarray | None, image_size: int,
-                 batch_size: int = 32, shuffle: bool = False, seed: int = 0, augment: Any = None,
-                 repeat: bool = False) -> Any:
+                 batch_size: int = 32, shuffle: bool = False, seed: int = 0, repeat: bool = False) -> Any:
     """A batched, prefetched tf.data.Dataset of uint8 images (and labels, when given) read from files.
 
     Decoding is parallel and lazy: at most a few batches are decoded at any time. Without
-    ``shuffle`` the order is the order of ``paths`` (evaluation relies on it). ``augment`` is a Keras
-    layer applied per batch in training mode (the fast path's augmented views).
+    ``shuffle`` the order is the order of ``paths`` (evaluation relies on it). Augmentation is not
+    done here but in the model (or the fast path's traced feature call): Keras' random layers mapped
+    over a tf.data pipeline are not guaranteed to draw a new transform per batch.
     """
     import tensorflow as tf
 
@@ -251,13 +251,7 @@ def make_dataset(paths: Sequence[str], labels: Sequence[int] | np.ndarray | None
                     deterministic=not shuffle)
     if repeat:
         ds = ds.repeat()
-    ds = ds.batch(batch_size)
-    if augment is not None:
-        if labels is None:
-            ds = ds.map(lambda x: augment(x, training=True), num_parallel_calls=tf.data.AUTOTUNE)
-        else:
-            ds = ds.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
 def load_image_array(path: str | Path, image_size: int) -> np.ndarray:

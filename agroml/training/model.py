@@ -71,6 +71,23 @@ def build_model(backbone: Backbone, base: Any, n_classes: int, image_size: int, 
     return keras.Model(inputs, outputs, name=f"agroml_{backbone.name}")
 
 
+def inference_model(model: Any) -> Any:
+    """The trained network without its augmentation layer, sharing every weight: what is saved.
+
+    Why: random layers are identity at inference anyway, but their ops stay in an exported graph and
+    the TFLite converter rejects them; a serving model has no use for them.
+    """
+    import keras
+
+    inputs = keras.Input(model.input.shape[1:], name="image")
+    x = inputs
+    for layer in model.layers[1:]:  # a chain: augmentation, preprocessing, base, norm, dropout, head
+        if layer.name == "augmentation":
+            continue
+        x = layer(x, training=False) if isinstance(layer, keras.Model) else layer(x)
+    return keras.Model(inputs, x, name=model.name)
+
+
 def build_feature_extractor(backbone: Backbone, base: Any, image_size: int) -> Any:
     """Raw pixels -> the frozen base's pooled features (the fast path computes these once per view)."""
     import keras

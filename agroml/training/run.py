@@ -27,7 +27,14 @@ from agroml.training import outputs
 from agroml.training.backbones import Backbone, build_base, get_backbone, weights_mode
 from agroml.training.data import TrainingData, load_training_data, make_dataset
 from agroml.training.loop import EpochFn, TrainConfig, fit_phase
-from agroml.training.model import build_feature_extractor, build_model, compile_model, copy_head, unfreeze_top
+from agroml.training.model import (
+    build_feature_extractor,
+    build_model,
+    compile_model,
+    copy_head,
+    inference_model,
+    unfreeze_top,
+)
 
 SPLIT_FRACTIONS = (0.7, 0.15, 0.15)
 
@@ -192,7 +199,8 @@ def _train_into(folder: Path, cfg: TrainConfig, backbone: Backbone, data: Traini
     from agroml import plots
     from agroml.evaluation import compute_metrics
 
-    model, rows = build_and_fit(cfg, backbone, data, folder, progress, on_epoch)
+    trained, rows = build_and_fit(cfg, backbone, data, folder, progress, on_epoch)
+    model = inference_model(trained)
     for checkpoint in folder.glob("best_*.weights.h5"):  # the best weights are in the model now
         checkpoint.unlink()
     # a fresh optimizer: Adam's moment slots would triple the file (ResNet50: 280 MB instead of 95 MB)
