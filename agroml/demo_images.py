@@ -182,12 +182,13 @@ def _stem_borer(leaf: Leaf, rgb: ImageDraw.ImageDraw, alpha: ImageDraw.ImageDraw
     """Rows of small round shot holes across the blade (bored through the whorl) and pale sawdust frass."""
     for _ in range(max(1, round(k * rng.integers(1, 4)))):
         t = rng.uniform(0.15, 0.8)
-        count = int(rng.integers(4, 8))
+        count = int(rng.integers(5, 9))
         tilt = rng.normal(0, 0.02)
         for s in np.linspace(-0.7, 0.7, count) + rng.normal(0, 0.04, count):
             x, y = leaf.point(t + tilt * s, float(s))
-            r = rng.uniform(3.5, 6.0)
-            rgb.ellipse((x - r - 2, y - r - 2, x + r + 2, y + r + 2), fill=_jitter(rng, (115, 90, 50)))
+            r = rng.uniform(3.0, 5.5)
+            # clean punched holes with a thin dark edge, unlike the brown-rimmed ragged feeding of armyworms
+            rgb.ellipse((x - r - 1, y - r - 1, x + r + 1, y + r + 1), fill=_jitter(rng, (40, 55, 25), 10))
             alpha.ellipse((x - r, y - r, x + r, y + r), fill=0)
     for _ in range(int(rng.integers(1, 4))):  # sawdust-like frass
         x0, y0 = leaf.point(rng.uniform(0.05, 0.6), rng.uniform(-0.5, 0.5))
@@ -285,15 +286,11 @@ def _maize_streak(leaf: Leaf, rgb: ImageDraw.ImageDraw, alpha: ImageDraw.ImageDr
 
 
 def _blemishes(leaf: Leaf, rgb: ImageDraw.ImageDraw, alpha: ImageDraw.ImageDraw, rng: np.random.Generator) -> None:
-    """Harmless marks any leaf may carry (a speck of dust, a water drop), on every class alike."""
+    """Harmless specks of dust or soil any leaf may carry, on every class alike."""
     for _ in range(int(rng.poisson(0.8))):
         x, y = leaf.point(rng.uniform(0.1, 0.9), rng.uniform(-0.7, 0.7))
-        if rng.random() < 0.5:
-            r = rng.uniform(0.8, 1.8)
-            rgb.ellipse((x - r, y - r, x + r, y + r), fill=_jitter(rng, (140, 120, 90), 20))
-        else:
-            r = rng.uniform(2, 3.5)
-            rgb.ellipse((x - r, y - r, x + r, y + r), outline=(215, 235, 215))
+        r = rng.uniform(0.8, 1.8)
+        rgb.ellipse((x - r, y - r, x + r, y + r), fill=_jitter(rng, (140, 120, 90), 20))
 
 
 SYMPTOMS = {
