@@ -161,13 +161,13 @@ def _fall_armyworm(leaf: Leaf, rgb: ImageDraw.ImageDraw, alpha: ImageDraw.ImageD
 def _aphids(leaf: Leaf, rgb: ImageDraw.ImageDraw, alpha: ImageDraw.ImageDraw, rng: np.random.Generator,
             k: float) -> None:
     """Colonies of small oval insects strung along veins, pale green or black, with a dark outline."""
-    dark = rng.random() < 0.4
-    body = (35, 35, 38) if dark else (200, 225, 120)
+    dark = rng.random() < 0.5
+    body = (35, 35, 38) if dark else (225, 235, 130)
     edge = (15, 15, 15) if dark else (45, 60, 25)  # a dark rim keeps pale aphids visible on a green leaf
-    for _ in range(max(2, round(k * rng.integers(2, 6)))):
+    for _ in range(max(3, round(k * rng.integers(3, 6)))):
         t0, s0 = rng.uniform(0.1, 0.8), leaf.vein_s(rng)
         span = rng.uniform(0.06, 0.18)
-        for _ in range(int(rng.integers(15, 40))):
+        for _ in range(int(rng.integers(20, 45))):
             t = t0 + rng.uniform(0, span)
             x, y = leaf.point(t, s0 + rng.normal(0, 0.08))
             rx, ry = rng.uniform(2.8, 4.2), rng.uniform(1.8, 2.7)
