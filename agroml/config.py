@@ -8,6 +8,9 @@ differently named schema needs no code change; their defaults live in :mod:`agro
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -256,3 +259,30 @@ def env_example_text() -> str:
         lines += [f"# {prefix}_COL_{f.upper()}={spec.columns.get(f) or '-'}" for f in SPEC_FIELDS]
         lines.append(f"# {prefix}_COL_EXTRA={','.join(spec.extra) or '-'}")
     return "\n".join(lines) + "\n"
+
+
+def key_role(key: str) -> str | None:
+    """The role a Supabase key grants, read from the key itself (no verification: we only want to warn).
+
+    New-style keys say it in their prefix; legacy keys are JWTs whose payload has a ``role`` claim.
+    """
+    if key.startswith("sb_secret_"):
+        return "service_role"
+    if key.startswith("sb_publishable_"):
+        return "anon"
+    payload = jwt_payload(key)
+    role = payload.get("role") if payload else None
+    return role if isinstance(role, str) else None
+
+
+def jwt_payload(key: str) -> dict[str, Any] | None:
+    """The payload of a JWT-shaped key, unverified (enough to read its role and expiry), or None."""
+    parts = key.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4))
+        payload = json.loads(raw)
+    except (binascii.Error, ValueError):
+        return None
+    return payload if isinstance(payload, dict) else None

@@ -14,10 +14,7 @@ the Supabase online checks touch the network, TensorFlow is imported once.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import importlib.metadata as md
-import json
 import os
 import re
 import shutil
@@ -30,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from agroml import MODEL_TYPES
-from agroml.config import Settings, mask_secret
+from agroml.config import Settings, jwt_payload, key_role, mask_secret
 from agroml.errors import AgromlError, ConfigError, NoDataError
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -276,32 +273,6 @@ def check_settings(settings: Settings) -> Check:
     return Check("settings", OK, detail)
 
 
-def key_role(key: str) -> str | None:
-    """The role a Supabase key grants, read from the key itself (no verification: we only want to warn).
-
-    New-style keys say it in their prefix; legacy keys are JWTs whose payload has a ``role`` claim.
-    """
-    if key.startswith("sb_secret_"):
-        return "service_role"
-    if key.startswith("sb_publishable_"):
-        return "anon"
-    payload = _jwt_payload(key)
-    role = payload.get("role") if payload else None
-    return role if isinstance(role, str) else None
-
-
-def _jwt_payload(key: str) -> dict[str, Any] | None:
-    parts = key.split(".")
-    if len(parts) != 3:
-        return None
-    try:
-        raw = base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4))
-        payload = json.loads(raw)
-    except (binascii.Error, ValueError):
-        return None
-    return payload if isinstance(payload, dict) else None
-
-
 def check_supabase_key(settings: Settings) -> Check:
     name, key = "supabase key", settings.supabase_key
     var = settings.key_var or "SUPABASE_SERVICE_KEY"
@@ -321,7 +292,7 @@ def check_supabase_key(settings: Settings) -> Check:
     if role != "service_role":
         return Check(name, WARN, f"key {where} has role {role!r}, not service_role",
                      "set SUPABASE_SERVICE_KEY to the service-role key")
-    exp = (_jwt_payload(key) or {}).get("exp")
+    exp = (jwt_payload(key) or {}).get("exp")
     if isinstance(exp, int | float) and exp < datetime.now(UTC).timestamp():
         when = datetime.fromtimestamp(exp, UTC).date().isoformat()
         return Check(name, FAIL, f"service_role key {where} expired on {when}",

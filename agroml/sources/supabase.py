@@ -16,7 +16,6 @@ client's built-in one is switched off with ``postgrest_client_retry=False``).
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 from collections.abc import Iterator, Sequence
@@ -26,7 +25,7 @@ import pandas as pd
 
 from agroml import MODEL_TYPES
 from agroml import records as rec
-from agroml.config import COLUMN_ENV, TABLE_ENV, Settings
+from agroml.config import COLUMN_ENV, TABLE_ENV, Settings, key_role
 from agroml.errors import ConfigError, SourceError, UsageError
 from agroml.progress import ProgressFn, no_progress
 from agroml.retry import RetriesExhausted, RetryPolicy, TransientError, is_retryable_status, retry_after_seconds
@@ -38,27 +37,6 @@ KEY_FIX = "set SUPABASE_SERVICE_KEY to the project's service_role key (Supabase:
 _MISSING_TABLE_CODES = {"PGRST205", "42P01", "PGRST106"}
 _COLUMN_RE = (re.compile(r"column \"?(?:[\w]+\.)?\"?(\w+)\"? does not exist"),
               re.compile(r"'(\w+)' column"))
-
-
-def key_role(key: str) -> str | None:
-    """The ``role`` claim of a Supabase JWT key ("anon", "service_role"), read without verifying it.
-
-    The newer opaque keys say it in their prefix (``sb_publishable_`` acts as anon, ``sb_secret_`` as
-    service role). None when the key says nothing we recognise.
-    """
-    if key.startswith("sb_publishable_"):
-        return "anon"
-    if key.startswith("sb_secret_"):
-        return "service_role"
-    parts = key.split(".")
-    if len(parts) != 3:
-        return None
-    try:
-        payload = parts[1] + "=" * (-len(parts[1]) % 4)
-        role = json.loads(base64.urlsafe_b64decode(payload)).get("role")
-    except (ValueError, AttributeError):
-        return None
-    return role if isinstance(role, str) else None
 
 
 def utc_iso(value: Any) -> str:
