@@ -178,3 +178,22 @@ def test_train_json_and_a_label_map_that_survives_a_new_class(cli, workdir, monk
     with Registry(settings.models_dir) as registry:
         states = {r.run_id: r.state for r in registry.runs("pest")}
     assert states == {out["run_id"]: "succeeded", folder2.name: "succeeded"}
+
+
+def test_from_scratch_the_rate_warms_up_then_decays_to_zero_and_no_plateau_callback_cuts_it(tmp_path):
+    import keras
+
+    from agroml.training.loop import TrainConfig, callbacks, scratch_schedule
+
+    cfg = TrainConfig("pest", weights="none").resolved(224)
+    assert (cfg.epochs, cfg.batch_size, cfg.learning_rate, cfg.patience) == (100, 16, 5e-3, 30)
+    sched = scratch_schedule(cfg.learning_rate, cfg.epochs, steps=12)
+    rates = [float(sched(step)) for step in (0, 30, 60, 600, 1199)]
+    assert rates[0] == pytest.approx(5e-4) and rates[1] < rates[2] == pytest.approx(5e-3)
+    assert rates[2] > rates[3] > rates[4] and rates[4] < 1e-5
+    plateau = keras.callbacks.ReduceLROnPlateau
+    assert not any(isinstance(c, plateau) for c in callbacks("scratch", cfg, 100, 12, tmp_path, lambda *a: None,
+                                                               None, 0))
+    head = TrainConfig("pest").resolved(224)
+    assert (head.batch_size, head.learning_rate) == (32, 1e-3)
+    assert any(isinstance(c, plateau) for c in callbacks("head", head, 15, 12, tmp_path, lambda *a: None, None, 0))

@@ -59,10 +59,12 @@ def register(app: typer.Typer) -> None:
         weights: Annotated[str, typer.Option("--weights", help="imagenet (downloaded once), none (train from "
                                              "scratch) or PATH (a weights file for the backbone).")] = "imagenet",
         image_size: Annotated[int | None, typer.Option("--image-size", help="Input pixels [default: 224].")] = None,
-        epochs: Annotated[int | None, typer.Option("--epochs", help="Phase 1 epochs [default: 15; 60 with "
+        epochs: Annotated[int | None, typer.Option("--epochs", help="Phase 1 epochs [default: 15; 100 with "
                                                    "--weights none].")] = None,
-        batch_size: Annotated[int, typer.Option("--batch-size")] = 32,
-        learning_rate: Annotated[float | None, typer.Option("--lr", help="[default: 1e-3; 2e-3 from scratch]")] = None,
+        batch_size: Annotated[int | None, typer.Option("--batch-size", help="[default: 32; 16 with --weights "
+                                                       "none].")] = None,
+        learning_rate: Annotated[float | None, typer.Option("--lr", help="[default: 1e-3; 5e-3 with --weights none, "
+                                                            "warmup then cosine decay]")] = None,
         alpha: Annotated[float | None, typer.Option("--alpha", help="MobileNetV2 width [default: 1.0; 0.35 with "
                                                     "--weights none].")] = None,
         fine_tune_layers: Annotated[int, typer.Option("--fine-tune-layers", help="Phase 2: unfreeze the top N "

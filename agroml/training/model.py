@@ -131,9 +131,9 @@ def unfreeze_top(base: Any, n_layers: int) -> int:
     return unfrozen
 
 
-def compile_model(model: Any, learning_rate: float, n_classes: int, run_eagerly: bool = False) -> None:
+def compile_model(model: Any, learning_rate: Any, n_classes: int, run_eagerly: bool = False) -> None:
     """Adam, sparse cross-entropy; top-3 as SparseTopKCategoricalAccuracy (the old top-3 was wrong for
-    integer labels)."""
+    integer labels). ``learning_rate`` is a float or a Keras schedule."""
     import keras
 
     metrics: list[Any] = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]

@@ -26,7 +26,7 @@ from agroml.records import check_model_type
 from agroml.training import outputs
 from agroml.training.backbones import Backbone, build_base, get_backbone, weights_mode
 from agroml.training.data import TrainingData, load_training_data, make_dataset
-from agroml.training.loop import EpochFn, TrainConfig, fit_phase
+from agroml.training.loop import EpochFn, TrainConfig, fit_phase, scratch_schedule
 from agroml.training.model import (
     build_feature_extractor,
     build_model,
@@ -70,7 +70,7 @@ def validate(cfg: TrainConfig) -> Backbone:
     if cfg.tflite is not None and cfg.tflite not in outputs.TFLITE_MODES:
         raise UsageError(f"unknown --tflite mode {cfg.tflite!r}: valid modes are {', '.join(outputs.TFLITE_MODES)}")
     for name in ("batch_size", "aug_views"):
-        if getattr(cfg, name) < 1:
+        if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} {getattr(cfg, name)} must be at least 1")
     if cfg.image_size is not None and cfg.image_size < 32:
         raise UsageError(f"--image-size {cfg.image_size} is too small: the backbones need at least 32")
@@ -82,7 +82,7 @@ def validate(cfg: TrainConfig) -> Backbone:
 
 
 def train(settings: Settings, model_type: str, arch: str = "mobilenetv2", weights: str = "imagenet", *,
-          image_size: int | None = None, epochs: int | None = None, batch_size: int = 32,
+          image_size: int | None = None, epochs: int | None = None, batch_size: int | None = None,
           learning_rate: float | None = None, alpha: float | None = None, fine_tune_layers: int = 0,
           fine_tune_epochs: int = 0, aug_views: int = 2, fast: bool = True, seed: int = 0, strict: bool = False,
           min_per_class: int | None = None, tflite: str | None = None, run_eagerly: bool = False,
@@ -152,7 +152,8 @@ def build_and_fit(cfg: TrainConfig, backbone: Backbone, data: TrainingData, work
     rows: list[dict] = []
     if cfg.scratch:
         model = build_model(backbone, base, n_classes, size, scratch=True, dropout=cfg.dropout, seed=cfg.seed)
-        compile_model(model, float(cfg.learning_rate), n_classes, cfg.run_eagerly)
+        compile_model(model, scratch_schedule(float(cfg.learning_rate), int(cfg.epochs), steps), n_classes,
+                      cfg.run_eagerly)
         rows += fit_phase(model, "scratch", cfg, train_ds(), val_ds, int(cfg.epochs), steps, class_weight, workdir,
                           progress, on_epoch)
         return model, rows
