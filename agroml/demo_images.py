@@ -138,10 +138,10 @@ def _fall_armyworm(leaf: Leaf, rgb: ImageDraw.ImageDraw, alpha: ImageDraw.ImageD
                    k: float) -> None:
     """Large ragged chewed holes with brown rims, bitten edges, papery windows and dark frass."""
     holes = []
-    for _ in range(max(2, round(k * rng.integers(3, 7)))):
-        t, s = rng.uniform(0.12, 0.85), rng.uniform(-0.55, 0.55)
+    for _ in range(max(2, round(k * rng.integers(2, 5)))):
+        t, s = rng.uniform(0.12, 0.85), rng.uniform(-0.5, 0.5)
         x, y = leaf.point(t, s)
-        r = rng.uniform(9, 20) * min(1.0, 0.5 + float(leaf.half_width(t)) / 50)
+        r = rng.uniform(14, 26) * min(1.0, 0.5 + float(leaf.half_width(t)) / 50)
         holes.append((x, y, r))
         rgb.polygon(_blob(x, y, r * 1.25, rng, 0.5, 14), fill=_jitter(rng, (120, 100, 55)))
         alpha.polygon(_blob(x, y, r, rng, 0.6, 14), fill=0)
@@ -153,9 +153,9 @@ def _fall_armyworm(leaf: Leaf, rgb: ImageDraw.ImageDraw, alpha: ImageDraw.ImageD
         x, y = leaf.point(rng.uniform(0.15, 0.85), rng.uniform(-0.5, 0.5))
         rgb.polygon(_blob(x, y, rng.uniform(4, 9), rng, 0.5, 10, 2.0), fill=_jitter(rng, (200, 205, 150)))
     for x, y, r in holes[: int(rng.integers(2, len(holes) + 1))]:
-        for _ in range(int(rng.integers(8, 20))):  # frass pellets around the feeding site
+        for _ in range(int(rng.integers(12, 26))):  # frass pellets around the feeding site
             px, py = x + rng.normal(0, r * 1.1), y + rng.normal(0, r * 0.9)
-            rgb.polygon(_blob(px, py, rng.uniform(2.2, 4.0), rng, 0.5, 6), fill=_jitter(rng, (105, 75, 40), 16))
+            rgb.polygon(_blob(px, py, rng.uniform(2.8, 4.8), rng, 0.5, 6), fill=_jitter(rng, (90, 60, 30), 16))
 
 
 def _aphids(leaf: Leaf, rgb: ImageDraw.ImageDraw, alpha: ImageDraw.ImageDraw, rng: np.random.Generator,
@@ -164,13 +164,13 @@ def _aphids(leaf: Leaf, rgb: ImageDraw.ImageDraw, alpha: ImageDraw.ImageDraw, rn
     dark = rng.random() < 0.5
     body = (35, 35, 38) if dark else (225, 235, 130)
     edge = (15, 15, 15) if dark else (45, 60, 25)  # a dark rim keeps pale aphids visible on a green leaf
-    for _ in range(max(3, round(k * rng.integers(3, 6)))):
+    for _ in range(max(3, round(k * rng.integers(4, 7)))):
         t0, s0 = rng.uniform(0.1, 0.8), leaf.vein_s(rng)
-        span = rng.uniform(0.06, 0.18)
-        for _ in range(int(rng.integers(20, 45))):
+        span = rng.uniform(0.08, 0.2)
+        for _ in range(int(rng.integers(30, 55))):
             t = t0 + rng.uniform(0, span)
-            x, y = leaf.point(t, s0 + rng.normal(0, 0.08))
-            rx, ry = rng.uniform(2.8, 4.2), rng.uniform(1.8, 2.7)
+            x, y = leaf.point(t, s0 + rng.normal(0, 0.1))
+            rx, ry = rng.uniform(3.6, 5.2), rng.uniform(2.4, 3.4)
             pts = _ellipse(x, y, rx, ry, rng.normal(0, 0.35), 8)
             rgb.polygon(pts, fill=_jitter(rng, body, 14), outline=edge)
             if rng.random() < 0.5:  # the pale highlight of a glossy body
@@ -180,13 +180,13 @@ def _aphids(leaf: Leaf, rgb: ImageDraw.ImageDraw, alpha: ImageDraw.ImageDraw, rn
 def _stem_borer(leaf: Leaf, rgb: ImageDraw.ImageDraw, alpha: ImageDraw.ImageDraw, rng: np.random.Generator,
                 k: float) -> None:
     """Rows of small round shot holes across the blade (bored through the whorl) and pale sawdust frass."""
-    for _ in range(max(1, round(k * rng.integers(1, 4)))):
+    for _ in range(max(2, round(k * rng.integers(2, 5)))):
         t = rng.uniform(0.15, 0.8)
-        count = int(rng.integers(5, 9))
+        count = int(rng.integers(6, 10))
         tilt = rng.normal(0, 0.02)
-        for s in np.linspace(-0.7, 0.7, count) + rng.normal(0, 0.04, count):
+        for s in np.linspace(-0.75, 0.75, count) + rng.normal(0, 0.03, count):
             x, y = leaf.point(t + tilt * s, float(s))
-            r = rng.uniform(3.0, 5.5)
+            r = rng.uniform(4.5, 6.5)
             # clean punched holes with a thin dark edge, unlike the brown-rimmed ragged feeding of armyworms
             rgb.ellipse((x - r - 1, y - r - 1, x + r + 1, y + r + 1), fill=_jitter(rng, (40, 55, 25), 10))
             alpha.ellipse((x - r, y - r, x + r, y + r), fill=0)
