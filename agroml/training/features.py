@@ -81,5 +81,6 @@ def fit_head_on_features(train_feats: np.ndarray, y_train: np.ndarray, val_feats
     compile_model(head, float(cfg.learning_rate or 1e-3), n_classes)
     epochs = int(cfg.epochs or 15)
     history = head.fit(train_ds, validation_data=val_ds, epochs=epochs, steps_per_epoch=steps, verbose=0,
+                       shuffle=False,  # tf.data shuffles itself; keras warns otherwise
                        callbacks=callbacks("head", cfg, epochs, steps, workdir, progress, on_epoch, 0))
     return head, history_rows("head", history, 0)

@@ -150,6 +150,6 @@ def fit_phase(model: Any, phase: str, cfg: TrainConfig, train_ds: Any, val_ds: A
               on_epoch: EpochFn | None = None, first_epoch: int = 0) -> list[dict[str, Any]]:
     """model.fit over the image pipeline for one phase; returns its history rows."""
     history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, steps_per_epoch=steps,
-                        class_weight=class_weight, verbose=0,
+                        class_weight=class_weight, verbose=0, shuffle=False,  # tf.data shuffles itself
                         callbacks=callbacks(phase, cfg, epochs, steps, workdir, progress, on_epoch, first_epoch))
     return history_rows(phase, history, first_epoch)
