@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -73,3 +75,12 @@ def image_host():
     host = start_image_host()
     yield host
     host.stop()
+
+
+@pytest.fixture
+def sleeper():
+    """A real live process whose pid a 'running' run can name (registry tests)."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    yield proc
+    proc.kill()
+    proc.wait()

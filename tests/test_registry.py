@@ -23,15 +23,6 @@ def registry(tmp_path: Path):
         yield reg
 
 
-@pytest.fixture
-def sleeper():
-    """A real live process whose pid a 'running' run can name."""
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    yield proc
-    proc.kill()
-    proc.wait()
-
-
 def test_start_update_finish_round_trip_with_numpy_values(registry):
     handle = registry.start("pest", "r1", "mobilenetv2", {"epochs": np.int64(5), "lr": np.float32(0.001)})
     handle.update(np.int64(2), {"loss": np.float32(0.5), "val_accuracy": np.float64(0.75), "bad": float("nan")})

@@ -4,22 +4,12 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 
 import pytest
 from model_helpers import TRAIN_ARGS, has_train_command, start_training, wait_until_training, write_run
 
 from agroml import config
 from agroml.registry import Registry
-
-
-@pytest.fixture
-def sleeper():
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    yield proc
-    proc.kill()
-    proc.wait()
 
 
 def test_empty_history_and_nothing_running(cli, workdir):
