@@ -167,10 +167,10 @@ def _aphids(leaf: Leaf, rgb: ImageDraw.ImageDraw, alpha: ImageDraw.ImageDraw, rn
     for _ in range(max(3, round(k * rng.integers(4, 7)))):
         t0, s0 = rng.uniform(0.1, 0.8), leaf.vein_s(rng)
         span = rng.uniform(0.08, 0.2)
-        for _ in range(int(rng.integers(30, 55))):
+        for _ in range(int(rng.integers(22, 40))):  # insects large enough to stay speckles at 96x96
             t = t0 + rng.uniform(0, span)
             x, y = leaf.point(t, s0 + rng.normal(0, 0.1))
-            rx, ry = rng.uniform(3.6, 5.2), rng.uniform(2.4, 3.4)
+            rx, ry = rng.uniform(5.0, 6.8), rng.uniform(3.4, 4.4)
             pts = _ellipse(x, y, rx, ry, rng.normal(0, 0.35), 8)
             rgb.polygon(pts, fill=_jitter(rng, body, 14), outline=edge)
             if rng.random() < 0.5:  # the pale highlight of a glossy body
@@ -179,16 +179,20 @@ def _aphids(leaf: Leaf, rgb: ImageDraw.ImageDraw, alpha: ImageDraw.ImageDraw, rn
 
 def _stem_borer(leaf: Leaf, rgb: ImageDraw.ImageDraw, alpha: ImageDraw.ImageDraw, rng: np.random.Generator,
                 k: float) -> None:
-    """Rows of small round shot holes across the blade (bored through the whorl) and pale sawdust frass."""
+    """Rows of round shot holes across the blade (bored through the whorl) and pale sawdust frass.
+
+    Each hole has a wide pale rim of dried tissue: at 96x96 a row reads as a chain of pale rings, unlike
+    the few large brown-rimmed ragged holes and dark frass of armyworm feeding.
+    """
     for _ in range(max(2, round(k * rng.integers(2, 5)))):
         t = rng.uniform(0.15, 0.8)
-        count = int(rng.integers(6, 10))
+        count = int(rng.integers(5, 8))
         tilt = rng.normal(0, 0.02)
         for s in np.linspace(-0.75, 0.75, count) + rng.normal(0, 0.03, count):
             x, y = leaf.point(t + tilt * s, float(s))
-            r = rng.uniform(4.5, 6.5)
-            # clean punched holes with a thin dark edge, unlike the brown-rimmed ragged feeding of armyworms
-            rgb.ellipse((x - r - 1, y - r - 1, x + r + 1, y + r + 1), fill=_jitter(rng, (40, 55, 25), 10))
+            r = rng.uniform(5.5, 7.5)
+            rim = r + rng.uniform(2.5, 3.5)
+            rgb.ellipse((x - rim, y - rim, x + rim, y + rim), fill=_jitter(rng, (215, 205, 150), 12))
             alpha.ellipse((x - r, y - r, x + r, y + r), fill=0)
     for _ in range(int(rng.integers(1, 4))):  # sawdust-like frass
         x0, y0 = leaf.point(rng.uniform(0.05, 0.6), rng.uniform(-0.5, 0.5))
