@@ -181,20 +181,42 @@ def test_train_json_and_a_label_map_that_survives_a_new_class(cli, workdir, monk
     assert states == {out["run_id"]: "succeeded", folder2.name: "succeeded"}
 
 
-def test_from_scratch_the_rate_warms_up_then_decays_to_zero_and_no_plateau_callback_cuts_it(tmp_path):
+def test_from_scratch_the_rate_warms_up_then_decays_to_zero_and_nothing_cuts_the_schedule_short(tmp_path):
     import keras
 
     from agroml.training.loop import TrainConfig, callbacks, scratch_schedule
 
     cfg = TrainConfig("pest", weights="none").resolved(224)
-    assert (cfg.epochs, cfg.batch_size, cfg.learning_rate, cfg.patience) == (100, 16, 5e-3, 30)
+    assert (cfg.epochs, cfg.batch_size, cfg.learning_rate, cfg.patience) == (150, 16, 5e-3, None)
     sched = scratch_schedule(cfg.learning_rate, cfg.epochs, steps=12)
-    rates = [float(sched(step)) for step in (0, 30, 60, 600, 1199)]
+    rates = [float(sched(step)) for step in (0, 30, 60, 900, 1799)]
     assert rates[0] == pytest.approx(5e-4) and rates[1] < rates[2] == pytest.approx(5e-3)
     assert rates[2] > rates[3] > rates[4] and rates[4] < 1e-5
-    plateau = keras.callbacks.ReduceLROnPlateau
-    assert not any(isinstance(c, plateau) for c in callbacks("scratch", cfg, 100, 12, tmp_path, lambda *a: None,
-                                                               None, 0))
+    plateau, stopping = keras.callbacks.ReduceLROnPlateau, keras.callbacks.EarlyStopping
+    scratch = callbacks("scratch", cfg, 150, 12, tmp_path, lambda *a: None, None, 0)
+    # neither halves the rate nor stops (and restores mid-schedule weights) before the cosine decay ends
+    assert not any(isinstance(c, (plateau, stopping)) for c in scratch)
     head = TrainConfig("pest").resolved(224)
     assert (head.batch_size, head.learning_rate) == (32, 1e-3)
-    assert any(isinstance(c, plateau) for c in callbacks("head", head, 15, 12, tmp_path, lambda *a: None, None, 0))
+    pretrained = callbacks("head", head, 15, 12, tmp_path, lambda *a: None, None, 0)
+    assert any(isinstance(c, plateau) for c in pretrained)
+    assert any(isinstance(c, stopping) and c.restore_best_weights for c in pretrained)
+
+
+def test_from_scratch_photos_are_turned_by_any_angle_and_for_a_pretrained_base_by_a_little():
+    """A leaf photo has no "up": a random network must be shown every angle (the demo's 0.63 -> 0.95)."""
+    import keras
+
+    from agroml.training.backbones import build_base, get_backbone
+    from agroml.training.model import build_model
+
+    def turns(scratch: bool) -> tuple[float, float]:
+        backbone = get_backbone("mobilenetv2")
+        base = build_base(backbone, 32, "none", 0.35)
+        model = build_model(backbone, base, 3, 32, scratch=scratch)
+        rotation = next(layer for layer in model.get_layer("augmentation").layers
+                        if isinstance(layer, keras.layers.RandomRotation))
+        return tuple(float(f) * 360 for f in rotation.factor)
+
+    assert turns(scratch=True) == (-180.0, 180.0)
+    assert turns(scratch=False) == pytest.approx((-36.0, 36.0))

@@ -59,7 +59,7 @@ def register(app: typer.Typer) -> None:
         weights: Annotated[str, typer.Option("--weights", help="imagenet (downloaded once), none (train from "
                                              "scratch) or PATH (a weights file for the backbone).")] = "imagenet",
         image_size: Annotated[int | None, typer.Option("--image-size", help="Input pixels [default: 224].")] = None,
-        epochs: Annotated[int | None, typer.Option("--epochs", help="Phase 1 epochs [default: 15; 100 with "
+        epochs: Annotated[int | None, typer.Option("--epochs", help="Phase 1 epochs [default: 15; 150 with "
                                                    "--weights none].")] = None,
         batch_size: Annotated[int | None, typer.Option("--batch-size", help="[default: 32; 16 with --weights "
                                                        "none].")] = None,

@@ -13,18 +13,28 @@ HEAD_NAME = "predictions"
 BASE_NAME_SUFFIX = "_base"
 
 
-def augmentation(seed: int = 0) -> Any:
+#: (rotation as a fraction of a full turn, zoom) for a pretrained base and from scratch.
+PRETRAINED_AUGMENT = (0.1, 0.1)
+#: From scratch: any angle. A photographed leaf has no "up", and a random network has none of the
+#: invariances ImageNet taught a pretrained one; on the 600-row demo (188 training images, MobileNetV2
+#: 0.35 at 96 px, seed 0) any angle with 150 epochs took test accuracy from 0.63-0.78 (36 degrees,
+#: 100 epochs) to 0.90-0.95 (README, "Training").
+SCRATCH_AUGMENT = (0.5, 0.15)
+
+
+def augmentation(seed: int = 0, rotation: float = PRETRAINED_AUGMENT[0], zoom: float = PRETRAINED_AUGMENT[1]) -> Any:
     """Flip, rotation, zoom, contrast, brightness on 0..255 pixels; Keras makes them identity at inference.
 
     The old system built augmentation and never used it: here it is a layer of the model (slow path
     and fine-tuning) or of the feature pipeline (fast path), so it is applied whenever training runs.
+    ``rotation`` is a fraction of a full turn either way (0.5: any angle).
     """
     import keras
 
     return keras.Sequential([
         keras.layers.RandomFlip("horizontal_and_vertical", seed=seed),
-        keras.layers.RandomRotation(0.1, fill_mode="reflect", seed=seed + 1),
-        keras.layers.RandomZoom(0.1, fill_mode="reflect", seed=seed + 2),
+        keras.layers.RandomRotation(rotation, fill_mode="reflect", seed=seed + 1),
+        keras.layers.RandomZoom(zoom, fill_mode="reflect", seed=seed + 2),
         keras.layers.RandomContrast(0.2, value_range=(0, 255), seed=seed + 3),
         keras.layers.RandomBrightness(0.2, value_range=(0, 255), seed=seed + 4),
     ], name="augmentation")
@@ -60,7 +70,7 @@ def build_model(backbone: Backbone, base: Any, n_classes: int, image_size: int, 
     import keras
 
     inputs = keras.Input((image_size, image_size, 3), name="image")
-    x = augmentation(seed)(inputs) if augment else inputs
+    x = augmentation(seed, *(SCRATCH_AUGMENT if scratch else PRETRAINED_AUGMENT))(inputs) if augment else inputs
     for layer in backbone.preprocessing():
         x = layer(x)
     x = base(x) if scratch else base(x, training=False)

@@ -132,7 +132,11 @@ def _remove_stale_partials(type_dir: Path) -> None:
 
 def build_and_fit(cfg: TrainConfig, backbone: Backbone, data: TrainingData, workdir: Path,
                   progress: ProgressFn = no_progress, on_epoch: EpochFn | None = None) -> tuple[Any, list[dict]]:
-    """Build the network and run the recipe's phases; returns (model with best weights, history rows)."""
+    """Build the network and run the recipe's phases; returns (the trained model, history rows).
+
+    The model has the best weights of a pretrained phase (EarlyStopping restores them), or from scratch
+    the last weights of the schedule (see loop.callbacks for why).
+    """
     import keras
 
     from agroml.training import features
