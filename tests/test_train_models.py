@@ -54,6 +54,7 @@ def test_every_backbone_trains_and_reloads_identically_in_a_fresh_process(scratc
         assert {"accuracy", "macro_f1", "top3_accuracy", "per_class", "confusion_matrix"} <= set(metrics["test"])
         cfg = json.loads((folder / "config.json").read_text())
         assert cfg["arch"] == arch and cfg["weights"] == "none" and cfg["seed"] == 0
+        assert cfg["augmentation"]["rotation_turns"] == 0.5  # recorded: from scratch, any angle
         assert len(cfg["data_fingerprint"]) == 64 and cfg["versions"]["tensorflow"]
         split = json.loads((folder / "split.json").read_text())
         assert sum(len(v) for v in split.values()) == 24

@@ -22,6 +22,17 @@ PRETRAINED_AUGMENT = (0.1, 0.1)
 SCRATCH_AUGMENT = (0.5, 0.15)
 
 
+#: Contrast and brightness factors, the same for every run.
+COLOR_AUGMENT = 0.2
+
+
+def augmentation_settings(scratch: bool) -> dict[str, Any]:
+    """What the augmentation of a run does, for config.json."""
+    rotation, zoom = SCRATCH_AUGMENT if scratch else PRETRAINED_AUGMENT
+    return {"flip": "horizontal_and_vertical", "rotation_turns": rotation, "zoom": zoom,
+            "contrast": COLOR_AUGMENT, "brightness": COLOR_AUGMENT}
+
+
 def augmentation(seed: int = 0, rotation: float = PRETRAINED_AUGMENT[0], zoom: float = PRETRAINED_AUGMENT[1]) -> Any:
     """Flip, rotation, zoom, contrast, brightness on 0..255 pixels; Keras makes them identity at inference.
 
@@ -35,8 +46,8 @@ def augmentation(seed: int = 0, rotation: float = PRETRAINED_AUGMENT[0], zoom: f
         keras.layers.RandomFlip("horizontal_and_vertical", seed=seed),
         keras.layers.RandomRotation(rotation, fill_mode="reflect", seed=seed + 1),
         keras.layers.RandomZoom(zoom, fill_mode="reflect", seed=seed + 2),
-        keras.layers.RandomContrast(0.2, value_range=(0, 255), seed=seed + 3),
-        keras.layers.RandomBrightness(0.2, value_range=(0, 255), seed=seed + 4),
+        keras.layers.RandomContrast(COLOR_AUGMENT, value_range=(0, 255), seed=seed + 3),
+        keras.layers.RandomBrightness(COLOR_AUGMENT, value_range=(0, 255), seed=seed + 4),
     ], name="augmentation")
 
 

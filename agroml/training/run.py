@@ -28,6 +28,7 @@ from agroml.training.backbones import Backbone, build_base, get_backbone, weight
 from agroml.training.data import TrainingData, load_training_data, make_dataset
 from agroml.training.loop import EpochFn, TrainConfig, fit_phase, scratch_schedule
 from agroml.training.model import (
+    augmentation_settings,
     build_feature_extractor,
     build_model,
     compile_model,
@@ -101,7 +102,8 @@ def train(settings: Settings, model_type: str, arch: str = "mobilenetv2", weight
     if cfg.scratch and cfg.fine_tune_layers:
         warnings.append("--fine-tune-layers ignored with --weights none: the whole network trains from the start")
     run_id = make_run_id(backbone.name)
-    config = {"run_id": run_id, **asdict(cfg), "split": list(SPLIT_FRACTIONS), "classes": data.classes,
+    config = {"run_id": run_id, **asdict(cfg), "augmentation": augmentation_settings(cfg.scratch),
+              "split": list(SPLIT_FRACTIONS), "classes": data.classes,
               "data_fingerprint": data.fingerprint(), "counts": data.counts(), "skipped": data.skipped,
               "dropped_classes": data.dropped_classes, "class_weights": data.class_weights(),
               "versions": outputs.package_versions()}
