@@ -20,34 +20,32 @@ PRETRAINED_AUGMENT = (0.1, 0.1)
 #: 0.35 at 96 px, seed 0) any angle with 150 epochs took test accuracy from 0.63-0.78 (36 degrees,
 #: 100 epochs) to 0.90-0.95 (README, "Training").
 SCRATCH_AUGMENT = (0.5, 0.15)
-
-
 #: Contrast and brightness factors, the same for every run.
 COLOR_AUGMENT = 0.2
 
 
-def augmentation_settings(scratch: bool) -> dict[str, Any]:
-    """What the augmentation of a run does, for config.json."""
+def augmentation_settings(scratch: bool = False) -> dict[str, Any]:
+    """What a run's augmentation does: the one source for both the layers and config.json."""
     rotation, zoom = SCRATCH_AUGMENT if scratch else PRETRAINED_AUGMENT
     return {"flip": "horizontal_and_vertical", "rotation_turns": rotation, "zoom": zoom,
             "contrast": COLOR_AUGMENT, "brightness": COLOR_AUGMENT}
 
 
-def augmentation(seed: int = 0, rotation: float = PRETRAINED_AUGMENT[0], zoom: float = PRETRAINED_AUGMENT[1]) -> Any:
+def augmentation(seed: int = 0, scratch: bool = False) -> Any:
     """Flip, rotation, zoom, contrast, brightness on 0..255 pixels; Keras makes them identity at inference.
 
     The old system built augmentation and never used it: here it is a layer of the model (slow path
     and fine-tuning) or of the feature pipeline (fast path), so it is applied whenever training runs.
-    ``rotation`` is a fraction of a full turn either way (0.5: any angle).
     """
     import keras
 
+    aug = augmentation_settings(scratch)
     return keras.Sequential([
-        keras.layers.RandomFlip("horizontal_and_vertical", seed=seed),
-        keras.layers.RandomRotation(rotation, fill_mode="reflect", seed=seed + 1),
-        keras.layers.RandomZoom(zoom, fill_mode="reflect", seed=seed + 2),
-        keras.layers.RandomContrast(COLOR_AUGMENT, value_range=(0, 255), seed=seed + 3),
-        keras.layers.RandomBrightness(COLOR_AUGMENT, value_range=(0, 255), seed=seed + 4),
+        keras.layers.RandomFlip(aug["flip"], seed=seed),
+        keras.layers.RandomRotation(aug["rotation_turns"], fill_mode="reflect", seed=seed + 1),
+        keras.layers.RandomZoom(aug["zoom"], fill_mode="reflect", seed=seed + 2),
+        keras.layers.RandomContrast(aug["contrast"], value_range=(0, 255), seed=seed + 3),
+        keras.layers.RandomBrightness(aug["brightness"], value_range=(0, 255), seed=seed + 4),
     ], name="augmentation")
 
 
@@ -81,7 +79,7 @@ def build_model(backbone: Backbone, base: Any, n_classes: int, image_size: int, 
     import keras
 
     inputs = keras.Input((image_size, image_size, 3), name="image")
-    x = augmentation(seed, *(SCRATCH_AUGMENT if scratch else PRETRAINED_AUGMENT))(inputs) if augment else inputs
+    x = augmentation(seed, scratch)(inputs) if augment else inputs
     for layer in backbone.preprocessing():
         x = layer(x)
     x = base(x) if scratch else base(x, training=False)
