@@ -80,7 +80,7 @@ def import_(
 ) -> None:
     """Import a folder-per-class image collection as confirmed rows (source "import").
 
-    The layout is the one Keras' image_dataset_from_directory reads: DIR/<class>/<image>, the folder
+    The layout is the one Keras' image_dataset_from_directory reads: `DIR/<class>/<image>`, the folder
     name (normalized: "Fall Armyworm" -> fall_armyworm) being the label; storage classes must be one of
     excellent, good, fair, poor, critical. Images are verified and copied into the cache; unreadable,
     truncated or non-image files are skipped, counted by reason and listed. Importing again changes

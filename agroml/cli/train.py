@@ -82,7 +82,7 @@ def register(app: typer.Typer) -> None:
         """Train a classifier for one model type on the store's confirmed and corrected rows.
 
         Splits the data 70/15/15 by --seed (identical photos kept together), trains the head on a frozen
-        backbone (then fine-tunes with --fine-tune-layers), and writes models/<type>/<run_id>/: model.keras
+        backbone (then fine-tunes with --fine-tune-layers), and writes `models/<type>/<run_id>/`: model.keras
         (takes raw RGB pixels), labels.json, config.json, split.json, metrics.json, history.csv, plots and
         MODEL_CARD.md. One training per model type at a time.
 
