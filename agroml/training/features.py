@@ -1,10 +1,11 @@
 """The fast path for phase 1: a frozen base gives the same output for the same pixels every epoch, so
 compute it once per image (and per augmented view) and train the head on those cached features.
 
-Why: with the old loop every epoch pushed every image through the whole frozen network again; the
-head alone is a matrix multiply. For E epochs and K views the base runs K + 1 (validation) times per
-image instead of 2E. Features live in RAM as float32 (1,280-2,048 numbers per view), never the decoded
-images. The saved model is still the whole network (raw pixels in): the trained head is copied into it.
+Why: with the old loop every epoch pushed every image through the whole frozen network again; the head
+alone is a matrix multiply. For E epochs and K views the base runs K times per training image and once
+per validation image instead of E times each. Features live in RAM as float32 (1,280-2,048 numbers per
+view), never the decoded images. The saved model is still the whole network (raw pixels in): the trained
+head is copied into it.
 """
 
 from __future__ import annotations
@@ -21,36 +22,65 @@ from agroml.training.loop import EpochFn, TrainConfig, callbacks, history_rows
 from agroml.training.model import augmentation, build_head, compile_model
 
 
+class FeatureRunner:
+    """The frozen base as one traced function per kind of view, reused for every split and view.
+
+    Why: tracing MobileNetV2 into a graph costs about a second on a 2-core CPU, more than the base
+    needs for 50 images; a fresh ``tf.function`` per call traced it again for every split and view.
+    """
+
+    def __init__(self, extractor: Any) -> None:
+        self.extractor = extractor
+        self.dim = int(extractor.output_shape[-1])
+        self._clean: Any = None
+
+    def clean(self) -> Any:
+        import tensorflow as tf
+
+        if self._clean is None:
+            self._clean = tf.function(lambda x: self.extractor(x, training=False), reduce_retracing=True)
+        return self._clean
+
+    def augmented(self, augment: Any) -> Any:
+        """Augmentation inside the traced call, not in a tf.data map: there Keras' random layers kept
+        one frozen seed state and the "augmented" view came out identical to the clean one."""
+        import tensorflow as tf
+
+        return tf.function(lambda x: self.extractor(augment(x, training=True), training=False),
+                           reduce_retracing=True)
+
+    def features(self, paths: list[str], image_size: int, batch_size: int, *, run: Any = None,
+                 task: str = "features", progress: ProgressFn = no_progress) -> np.ndarray:
+        """The base's output for every file, in order, as a float32 array (n, dim); ``run`` defaults to
+        the clean view."""
+        run = run or self.clean()
+        out = []
+        total = math.ceil(len(paths) / batch_size)
+        for done, batch in enumerate(make_dataset(paths, None, image_size, batch_size), start=1):
+            out.append(run(batch).numpy())
+            progress(task, done, total)
+        return np.concatenate(out).astype("float32") if out else np.zeros((0, self.dim), dtype="float32")
+
+
 def extract_features(extractor: Any, paths: list[str], image_size: int, batch_size: int, *,
-                     augment: Any = None, task: str = "features", progress: ProgressFn = no_progress) -> np.ndarray:
-    """The extractor's output for every file, in order, as a float32 array (n, feature_dim)."""
-    import tensorflow as tf
-
-    ds = make_dataset(paths, None, image_size, batch_size)
-    # augmentation inside the traced call, not in a tf.data map: there Keras' random layers kept one
-    # frozen seed state and the "augmented" view came out identical to the clean one
-    if augment is None:
-        run = tf.function(lambda x: extractor(x, training=False), reduce_retracing=True)
-    else:
-        run = tf.function(lambda x: extractor(augment(x, training=True), training=False), reduce_retracing=True)
-    out = []
-    total = math.ceil(len(paths) / batch_size)
-    for done, batch in enumerate(ds, start=1):
-        out.append(run(batch).numpy())
-        progress(task, done, total)
-    dim = int(extractor.output_shape[-1])
-    return np.concatenate(out).astype("float32") if out else np.zeros((0, dim), dtype="float32")
+                     task: str = "features", progress: ProgressFn = no_progress) -> np.ndarray:
+    """The extractor's clean output for every file, in order, as a float32 array (n, feature_dim)."""
+    return FeatureRunner(extractor).features(paths, image_size, batch_size, task=task, progress=progress)
 
 
-def train_views(extractor: Any, paths: list[str], cfg: TrainConfig, progress: ProgressFn = no_progress) -> np.ndarray:
-    """(views, n, dim): view 0 the clean images, views 1.. with the model's augmentation in training mode."""
-    views = [extract_features(extractor, paths, cfg.image_size, cfg.batch_size, task="features (train)",
-                              progress=progress)]
+def train_and_val_features(extractor: Any, train_paths: list[str], val_paths: list[str], cfg: TrainConfig,
+                           progress: ProgressFn = no_progress) -> tuple[np.ndarray, np.ndarray]:
+    """(train views (views, n, dim), val features (m, dim)): the clean view of train and val in one pass
+    (one pipeline, one trace), then views 1.. of train with the model's augmentation in training mode."""
+    runner = FeatureRunner(extractor)
+    size, batch = int(cfg.image_size), int(cfg.batch_size)
+    clean = runner.features(train_paths + val_paths, size, batch, task="features (train + val)", progress=progress)
+    views = [clean[:len(train_paths)]]
     for k in range(1, max(1, cfg.aug_views)):
-        aug = augmentation(cfg.seed + 100 * k)
-        views.append(extract_features(extractor, paths, cfg.image_size, cfg.batch_size, augment=aug,
-                                      task=f"features (view {k + 1})", progress=progress))
-    return np.stack(views)
+        run = runner.augmented(augmentation(cfg.seed + 100 * k))
+        views.append(runner.features(train_paths, size, batch, run=run, task=f"features (view {k + 1})",
+                                     progress=progress))
+    return np.stack(views), clean[len(train_paths):]
 
 
 def feature_stats(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

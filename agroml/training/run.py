@@ -165,7 +165,7 @@ def build_and_fit(cfg: TrainConfig, backbone: Backbone, data: TrainingData, work
         return model, rows
     extractor = build_feature_extractor(backbone, base, size)
     if cfg.fast:
-        train_feats = features.train_views(extractor, train_paths, cfg, progress)
+        train_feats, val_feats = features.train_and_val_features(extractor, train_paths, val_paths, cfg, progress)
         stats = features.feature_stats(train_feats[0])
     else:  # one pass for the head's feature standardization, then every epoch through the whole network
         stats = features.feature_stats(features.extract_features(extractor, train_paths, size, cfg.batch_size,
@@ -173,8 +173,6 @@ def build_and_fit(cfg: TrainConfig, backbone: Backbone, data: TrainingData, work
     model = build_model(backbone, base, n_classes, size, scratch=False, dropout=cfg.dropout, seed=cfg.seed,
                         stats=stats)
     if cfg.fast:
-        val_feats = features.extract_features(extractor, val_paths, size, cfg.batch_size, task="features (val)",
-                                              progress=progress)
         head, rows = features.fit_head_on_features(train_feats, y_train, val_feats, y_val, n_classes, cfg,
                                                    class_weight, workdir, progress, on_epoch)
         copy_head(head, model)
