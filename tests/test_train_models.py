@@ -221,3 +221,25 @@ def test_from_scratch_photos_are_turned_by_any_angle_and_for_a_pretrained_base_b
 
     assert turns(scratch=True) == (-180.0, 180.0)
     assert turns(scratch=False) == pytest.approx((-36.0, 36.0))
+
+
+def test_tflite_check_agrees_and_stays_quiet(tmp_path):
+    """The TFLite check agrees with Keras on a real converted model, and TensorFlow's deprecation notice
+    for tf.lite.Interpreter (about our code, not the user's model) does not reach the user."""
+    import warnings
+
+    import keras
+
+    from agroml.training import outputs
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Rescaling(1 / 255), keras.layers.Flatten(),
+                              keras.layers.Dense(3, activation="softmax")])
+    images = np.random.default_rng(0).integers(0, 256, (20, 8, 8, 3), dtype="uint8")
+    outputs.export_tflite(model, tmp_path / "model.tflite", "float16", images)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = outputs.check_tflite(tmp_path / "model.tflite", images, model.predict(images, verbose=0))
+    assert result["n"] == 20 and result["top1_agreement"] >= 0.95 and result["ok"] is (result["top1_agreement"] >= 0.99)
+    assert result["size_bytes"] == (tmp_path / "model.tflite").stat().st_size
+    assert not [w for w in caught if "Interpreter is deprecated" in str(w.message)]

@@ -13,6 +13,7 @@ import json
 import platform
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -138,11 +139,27 @@ def export_tflite(model: Any, path: Path, mode: str, sample: np.ndarray) -> None
     atomic_write(path, data)
 
 
+def tflite_interpreter(path: Path) -> Any:
+    """LiteRT's interpreter (package ai-edge-litert) where installed, else TensorFlow's own.
+
+    Why both: TensorFlow deprecates tf.lite.Interpreter in favour of LiteRT and warns on every use; the
+    warning is about this code, not the user's model, so it is not shown. When TensorFlow drops it,
+    ``pip install ai-edge-litert`` keeps the check working with no change here.
+    """
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        import tensorflow as tf
+
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"(?s).*tf\.lite\.Interpreter is deprecated")
+            return tf.lite.Interpreter(model_path=str(path))
+    return Interpreter(model_path=str(path))
+
+
 def check_tflite(path: Path, images: np.ndarray, keras_probs: np.ndarray) -> dict[str, Any]:
     """Top-1 agreement with the Keras model on ``images``, size and per-image latency of the TFLite model."""
-    import tensorflow as tf
-
-    interpreter = tf.lite.Interpreter(model_path=str(path))
+    interpreter = tflite_interpreter(path)
     interpreter.allocate_tensors()
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     preds, times = [], []
