@@ -199,7 +199,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--arch", default="mobilenetv2")
-    parser.add_argument("--weights", default=None, help="a base weights file (default: made here)")
+    parser.add_argument("--weights", default=None,
+                        help="a base weights file or a saved model.keras (default: a random base made here)")
     parser.add_argument("--aug-views", type=int, default=1,
                         help="fast-path views per image (default 1: the old loop sees no augmentation either)")
     parser.add_argument("--memory-n", type=int, default=11000, help="demo rows for the memory run (0: skip)")
