@@ -111,15 +111,12 @@ def old_kind(data, arch: str, weights: str, size: int, epochs: int, batch: int) 
 def accuracies(model, data, size: int, batch: int) -> dict[str, float]:
     """Top-1 accuracy on val (what the goal names; agroml's phase 1 also picks its best epoch on it) and
     on test (used by neither loop: the unbiased one)."""
-    import numpy as np
-
-    from agroml.training.data import make_dataset
+    from agroml.training.run import predict_split
 
     out = {}
     for split in ("val", "test"):
-        paths, labels = data.arrays(split)
-        probs = model.predict(make_dataset(paths, None, size, batch), verbose=0)
-        out[split] = float((np.asarray(probs).argmax(1) == labels).mean())
+        labels, probs = predict_split(model, data, split, size, batch)
+        out[split] = float((probs.argmax(1) == labels).mean())
     return out
 
 
@@ -149,7 +146,7 @@ def memory_child(args: argparse.Namespace) -> None:
                    epochs=args.epochs, batch_size=args.batch_size, aug_views=args.aug_views)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2  # KiB -> GiB
     images = sum(sum(per_class.values()) for per_class in result.counts.values())
-    print(f"memory run: agroml train on {images} images in {result.seconds:.0f} s ({args.aug_views} views, "
+    print(f"memory run: agroml train on {images} images in {result.seconds:.0f} s (--aug-views {args.aug_views}, "
           f"test accuracy {result.metrics['test']['accuracy']:.3f}); peak RSS of this training process {peak:.2f} GiB "
           f"(goal < 3 GiB)", flush=True)
 

@@ -22,64 +22,42 @@ from agroml.training.loop import EpochFn, TrainConfig, callbacks, history_rows
 from agroml.training.model import augmentation, build_head, compile_model
 
 
-class FeatureRunner:
-    """The frozen base as one traced function per kind of view, reused for every split and view.
-
-    Why: tracing MobileNetV2 into a graph costs about a second on a 2-core CPU, more than the base
-    needs for 50 images; a fresh ``tf.function`` per call traced it again for every split and view.
-    """
-
-    def __init__(self, extractor: Any) -> None:
-        self.extractor = extractor
-        self.dim = int(extractor.output_shape[-1])
-        self._clean: Any = None
-
-    def clean(self) -> Any:
-        import tensorflow as tf
-
-        if self._clean is None:
-            self._clean = tf.function(lambda x: self.extractor(x, training=False), reduce_retracing=True)
-        return self._clean
-
-    def augmented(self, augment: Any) -> Any:
-        """Augmentation inside the traced call, not in a tf.data map: there Keras' random layers kept
-        one frozen seed state and the "augmented" view came out identical to the clean one."""
-        import tensorflow as tf
-
-        return tf.function(lambda x: self.extractor(augment(x, training=True), training=False),
-                           reduce_retracing=True)
-
-    def features(self, paths: list[str], image_size: int, batch_size: int, *, run: Any = None,
-                 task: str = "features", progress: ProgressFn = no_progress) -> np.ndarray:
-        """The base's output for every file, in order, as a float32 array (n, dim); ``run`` defaults to
-        the clean view."""
-        run = run or self.clean()
-        out = []
-        total = math.ceil(len(paths) / batch_size)
-        for done, batch in enumerate(make_dataset(paths, None, image_size, batch_size), start=1):
-            out.append(run(batch).numpy())
-            progress(task, done, total)
-        return np.concatenate(out).astype("float32") if out else np.zeros((0, self.dim), dtype="float32")
-
-
 def extract_features(extractor: Any, paths: list[str], image_size: int, batch_size: int, *,
-                     task: str = "features", progress: ProgressFn = no_progress) -> np.ndarray:
-    """The extractor's clean output for every file, in order, as a float32 array (n, feature_dim)."""
-    return FeatureRunner(extractor).features(paths, image_size, batch_size, task=task, progress=progress)
+                     augment: Any = None, task: str = "features", progress: ProgressFn = no_progress) -> np.ndarray:
+    """The extractor's output for every file, in order, as a float32 array (n, feature_dim)."""
+    import tensorflow as tf
+
+    ds = make_dataset(paths, None, image_size, batch_size)
+    # augmentation inside the traced call, not in a tf.data map: there Keras' random layers kept one
+    # frozen seed state and the "augmented" view came out identical to the clean one
+    if augment is None:
+        run = tf.function(lambda x: extractor(x, training=False), reduce_retracing=True)
+    else:
+        run = tf.function(lambda x: extractor(augment(x, training=True), training=False), reduce_retracing=True)
+    out = []
+    total = math.ceil(len(paths) / batch_size)
+    for done, batch in enumerate(ds, start=1):
+        out.append(run(batch).numpy())
+        progress(task, done, total)
+    dim = int(extractor.output_shape[-1])
+    return np.concatenate(out).astype("float32") if out else np.zeros((0, dim), dtype="float32")
 
 
 def train_and_val_features(extractor: Any, train_paths: list[str], val_paths: list[str], cfg: TrainConfig,
                            progress: ProgressFn = no_progress) -> tuple[np.ndarray, np.ndarray]:
-    """(train views (views, n, dim), val features (m, dim)): the clean view of train and val in one pass
-    (one pipeline, one trace), then views 1.. of train with the model's augmentation in training mode."""
-    runner = FeatureRunner(extractor)
+    """(train views (views, n, dim), val features (m, dim)): view 0 of train and the val features in one
+    pass, then views 1.. of train with the model's augmentation in training mode.
+
+    Why one clean pass for both splits: each pass traces the base into a graph (about a second for
+    MobileNetV2 on a 2-core CPU, as long as the base needs for 50 images).
+    """
     size, batch = int(cfg.image_size), int(cfg.batch_size)
-    clean = runner.features(train_paths + val_paths, size, batch, task="features (train + val)", progress=progress)
+    clean = extract_features(extractor, train_paths + val_paths, size, batch, task="features (train + val)",
+                             progress=progress)
     views = [clean[:len(train_paths)]]
     for k in range(1, max(1, cfg.aug_views)):
-        run = runner.augmented(augmentation(cfg.seed + 100 * k))
-        views.append(runner.features(train_paths, size, batch, run=run, task=f"features (view {k + 1})",
-                                     progress=progress))
+        views.append(extract_features(extractor, train_paths, size, batch, augment=augmentation(cfg.seed + 100 * k),
+                                      task=f"features (view {k + 1})", progress=progress))
     return np.stack(views), clean[len(train_paths):]
 
 
