@@ -3,7 +3,7 @@
 Both baselines are measured in the same run, against the same in-process server (tests/supaserver.py,
 a real HTTP server on 127.0.0.1), so the ratios compare like with like on whatever machine runs this:
 
-1. images: ``agroml.fetch.fetch_images`` (AGROML_IMAGE_CONCURRENCY threads over one pooled httpx
+1. images: ``agroml.images.fetch.fetch_images`` (AGROML_IMAGE_CONCURRENCY threads over one pooled httpx
    client, verify, atomic write) into an empty cache, against the old system's way: one GET after
    another (over one keep-alive client, status checked, bytes kept in memory).
    Every request has ``--latency`` seconds of server delay (default 30 ms, about a real round trip).
@@ -36,10 +36,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from supa_rows import add_pest_table, jpeg, pest_rows
 from supaserver import Faults, start_server
 
-from agroml import config
-from agroml.fetch import fetch_images
-from agroml.images import ImageCache
-from agroml.sources.supabase import SupabaseSource
+from agroml.core import config, schema
+from agroml.data.supabase import SupabaseSource
+from agroml.images.cache import ImageCache
+from agroml.images.fetch import fetch_images
 
 GOAL_IMAGES_RATIO = 10.0
 
@@ -79,8 +79,9 @@ def _serve(conn) -> None:
         command, args = conn.recv()
         if command == "objects":
             (n,) = args
-            conn.send([server.add_object("predictions", f"pest_images/pest_{i}.jpg", jpeg(i, size=64))
-                       for i in range(n)])
+            conn.send(
+                [server.add_object("predictions", f"pest_images/pest_{i}.jpg", jpeg(i, size=64)) for i in range(n)]
+            )
         elif command == "rows":
             add_pest_table(server, pest_rows(args[0], seed=1))
             conn.send(None)
@@ -163,22 +164,28 @@ def keyset(settings: config.Settings, between: Callable[[], object] = lambda: No
     return ids
 
 
-def offset(settings: config.Settings, between: Callable[[], object] = lambda: None,
-           page_size: int = 1000) -> list[str]:
+def offset(settings: config.Settings, between: Callable[[], object] = lambda: None, page_size: int = 1000) -> list[str]:
     """Every id, through offset pages with the official client: .range(a, a + page - 1) until an empty page."""
     import httpx
     from supabase import ClientOptions, create_client
 
-    from agroml import records
-
-    spec = records.table_spec("pest")
+    spec = schema.table_spec("pest")
     ids: list[str] = []
     with httpx.Client(timeout=60) as http:
-        client = create_client(settings.supabase_url, settings.supabase_key,
-                               options=ClientOptions(httpx_client=http, postgrest_client_retry=False))
+        client = create_client(
+            settings.supabase_url,
+            settings.supabase_key,
+            options=ClientOptions(httpx_client=http, postgrest_client_retry=False),
+        )
         while True:
-            page = (client.table(spec.table).select(",".join(spec.select_columns())).order("id")
-                    .range(len(ids), len(ids) + page_size - 1).execute().data)
+            page = (
+                client.table(spec.table)
+                .select(",".join(spec.select_columns()))
+                .order("id")
+                .range(len(ids), len(ids) + page_size - 1)
+                .execute()
+                .data
+            )
             if not page:
                 return ids
             ids.extend(r["id"] for r in page)
@@ -212,8 +219,10 @@ def bench_paging(rows: int, repeat: int, inserts: int) -> None:
             original = set(keyset(settings))
             calls = iter(range(pages))  # then stop: rows arriving forever would keep any reader busy
             got = fn(settings, lambda calls=calls: next(calls, None) is not None and server.call("more", inserts))
-            print(f"  {name}: {len(got)} rows read, {len(got) - len(set(got))} read twice, "
-                  f"{len(original - set(got))} of the {rows} rows present at the start missed")
+            print(
+                f"  {name}: {len(got)} rows read, {len(got) - len(set(got))} read twice, "
+                f"{len(original - set(got))} of the {rows} rows present at the start missed"
+            )
 
 
 def main() -> None:

@@ -38,10 +38,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def make_store(root: Path, n: int, seed: int = 0):
-    from agroml import config, demo
+    from agroml.core import config
+    from agroml.demo import rows as demo
 
-    settings = config.resolve({"data_dir": root / "data", "models_dir": root / "models", "min_total": 10},
-                              environ={}, env_file=None)
+    settings = config.resolve(
+        {"data_dir": root / "data", "models_dir": root / "models", "min_total": 10}, environ={}, env_file=None
+    )
     if not settings.db_path.exists():
         demo.generate(settings, ["pest"], n=n, seed=seed)
     return settings
@@ -52,8 +54,8 @@ def make_weights(path: Path, arch: str, size: int, paths: list[str]) -> Path:
     import keras
     import numpy as np
 
+    from agroml.images.pixels import load_image_array
     from agroml.training.backbones import build_base, get_backbone, set_bn_momentum
-    from agroml.training.data import load_image_array
 
     keras.utils.set_random_seed(0)  # the same random base in every run
     backbone = get_backbone(arch)
@@ -89,8 +91,8 @@ def old_kind(data, arch: str, weights: str, size: int, epochs: int, batch: int) 
     import keras
     import numpy as np
 
+    from agroml.images.pixels import load_image_array
     from agroml.training.backbones import build_base, get_backbone
-    from agroml.training.data import load_image_array
     from agroml.training.model import build_model, compile_model
 
     start = time.perf_counter()
@@ -100,8 +102,9 @@ def old_kind(data, arch: str, weights: str, size: int, epochs: int, batch: int) 
         xs[split] = (np.stack([load_image_array(p, size) for p in paths]).astype("float32"), labels)
     keras.utils.set_random_seed(0)
     backbone = get_backbone(arch)
-    model = build_model(backbone, build_base(backbone, size, weights, 1.0), len(data.classes), size, scratch=False,
-                        augment=False)
+    model = build_model(
+        backbone, build_base(backbone, size, weights, 1.0), len(data.classes), size, scratch=False, augment=False
+    )
     compile_model(model, 1e-3, len(data.classes))
     model.fit(*xs["train"], validation_data=xs["val"], epochs=epochs, batch_size=batch, verbose=0)
     seconds = time.perf_counter() - start
@@ -120,15 +123,17 @@ def accuracies(model, data, size: int, batch: int) -> dict[str, float]:
     return out
 
 
-def fast_path(data, arch: str, weights: str, size: int, epochs: int, batch: int, views: int,
-              workdir: Path) -> tuple[float, dict[str, float]]:
+def fast_path(
+    data, arch: str, weights: str, size: int, epochs: int, batch: int, views: int, workdir: Path
+) -> tuple[float, dict[str, float]]:
     """agroml's phase 1 (features cached, head trained on them): (seconds, accuracy per split)."""
     from agroml.training.backbones import get_backbone
     from agroml.training.loop import TrainConfig
     from agroml.training.run import build_and_fit
 
-    cfg = TrainConfig("pest", arch, weights, 1.0, size, epochs, batch, 1e-3, aug_views=views,
-                      patience=epochs + 1)  # no early stop: the same number of epochs as the old loop
+    cfg = TrainConfig(
+        "pest", arch, weights, 1.0, size, epochs, batch, 1e-3, aug_views=views, patience=epochs + 1
+    )  # no early stop: the same number of epochs as the old loop
     start = time.perf_counter()
     model, _ = build_and_fit(cfg, get_backbone(arch), data, workdir)
     seconds = time.perf_counter() - start
@@ -142,13 +147,24 @@ def memory_child(args: argparse.Namespace) -> None:
     from agroml.training.run import train
 
     root = Path(args.root)
-    result = train(make_store(root, 0), "pest", args.arch, str(root / "base.weights.h5"), image_size=args.size,
-                   epochs=args.epochs, batch_size=args.batch_size, aug_views=args.aug_views)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2  # KiB -> GiB
+    result = train(
+        make_store(root, 0),
+        "pest",
+        args.arch,
+        str(root / "base.weights.h5"),
+        image_size=args.size,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        aug_views=args.aug_views,
+    )
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # KiB -> GiB
     images = sum(sum(per_class.values()) for per_class in result.counts.values())
-    print(f"memory run: agroml train on {images} images in {result.seconds:.0f} s (--aug-views {args.aug_views}, "
-          f"test accuracy {result.metrics['test']['accuracy']:.3f}); peak RSS of this training process {peak:.2f} GiB "
-          f"(goal < 3 GiB)", flush=True)
+    print(
+        f"memory run: agroml train on {images} images in {result.seconds:.0f} s (--aug-views {args.aug_views}, "
+        f"test accuracy {result.metrics['test']['accuracy']:.3f}); peak RSS of this training process {peak:.2f} GiB "
+        f"(goal < 3 GiB)",
+        flush=True,
+    )
 
 
 def prepare_memory_run(root: Path, args: argparse.Namespace) -> None:
@@ -172,21 +188,28 @@ def speed(root: Path, args: argparse.Namespace) -> None:
     else:
         weights = str(make_weights(root / "base.weights.h5", args.arch, args.size, data.arrays("train")[0]))
     counts = {s: len(v) for s, v in data.splits.items()}
-    print(f"{args.arch} at {args.size}px, {args.epochs} epochs, images per split {counts}, "
-          f"weights {args.weights or 'a random base made here'}")
+    print(
+        f"{args.arch} at {args.size}px, {args.epochs} epochs, images per split {counts}, "
+        f"weights {args.weights or 'a random base made here'}"
+    )
     old_s, old_acc = old_kind(data, args.arch, weights, args.size, args.epochs, args.batch_size)
-    print(f"old kind (in-memory, fit):        {old_s:8.1f} s   val accuracy {old_acc['val']:.3f}   "
-          f"test accuracy {old_acc['test']:.3f}")
-    new_s, new_acc = fast_path(data, args.arch, weights, args.size, args.epochs, args.batch_size, args.aug_views,
-                               root)
+    print(
+        f"old kind (in-memory, fit):        {old_s:8.1f} s   val accuracy {old_acc['val']:.3f}   "
+        f"test accuracy {old_acc['test']:.3f}"
+    )
+    new_s, new_acc = fast_path(data, args.arch, weights, args.size, args.epochs, args.batch_size, args.aug_views, root)
     views = f"{args.aug_views} view{'s' if args.aug_views > 1 else ''}"
-    print(f"agroml fast path ({views}):{' ' * (14 - len(views))}{new_s:8.1f} s   "
-          f"val accuracy {new_acc['val']:.3f}   test accuracy {new_acc['test']:.3f}")
+    print(
+        f"agroml fast path ({views}):{' ' * (14 - len(views))}{new_s:8.1f} s   "
+        f"val accuracy {new_acc['val']:.3f}   test accuracy {new_acc['test']:.3f}"
+    )
     ratio, val_diff = old_s / new_s, abs(old_acc["val"] - new_acc["val"]) * 100
     verdict = ("OK" if val_diff <= 2 else "MISSED") if args.weights else "not judged: a random base, pass --weights"
-    print(f"ratio old/new wall time: {ratio:.2f}x (goal >= 5x) {'OK' if ratio >= 5 else 'MISSED'}; "
-          f"val accuracy difference {val_diff:.1f} points (goal <= 2) {verdict}; "
-          f"test accuracy difference {abs(old_acc['test'] - new_acc['test']) * 100:.1f} points")
+    print(
+        f"ratio old/new wall time: {ratio:.2f}x (goal >= 5x) {'OK' if ratio >= 5 else 'MISSED'}; "
+        f"val accuracy difference {val_diff:.1f} points (goal <= 2) {verdict}; "
+        f"test accuracy difference {abs(old_acc['test'] - new_acc['test']) * 100:.1f} points"
+    )
 
 
 def main() -> None:
@@ -196,14 +219,23 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--arch", default="mobilenetv2")
-    parser.add_argument("--weights", default=None,
-                        help="a base weights file or a saved model.keras (default: a random base made here)")
-    parser.add_argument("--aug-views", type=int, default=1,
-                        help="fast-path views per image (default 1: the old loop sees no augmentation either)")
+    parser.add_argument(
+        "--weights", default=None, help="a base weights file or a saved model.keras (default: a random base made here)"
+    )
+    parser.add_argument(
+        "--aug-views",
+        type=int,
+        default=1,
+        help="fast-path views per image (default 1: the old loop sees no augmentation either)",
+    )
     parser.add_argument("--memory-n", type=int, default=11000, help="demo rows for the memory run (0: skip)")
     parser.add_argument("--memory-root", default=None, help="keep/reuse the memory run's store in this folder")
-    parser.add_argument("--speed", action=argparse.BooleanOptionalAction, default=True,
-                        help="run the speed comparison (--no-speed: memory only)")
+    parser.add_argument(
+        "--speed",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run the speed comparison (--no-speed: memory only)",
+    )
     parser.add_argument("--root", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -217,9 +249,25 @@ def main() -> None:
         if args.memory_n:
             memory_root = Path(args.memory_root) if args.memory_root else root / "memory"
             prepare_memory_run(memory_root, args)
-            child = [sys.executable, __file__, "--child", "--root", str(memory_root), "--size", str(args.size),
-                     "--epochs", str(args.epochs), "--arch", args.arch, "--memory-n", str(args.memory_n),
-                     "--aug-views", str(args.aug_views), "--batch-size", str(args.batch_size)]
+            child = [
+                sys.executable,
+                __file__,
+                "--child",
+                "--root",
+                str(memory_root),
+                "--size",
+                str(args.size),
+                "--epochs",
+                str(args.epochs),
+                "--arch",
+                args.arch,
+                "--memory-n",
+                str(args.memory_n),
+                "--aug-views",
+                str(args.aug_views),
+                "--batch-size",
+                str(args.batch_size),
+            ]
             subprocess.run(child, check=True)  # it prints its own peak RSS (getrusage of itself)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from agroml.config import SETTINGS
+from agroml.core.config import SETTINGS
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -47,7 +47,8 @@ def cli(runner: CliRunner, workdir: Path):
 @pytest.fixture
 def demo_data(workdir: Path):
     """A small demo data set (all model types, 60 rows each) in the fresh working directory's store."""
-    from agroml import config, demo
+    from agroml.core import config
+    from agroml.demo import rows as demo
 
     settings = config.resolve(env_file=None)
     demo.generate(settings, ["pest", "disease", "storage"], n=60, seed=0)

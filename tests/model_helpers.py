@@ -17,7 +17,12 @@ from pathlib import Path
 import numpy as np
 
 COLORS: dict[str, tuple[int, int, int]] = {
-    "red": (1, 0, 0), "green": (0, 1, 0), "blue": (0, 0, 1), "yellow": (1, 1, 0), "cyan": (0, 1, 1)}
+    "red": (1, 0, 0),
+    "green": (0, 1, 0),
+    "blue": (0, 0, 1),
+    "yellow": (1, 1, 0),
+    "cyan": (0, 1, 1),
+}
 
 
 def color_png(name: str, size: int = 20, seed: int = 0) -> bytes:
@@ -44,15 +49,23 @@ def build_color_model(classes: list[str], image_size: int = 16):
     outputs = dense(x)
     model = keras.Model(inputs, outputs)
     # logit_i = 10 c_i.x - 5 |c_i|^2 = -5 |x - c_i|^2 + const: the nearest colour wins
-    dense.set_weights([10 * centers.T, -5 * (centers ** 2).sum(axis=1)])
+    dense.set_weights([10 * centers.T, -5 * (centers**2).sum(axis=1)])
     return model
 
 
-def write_run(models_dir: Path, model_type: str, run_id: str, classes: list[str], split: dict[str, list[str]],
-              image_size: int = 16, labels_as_dict: bool = False, register: bool = True,
-              metrics: dict | None = None) -> Path:
+def write_run(
+    models_dir: Path,
+    model_type: str,
+    run_id: str,
+    classes: list[str],
+    split: dict[str, list[str]],
+    image_size: int = 16,
+    labels_as_dict: bool = False,
+    register: bool = True,
+    metrics: dict | None = None,
+) -> Path:
     """A run folder in the layout `agroml train` writes, optionally registered as succeeded."""
-    from agroml.registry import Registry
+    from agroml.lifecycle.registry import Registry
 
     folder = Path(models_dir) / model_type / run_id
     folder.mkdir(parents=True)
@@ -70,23 +83,33 @@ def write_run(models_dir: Path, model_type: str, run_id: str, classes: list[str]
     return folder
 
 
-def add_rows(settings, model_type: str, rows: list[tuple[str, str, str]], start: datetime | None = None,
-             source: str = "demo") -> list[str]:
+def add_rows(
+    settings, model_type: str, rows: list[tuple[str, str, str]], start: datetime | None = None, source: str = "demo"
+) -> list[str]:
     """Store rows (id, label, colour of its image) with cached images; created one minute apart, in order."""
-    from agroml.images import ImageCache
-    from agroml.records import make_records
-    from agroml.sources.local import Store
+    from agroml.data.records import make_records
+    from agroml.data.store import Store
+    from agroml.images.cache import ImageCache
 
     start = start or datetime(2026, 1, 1, tzinfo=UTC)
     records = []
     with ImageCache(settings.image_dir) as cache:
         for i, (row_id, label, color) in enumerate(rows):
             image = cache.put(color_png(color, seed=zlib.crc32(row_id.encode())), url=f"https://img.test/{row_id}.png")
-            records.append({
-                "id": row_id, "source": source, "model_type": model_type, "image_url": f"https://img.test/{row_id}.png",
-                "image_hash": image.sha256, "predicted_label": label, "confidence": 0.9, "user_confirmed": True,
-                "created_at": start + timedelta(minutes=i), "farmer_id": "f1",
-            })
+            records.append(
+                {
+                    "id": row_id,
+                    "source": source,
+                    "model_type": model_type,
+                    "image_url": f"https://img.test/{row_id}.png",
+                    "image_hash": image.sha256,
+                    "predicted_label": label,
+                    "confidence": 0.9,
+                    "user_confirmed": True,
+                    "created_at": start + timedelta(minutes=i),
+                    "farmer_id": "f1",
+                }
+            )
     with Store(settings.db_path) as store:
         store.upsert(make_records(records))
     return [r[0] for r in rows]
@@ -112,8 +135,9 @@ def start_training(workdir: Path, *extra: str):
 
     out = open(workdir / "train.out", "wb")  # noqa: SIM115 - closed when the process is reaped by the test
     code = "from agroml.cli.main import main; main()"
-    return subprocess.Popen([sys.executable, "-c", code, *TRAIN_ARGS, *extra], cwd=workdir, stdout=out,
-                            stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *TRAIN_ARGS, *extra], cwd=workdir, stdout=out, stderr=subprocess.STDOUT
+    )
 
 
 def wait_until_training(workdir: Path, models_dir: Path, proc, timeout: float = 300) -> str:
@@ -121,7 +145,7 @@ def wait_until_training(workdir: Path, models_dir: Path, proc, timeout: float = 
     handler is installed by then); fails with the child's output if it ends first."""
     import time
 
-    from agroml.registry import Registry
+    from agroml.lifecycle.registry import Registry
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

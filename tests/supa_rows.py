@@ -13,13 +13,38 @@ from typing import Any
 
 from PIL import Image
 
+from agroml.core import schema
+
 PESTS = ("fall_armyworm", "aphids", "stem_borer", "whiteflies", "healthy")
-PEST_COLUMNS = ["id", "farmer_id", "image_url", "image_metadata", "pest_detected", "confidence_score", "severity",
-                "alternative_predictions", "crop_affected", "farm_location", "latitude", "longitude",
-                "user_confirmed", "user_feedback", "actual_pest", "created_at"]
-PEST_TYPES = {"id": "uuid", "farmer_id": "uuid", "confidence_score": "numeric", "latitude": "numeric",
-              "longitude": "numeric", "user_confirmed": "boolean", "created_at": "timestamptz",
-              "image_metadata": "jsonb", "alternative_predictions": "jsonb"}
+PEST_COLUMNS = [
+    "id",
+    "farmer_id",
+    "image_url",
+    "image_metadata",
+    "pest_detected",
+    "confidence_score",
+    "severity",
+    "alternative_predictions",
+    "crop_affected",
+    "farm_location",
+    "latitude",
+    "longitude",
+    "user_confirmed",
+    "user_feedback",
+    "actual_pest",
+    "created_at",
+]
+PEST_TYPES = {
+    "id": "uuid",
+    "farmer_id": "uuid",
+    "confidence_score": "numeric",
+    "latitude": "numeric",
+    "longitude": "numeric",
+    "user_confirmed": "boolean",
+    "created_at": "timestamptz",
+    "image_metadata": "jsonb",
+    "alternative_predictions": "jsonb",
+}
 
 
 def jpeg(seed: int, size: int = 16) -> bytes:
@@ -44,29 +69,32 @@ def pest_rows(n: int, seed: int = 0, image_url: Any = None, start: datetime | No
         fb = rng.random()
         confirmed = True if fb < 0.4 else False if fb < 0.7 else None
         actual = rng.choice(PESTS) if confirmed is False and rng.random() < 0.6 else None
-        rows.append({
-            "id": row_id,
-            "farmer_id": rng.choice(farmers),
-            "image_url": image_url(i, row_id) if image_url else f"pest_images/pest_{row_id}.jpg",
-            "image_metadata": {"w": 16, "h": 16},
-            "pest_detected": predicted.replace("_", " ").title(),
-            "confidence_score": round(rng.uniform(0.3, 0.99), 4),
-            "severity": rng.choice(("low", "moderate", "high", None)),
-            "alternative_predictions": [{"pest": rng.choice(PESTS), "confidence": 0.1}],
-            "crop_affected": rng.choice(("maize", "beans", "tomato")),
-            "farm_location": rng.choice(("Nakuru", "Kisumu", "Meru")),
-            "latitude": round(rng.uniform(-1.5, 0.5), 5),
-            "longitude": round(rng.uniform(34.5, 37.5), 5),
-            "user_confirmed": confirmed,
-            "user_feedback": None,
-            "actual_pest": actual,
-            "created_at": (start + timedelta(minutes=37 * i)).isoformat(),
-        })
+        rows.append(
+            {
+                "id": row_id,
+                "farmer_id": rng.choice(farmers),
+                "image_url": image_url(i, row_id) if image_url else f"pest_images/pest_{row_id}.jpg",
+                "image_metadata": {"w": 16, "h": 16},
+                "pest_detected": predicted.replace("_", " ").title(),
+                "confidence_score": round(rng.uniform(0.3, 0.99), 4),
+                "severity": rng.choice(("low", "moderate", "high", None)),
+                "alternative_predictions": [{"pest": rng.choice(PESTS), "confidence": 0.1}],
+                "crop_affected": rng.choice(("maize", "beans", "tomato")),
+                "farm_location": rng.choice(("Nakuru", "Kisumu", "Meru")),
+                "latitude": round(rng.uniform(-1.5, 0.5), 5),
+                "longitude": round(rng.uniform(34.5, 37.5), 5),
+                "user_confirmed": confirmed,
+                "user_feedback": None,
+                "actual_pest": actual,
+                "created_at": (start + timedelta(minutes=37 * i)).isoformat(),
+            }
+        )
     return rows
 
 
-def add_pest_table(server: Any, rows: list[dict[str, Any]], table: str = "pest_predictions",
-                   columns: list[str] | None = None) -> None:
+def add_pest_table(
+    server: Any, rows: list[dict[str, Any]], table: str = "pest_predictions", columns: list[str] | None = None
+) -> None:
     cols = columns or PEST_COLUMNS
     server.add_table(table, cols, {k: v for k, v in PEST_TYPES.items() if k in cols})
     server.add_rows(table, [{k: r.get(k) for k in cols} for r in rows])
@@ -74,8 +102,6 @@ def add_pest_table(server: Any, rows: list[dict[str, Any]], table: str = "pest_p
 
 def add_empty_tables(server: Any) -> None:
     """disease_predictions and storage_predictions with their default columns and no rows."""
-    from agroml import records
-
     for model in ("disease", "storage"):
-        spec = records.table_spec(model)
+        spec = schema.table_spec(model)
         server.add_table(spec.table, spec.select_columns(), {"id": "uuid", "created_at": "timestamptz"})

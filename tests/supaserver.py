@@ -36,8 +36,16 @@ from urllib.parse import quote
 from supaserver_http import Faults, HttpApp, ImageHost, Reply, RequestLog, corrupt, json_reply
 from supaserver_query import PgError, Table, execute, parse_query
 
-__all__ = ["FakeSupabase", "Faults", "ImageHost", "RequestLog", "make_jwt", "read_jwt", "start_image_host",
-           "start_server"]
+__all__ = [
+    "FakeSupabase",
+    "Faults",
+    "ImageHost",
+    "RequestLog",
+    "make_jwt",
+    "read_jwt",
+    "start_image_host",
+    "start_server",
+]
 
 _JWT_SECRET = b"loopback-supabase-jwt-secret-not-a-real-one"
 _NO_KEY = {"message": "No API key found in request", "hint": "No `apikey` request header or url param was found."}
@@ -46,6 +54,7 @@ _BAD_KEY = {"message": "Invalid API key", "hint": "Double check your Supabase `a
 
 def make_jwt(payload: dict[str, Any]) -> str:
     """An HS256 JWT signed with the fake project's secret (shaped like a real Supabase key)."""
+
     def b64(data: bytes) -> str:
         return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
@@ -87,8 +96,14 @@ class FakeSupabase(HttpApp):
     """PostgREST (`/rest/v1`) and Storage (`/storage/v1`) as agroml uses them. Not thread-safe to mutate
     while requests are in flight (add rows between requests, as a database would be between pages)."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, max_rows: int | None = 1000,
-                 statement_timeout_rows: int | None = None, postgrest_version: int = 13) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        max_rows: int | None = 1000,
+        statement_timeout_rows: int | None = None,
+        postgrest_version: int = 13,
+    ) -> None:
         self.max_rows = max_rows
         # 12 answers a missing table the old way (404, 42P01 "relation ... does not exist"); 13 with PGRST205.
         self.postgrest_version = postgrest_version
@@ -150,8 +165,9 @@ class FakeSupabase(HttpApp):
     def add_bucket(self, bucket: str, public: bool = True) -> None:
         self.buckets[bucket] = public
 
-    def add_object(self, bucket: str, path: str, data: bytes, content_type: str = "image/jpeg",
-                   public: bool = True) -> str:
+    def add_object(
+        self, bucket: str, path: str, data: bytes, content_type: str = "image/jpeg", public: bool = True
+    ) -> str:
         """Store an object (creating the bucket, public or not, when absent); returns its public URL."""
         if self.buckets.setdefault(bucket, public) != public:
             raise ValueError(f"bucket {bucket!r} already exists with public={not public}; publicity is per bucket")
@@ -165,19 +181,22 @@ class FakeSupabase(HttpApp):
     def _error_reply(self, path: str, status: int) -> Reply:
         """An injected failure with the body the real stack sends for that status."""
         if 520 <= status <= 524:  # Cloudflare in front of the project answers with HTML
-            return Reply(status, f"<html><body>error code: {status}</body></html>".encode(),
-                         "text/html; charset=UTF-8")
+            return Reply(status, f"<html><body>error code: {status}</body></html>".encode(), "text/html; charset=UTF-8")
         if path.startswith("/storage/"):
-            names = {429: ("TooManyRequests", "too_many_requests", "Too many connections"),
-                     544: ("DatabaseTimeout", "database_timeout", "The database timed out"),
-                     503: ("SlowDown", "service_unavailable", "Please reduce your request rate")}
+            names = {
+                429: ("TooManyRequests", "too_many_requests", "Too many connections"),
+                544: ("DatabaseTimeout", "database_timeout", "The database timed out"),
+                503: ("SlowDown", "service_unavailable", "Please reduce your request rate"),
+            }
             code, error, message = names.get(status, ("InternalError", "internal", "Internal Server Error"))
             return _storage_error(str(status), code, error, message, http=status)
         if status == 429:
             return json_reply(429, {"message": "API rate limit exceeded"})
-        bodies = {503: ("PGRST002", "Could not query the database for the schema cache. Retrying."),
-                  504: ("PGRST003", "Timed out acquiring connection from connection pool."),
-                  500: ("57014", "canceling statement due to statement timeout")}
+        bodies = {
+            503: ("PGRST002", "Could not query the database for the schema cache. Retrying."),
+            504: ("PGRST003", "Timed out acquiring connection from connection pool."),
+            500: ("57014", "canceling statement due to statement timeout"),
+        }
         code, message = bodies.get(status, ("XX000", f"internal error {status}"))
         return json_reply(status, {"code": code, "details": None, "hint": None, "message": message})
 
@@ -204,25 +223,48 @@ class FakeSupabase(HttpApp):
         if denied:
             return denied
         if role is None:
-            return json_reply(401, {"code": "PGRST301", "details": None, "hint": None,
-                                    "message": "No suitable key or wrong key type"})
+            return json_reply(
+                401, {"code": "PGRST301", "details": None, "hint": None, "message": "No suitable key or wrong key type"}
+            )
         schema = req.headers.get("accept-profile", "public")
         if schema != "public":
-            return json_reply(406, {"code": "PGRST106", "details": None, "hint": None,
-                                    "message": "The schema must be one of the following: public, graphql_public"})
+            return json_reply(
+                406,
+                {
+                    "code": "PGRST106",
+                    "details": None,
+                    "hint": None,
+                    "message": "The schema must be one of the following: public, graphql_public",
+                },
+            )
         if req.method not in ("GET", "HEAD"):
-            return json_reply(405, {"code": "PGRST101", "details": None, "hint": None,
-                                    "message": "the loopback server only reads (GET/HEAD)"})
-        name = req.path[len("/rest/v1/"):].strip("/")
+            return json_reply(
+                405,
+                {
+                    "code": "PGRST101",
+                    "details": None,
+                    "hint": None,
+                    "message": "the loopback server only reads (GET/HEAD)",
+                },
+            )
+        name = req.path[len("/rest/v1/") :].strip("/")
         table = self.tables.get(name)
         if table is None and self.postgrest_version < 13:
-            return json_reply(404, {"code": "42P01", "details": None, "hint": None,
-                                    "message": f'relation "public.{name}" does not exist'})
+            return json_reply(
+                404,
+                {"code": "42P01", "details": None, "hint": None, "message": f'relation "public.{name}" does not exist'},
+            )
         if table is None:
             close = difflib.get_close_matches(name, list(self.tables), n=1)
-            return json_reply(404, {"code": "PGRST205", "details": None,
-                                    "hint": f"Perhaps you meant the table 'public.{close[0]}'" if close else None,
-                                    "message": f"Could not find the table 'public.{name}' in the schema cache"})
+            return json_reply(
+                404,
+                {
+                    "code": "PGRST205",
+                    "details": None,
+                    "hint": f"Perhaps you meant the table 'public.{close[0]}'" if close else None,
+                    "message": f"Could not find the table 'public.{name}' in the schema cache",
+                },
+            )
         prefer = req.headers.get("prefer", "")
         count = any(p.strip() in ("count=exact", "count=planned", "count=estimated") for p in prefer.split(","))
         try:
@@ -231,26 +273,47 @@ class FakeSupabase(HttpApp):
         except PgError as err:
             return json_reply(err.status, err.body())
         if self.statement_timeout_rows is not None and result.scanned > self.statement_timeout_rows:
-            return json_reply(500, {"code": "57014", "details": None, "hint": None,
-                                    "message": "canceling statement due to statement timeout"})
+            return json_reply(
+                500,
+                {
+                    "code": "57014",
+                    "details": None,
+                    "hint": None,
+                    "message": "canceling statement due to statement timeout",
+                },
+            )
         n, lower, total = len(result.rows), result.offset, result.total
         total_s = "*" if total is None else str(total)
         content_range = f"{lower}-{lower + n - 1}/{total_s}" if n else f"*/{total_s}"
         if total is not None and lower > total:
-            return json_reply(416, {"code": "PGRST103", "hint": None, "message": "Requested range not satisfiable",
-                                    "details": f"An offset of {lower} was requested, but there are only {total} rows."},
-                              **{"Content-Range": f"*/{total}"})
+            return json_reply(
+                416,
+                {
+                    "code": "PGRST103",
+                    "hint": None,
+                    "message": "Requested range not satisfiable",
+                    "details": f"An offset of {lower} was requested, but there are only {total} rows.",
+                },
+                **{"Content-Range": f"*/{total}"},
+            )
         status = 206 if total is not None and n < total else 200
         accept = req.headers.get("accept", "")
         if "application/vnd.pgrst.object+json" in accept:
             if n != 1:
-                return json_reply(406, {"code": "PGRST116", "details": f"The result contains {n} rows",
-                                        "hint": None, "message": "Cannot coerce the result to a single JSON object"})
+                return json_reply(
+                    406,
+                    {
+                        "code": "PGRST116",
+                        "details": f"The result contains {n} rows",
+                        "hint": None,
+                        "message": "Cannot coerce the result to a single JSON object",
+                    },
+                )
             return json_reply(200, result.rows[0], **{"Content-Range": content_range})
         return json_reply(status, result.rows, **{"Content-Range": content_range})
 
     def _storage(self, req: RequestLog) -> Reply:
-        parts = req.path[len("/storage/v1/"):].split("/")
+        parts = req.path[len("/storage/v1/") :].split("/")
         if parts[:2] == ["object", "public"] and len(parts) > 3 and req.method in ("GET", "HEAD"):
             bucket, path = parts[2], "/".join(parts[3:])
             if not self.buckets.get(bucket):  # private buckets do not exist for the public route
@@ -281,9 +344,17 @@ class FakeSupabase(HttpApp):
         if obj is None:
             return _storage_error(*_NO_SUCH_KEY)
         broken = self.faults.corrupt_objects
-        return Reply(200, corrupt(obj.data) if broken else obj.data, obj.content_type,
-                     {"Cache-Control": "max-age=3600", "ETag": f'"{hashlib.md5(obj.data).hexdigest()}"',
-                      "Last-Modified": formatdate(obj.modified, usegmt=True)}, corrupted=broken)
+        return Reply(
+            200,
+            corrupt(obj.data) if broken else obj.data,
+            obj.content_type,
+            {
+                "Cache-Control": "max-age=3600",
+                "ETag": f'"{hashlib.md5(obj.data).hexdigest()}"',
+                "Last-Modified": formatdate(obj.modified, usegmt=True),
+            },
+            corrupted=broken,
+        )
 
     def _sign(self, req: RequestLog, role: str, bucket: str, path: str) -> Reply:
         """POST /object/sign/<bucket>[/<path>]: one signed URL, or many ({"paths": [...]}, at most 1000)."""
@@ -306,13 +377,19 @@ class FakeSupabase(HttpApp):
             return json_reply(200, {"signedURL": url}) if url else _storage_error(*_NO_SUCH_KEY)
         paths = body.get("paths")
         if not isinstance(paths, list) or len(paths) > 1000:
-            return _storage_error("400", "InvalidRequest", "Bad Request",
-                                  "body/paths must be an array of at most 1000 items")
+            return _storage_error(
+                "400", "InvalidRequest", "Bad Request", "body/paths must be an array of at most 1000 items"
+            )
         out = []
         for p in paths:
             url = signed(str(p))
-            out.append({"error": None if url else "Either the object does not exist or you do not have access to it",
-                        "path": p, "signedURL": url})
+            out.append(
+                {
+                    "error": None if url else "Either the object does not exist or you do not have access to it",
+                    "path": p,
+                    "signedURL": url,
+                }
+            )
         return json_reply(200, out)
 
     def _signed_get(self, req: RequestLog, bucket: str, path: str) -> Reply:

@@ -54,6 +54,7 @@ class RequestLog:
     delay_s: float = 0.0  # latency the server slept before answering (delay_s plus slow_s when slow)
     body: bytes = b""
 
+
 @dataclass
 class Reply:
     status: int
@@ -114,8 +115,12 @@ class HttpApp:
         self._httpd = _HTTPServer((host, port), _Handler)
         self._httpd.app = self  # type: ignore[attr-defined]
         self.url = f"http://{host}:{self._httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=f"{type(self).__name__}:{self.url}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"{type(self).__name__}:{self.url}",
+            daemon=True,
+        )
         self._thread.start()
 
     # ----------------------------------------------------------------------------------------- lifecycle
@@ -161,8 +166,15 @@ class HttpApp:
             headers[key] = f"{headers[key]}, {value}" if key in headers else value
         length = int(headers.get("content-length") or 0)
         body = h.rfile.read(length) if length else b""
-        log = RequestLog(h.command, unquote(split.path), parse_qs(split.query, keep_blank_values=True), headers,
-                         h.client_address, time.time(), body=body)
+        log = RequestLog(
+            h.command,
+            unquote(split.path),
+            parse_qs(split.query, keep_blank_values=True),
+            headers,
+            h.client_address,
+            time.time(),
+            body=body,
+        )
         self.requests.append(log)
         faults = self.faults
         draw_drop, draw_error, draw_trunc, draw_slow, draw_status = self._draws()
@@ -253,5 +265,3 @@ def corrupt(data: bytes) -> bytes:
     """Destroy the first bytes (the image's magic number and header) so no decoder accepts the result."""
     k = min(64, len(data))
     return bytes(b ^ 0x5A for b in data[:k]) + data[k:]
-
-

@@ -24,15 +24,35 @@ from typing import Any
 
 # Column types the fake understands; inferred from the rows unless given explicitly.
 TYPES = ("bigint", "integer", "numeric", "boolean", "timestamptz", "date", "uuid", "text", "jsonb")
-_PG_TYPE_NAMES = {"bigint": "bigint", "integer": "integer", "numeric": "numeric", "boolean": "boolean", "uuid": "uuid",
-                  "timestamptz": "timestamp with time zone", "date": "date", "jsonb": "json", "text": "text"}
+_PG_TYPE_NAMES = {
+    "bigint": "bigint",
+    "integer": "integer",
+    "numeric": "numeric",
+    "boolean": "boolean",
+    "uuid": "uuid",
+    "timestamptz": "timestamp with time zone",
+    "date": "date",
+    "jsonb": "json",
+    "text": "text",
+}
 _UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
 _TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _COMPARISONS = {"eq", "neq", "gt", "gte", "lt", "lte"}
 _OPERATORS = _COMPARISONS | {"like", "ilike", "in", "is"}
-_RESERVED_PARAMS = {"select", "order", "limit", "offset", "or", "and", "not.or", "not.and", "apikey",
-                    "columns", "on_conflict"}
+_RESERVED_PARAMS = {
+    "select",
+    "order",
+    "limit",
+    "offset",
+    "or",
+    "and",
+    "not.or",
+    "not.and",
+    "apikey",
+    "columns",
+    "on_conflict",
+}
 
 
 class PgError(Exception):
@@ -51,6 +71,7 @@ def _parse_error(kind: str, text: str, details: str) -> PgError:
 
 
 # --------------------------------------------------------------------------------------------------- types
+
 
 def infer_type(values: list[Any]) -> str:
     """The PostgreSQL type a column of these JSON values most plausibly has (all non-null values agree)."""
@@ -130,6 +151,7 @@ def typed_value(type_: str, value: Any) -> Any:
 
 # --------------------------------------------------------------------------------------------------- table
 
+
 class Table:
     """Rows of one table plus caches (typed columns, sorted orders) rebuilt when the rows change."""
 
@@ -181,8 +203,10 @@ class Table:
                     col = self.typed(column)
                     # rank nulls so that after the (possibly reversed) sort they land where asked
                     null_rank = (0 if nulls_first else 1) if not desc else (1 if nulls_first else 0)
-                    idx.sort(key=lambda i, col=col, nr=null_rank: (nr, None) if col[i] is None else (1 - nr, col[i]),
-                             reverse=desc)
+                    idx.sort(
+                        key=lambda i, col=col, nr=null_rank: (nr, None) if col[i] is None else (1 - nr, col[i]),
+                        reverse=desc,
+                    )
                 lead = self.typed(spec[0][0])
                 non_null = [p for p, i in enumerate(idx) if lead[i] is not None]
                 span = (non_null[0], non_null[-1] + 1) if non_null else (0, 0)
@@ -196,6 +220,7 @@ class Table:
 
 
 # --------------------------------------------------------------------------------------------------- filters
+
 
 @dataclass
 class Leaf:
@@ -255,8 +280,7 @@ def parse_leaf(table: Table, column: str, expr: str, raw: str, kind: str = "filt
         negate, expr = True, expr[4:]
     op, dot, value = expr.partition(".")
     if not dot or op not in _OPERATORS:
-        raise _parse_error(kind, raw, f'unexpected "{op[:1] or expr[:1]}" expecting "not" or operator '
-                                      "(eq, gt, ...)")
+        raise _parse_error(kind, raw, f'unexpected "{op[:1] or expr[:1]}" expecting "not" or operator (eq, gt, ...)')
     if column not in table.columns:
         raise table.missing_column(column)
     type_ = table.column_type(column)
@@ -273,10 +297,13 @@ def parse_leaf(table: Table, column: str, expr: str, raw: str, kind: str = "filt
         return Leaf(column, op, negate, [parse_literal(type_, v) for v in items])
     if op in ("like", "ilike"):
         if type_ != "text":
-            raise PgError(400, "42883",
-                          f"operator does not exist: {_PG_TYPE_NAMES[type_]} ~~ unknown", None,
-                          "No operator matches the given name and argument types. "
-                          "You might need to add explicit type casts.")
+            raise PgError(
+                400,
+                "42883",
+                f"operator does not exist: {_PG_TYPE_NAMES[type_]} ~~ unknown",
+                None,
+                "No operator matches the given name and argument types. You might need to add explicit type casts.",
+            )
         return Leaf(column, op, negate, _like_regex(value, op == "ilike"))
     return Leaf(column, op, negate, parse_literal(type_, _unquote(value) if kind == "logic tree" else value))
 
@@ -294,7 +321,7 @@ def parse_logic(table: Table, kind: str, negate: bool, body: str, raw: str) -> L
             continue
         if item.startswith('"'):
             end = item.find('"', 1)
-            column, rest = item[1:end], item[end + 2:]
+            column, rest = item[1:end], item[end + 2 :]
         else:
             column, _, rest = item.partition(".")
         if not column or not rest:
@@ -318,8 +345,13 @@ def evaluate(node: Any, table: Table, i: int) -> bool | None:
     op = node.op
     if op == "is":
         word = node.value
-        out = {"null": v is None, "not_null": v is not None, "unknown": v is None,
-               "true": v is True, "false": v is False}[word]
+        out = {
+            "null": v is None,
+            "not_null": v is not None,
+            "unknown": v is None,
+            "true": v is True,
+            "false": v is False,
+        }[word]
         return not out if node.negate else out
     if v is None:
         return None
@@ -365,6 +397,7 @@ def _bound(node: Any, column: str, low: bool) -> Any:
 
 # --------------------------------------------------------------------------------------------------- query
 
+
 @dataclass
 class Query:
     projection: list[tuple[str, str, bool]]  # (output key, column, cast to text)
@@ -397,8 +430,13 @@ def parse_query(table: Table, params: dict[str, list[str]]) -> Query:
                 continue
             if "(" in item:
                 rel = item.split("(")[0].split(":")[-1].strip("!")
-                raise PgError(400, "PGRST200", f"Could not find a relationship between '{table.name}' and "
-                              f"'{rel}' in the schema cache", None, None)
+                raise PgError(
+                    400,
+                    "PGRST200",
+                    f"Could not find a relationship between '{table.name}' and '{rel}' in the schema cache",
+                    None,
+                    None,
+                )
             base, _, cast = item.partition("::")  # only ::text is modelled (a number comes back as a string)
             alias, _, column = base.partition(":") if ":" in base else ("", "", base)
             column = _unquote(column)
@@ -424,8 +462,11 @@ def parse_query(table: Table, params: dict[str, list[str]]) -> Query:
                 elif mod in ("nullsfirst", "nullslast"):
                     nulls_first = mod == "nullsfirst"
                 else:
-                    raise _parse_error("order", raw_order, f'unexpected "{mod[:1]}" expecting "asc", "desc", '
-                                       '"nullsfirst" or "nullslast"')
+                    raise _parse_error(
+                        "order",
+                        raw_order,
+                        f'unexpected "{mod[:1]}" expecting "asc", "desc", "nullsfirst" or "nullslast"',
+                    )
             if column not in table.columns:
                 raise table.missing_column(column)
             order.append((column, desc, desc if nulls_first is None else nulls_first))

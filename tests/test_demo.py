@@ -12,10 +12,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from agroml import config, demo, records
-from agroml.errors import UsageError
-from agroml.images import ImageCache
-from agroml.sources.local import Store
+from agroml.core import config
+from agroml.core.errors import UsageError
+from agroml.data import records
+from agroml.data.store import Store
+from agroml.demo import rows as demo
+from agroml.images.cache import ImageCache
 
 
 def _settings(root: Path) -> config.Settings:
@@ -33,8 +35,20 @@ def test_same_seed_gives_identical_rows_and_photos_and_another_seed_does_not(wor
     demo.generate(second, ["pest"], n=8, seed=3)
     demo.generate(other, ["pest"], n=8, seed=4)
     a, b, c = _rows(first, "pest"), _rows(second, "pest"), _rows(other, "pest")
-    cols = ["id", "predicted_label", "actual_label", "feedback", "label", "confidence", "created_at", "image_hash",
-            "crop", "location", "latitude", "extra"]
+    cols = [
+        "id",
+        "predicted_label",
+        "actual_label",
+        "feedback",
+        "label",
+        "confidence",
+        "created_at",
+        "image_hash",
+        "crop",
+        "location",
+        "latitude",
+        "extra",
+    ]
     pd.testing.assert_frame_equal(a[cols], b[cols])
     assert a["image_hash"].notna().all()
     assert not set(a["id"]) & set(c["id"])

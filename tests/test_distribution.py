@@ -10,11 +10,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from agroml import analysis, config
-from agroml import records as rec
-from agroml.errors import ConfigError, UsageError
-from agroml.sources import LocalSource
-from agroml.sources.local import Store
+from agroml.core import config
+from agroml.core.errors import ConfigError, UsageError
+from agroml.data import analysis
+from agroml.data import records as rec
+from agroml.data.sources import LocalSource
+from agroml.data.store import Store
 
 # id, predicted, user_confirmed, actual, crop, location, created_at (UTC), invalid_reason
 ROWS = [
@@ -39,10 +40,22 @@ ROWS = [
 def store(workdir: Path) -> config.Settings:
     settings = config.resolve(env_file=None)
     frame = rec.make_records(
-        dict(id=i, source="test", model_type="pest", image_url=None if bad == "no_image" else f"test://{i}.jpg",
-             predicted_label=p, confidence=0.8, user_confirmed=c, actual_label=a, crop=crop, location=loc,
-             created_at=t, invalid_reason=bad)
-        for i, p, c, a, crop, loc, t, bad in ROWS)
+        dict(
+            id=i,
+            source="test",
+            model_type="pest",
+            image_url=None if bad == "no_image" else f"test://{i}.jpg",
+            predicted_label=p,
+            confidence=0.8,
+            user_confirmed=c,
+            actual_label=a,
+            crop=crop,
+            location=loc,
+            created_at=t,
+            invalid_reason=bad,
+        )
+        for i, p, c, a, crop, loc, t, bad in ROWS
+    )
     with Store(settings.db_path) as s:
         s.upsert(frame)
     return settings
@@ -61,8 +74,19 @@ def table(report: dict) -> list[tuple[str, int, int]]:
 # --- seasons -------------------------------------------------------------------------------------
 def test_season_of_every_month():
     assert [analysis.season_of_month(m) for m in range(1, 13)] == [
-        "transition", "transition", "long_rains", "long_rains", "long_rains", "dry_season", "dry_season",
-        "dry_season", "dry_season", "short_rains", "short_rains", "short_rains"]
+        "transition",
+        "transition",
+        "long_rains",
+        "long_rains",
+        "long_rains",
+        "dry_season",
+        "dry_season",
+        "dry_season",
+        "dry_season",
+        "short_rains",
+        "short_rains",
+        "short_rains",
+    ]
 
 
 def test_seasons_use_the_farm_time_zone():
@@ -89,7 +113,11 @@ def test_by_crop_and_region_count_missing_values_as_unknown(cli, store):
 
 def test_by_season_in_nairobi_time_and_another_zone(cli, store, monkeypatch):
     assert table(dist(cli, "--by", "season")) == [
-        ("transition", 2, 1), ("long_rains", 4, 3), ("dry_season", 4, 3), ("short_rains", 2, 0)]
+        ("transition", 2, 1),
+        ("long_rains", 4, 3),
+        ("dry_season", 4, 3),
+        ("short_rains", 2, 0),
+    ]
     # in UTC, p3 is in February and p11 in December
     utc = dist(cli, "--by", "season", "--timezone", "UTC")
     assert table(utc) == [("transition", 2, 2), ("long_rains", 3, 2), ("dry_season", 4, 3), ("short_rains", 3, 0)]
@@ -100,8 +128,15 @@ def test_by_season_in_nairobi_time_and_another_zone(cli, store, monkeypatch):
 
 def test_by_month_of_year(cli, store):
     assert table(dist(cli, "--by", "month")) == [
-        ("Jan", 2, 1), ("Mar", 2, 2), ("Apr", 1, 1), ("May", 1, 0), ("Jun", 2, 2), ("Jul", 2, 1), ("Oct", 1, 0),
-        ("Nov", 1, 0)]
+        ("Jan", 2, 1),
+        ("Mar", 2, 2),
+        ("Apr", 1, 1),
+        ("May", 1, 0),
+        ("Jun", 2, 2),
+        ("Jul", 2, 1),
+        ("Oct", 1, 0),
+        ("Nov", 1, 0),
+    ]
 
 
 def test_class_season_tables_and_month_series(cli, store):
@@ -119,9 +154,17 @@ def test_class_season_tables_and_month_series(cli, store):
     months = report["months"]
     assert months[0]["month"] == "2024-06" and months[-1]["month"] == "2026-01" and len(months) == 20
     nonzero = {m["month"]: (m["rows"], m["trainable"]) for m in months if m["rows"]}
-    assert nonzero == {"2024-06": (2, 2), "2025-01": (1, 1), "2025-03": (2, 2), "2025-04": (1, 1),
-                       "2025-05": (1, 0), "2025-07": (2, 1), "2025-10": (1, 0), "2025-11": (1, 0),
-                       "2026-01": (1, 0)}
+    assert nonzero == {
+        "2024-06": (2, 2),
+        "2025-01": (1, 1),
+        "2025-03": (2, 2),
+        "2025-04": (1, 1),
+        "2025-05": (1, 0),
+        "2025-07": (2, 1),
+        "2025-10": (1, 0),
+        "2025-11": (1, 0),
+        "2026-01": (1, 0),
+    }
     assert sum(m["rows"] for m in months) == report["total"]
 
 
@@ -153,8 +196,10 @@ def test_unknown_key_and_zone_are_refused(cli, store):
     assert result.exit_code == 2 and "'county' is not one of" in " ".join(result.output.split())
     result = cli("distribution", "--timezone", "Mars/Olympus")
     assert result.exit_code == 1
-    assert result.stderr.strip() == ("error: unknown time zone 'Mars/Olympus' (set AGROML_TIMEZONE (or --timezone) "
-                                     "to an IANA name such as Africa/Nairobi)")
+    assert result.stderr.strip() == (
+        "error: unknown time zone 'Mars/Olympus' (set AGROML_TIMEZONE (or --timezone) "
+        "to an IANA name such as Africa/Nairobi)"
+    )
 
 
 def test_empty_model_type_reports_zeros(cli, store):
@@ -186,8 +231,9 @@ def test_plot_to_an_unwritable_folder_exits_1_and_names_it(cli, store, workdir):
     Path("a_file").write_text("not a folder")
     result = cli("distribution", "--plot", "a_file/pest.png")
     assert result.exit_code == 1
-    assert result.stderr.strip() == ("error: cannot write a_file/pest.png: a_file is not a folder "
-                                     "(choose a writable file path)")
+    assert result.stderr.strip() == (
+        "error: cannot write a_file/pest.png: a_file is not a folder (choose a writable file path)"
+    )
     assert result.stdout == ""
     assert Path("a_file").read_text() == "not a folder"
 

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from agroml import config, doctor
-from agroml.records import make_records
-from agroml.sources.local import SCHEMA_VERSION, Store
+from agroml.core import config
+from agroml.data.records import make_records
+from agroml.data.store import SCHEMA_VERSION, Store
+from agroml.ops import doctor
 
 
 def b64url(data: dict) -> str:
@@ -23,8 +24,13 @@ def b64url(data: dict) -> str:
 
 def make_jwt(role: str, exp: float | None = None) -> str:
     """A key shaped like Supabase's legacy keys: HS256 header, payload with iss/ref/role, a signature."""
-    payload = {"iss": "supabase", "ref": "abcdefghijklmnopqrst", "role": role, "iat": 1_700_000_000,
-               "exp": int(exp if exp is not None else time.time() + 10 * 365 * 86400)}
+    payload = {
+        "iss": "supabase",
+        "ref": "abcdefghijklmnopqrst",
+        "role": role,
+        "iat": 1_700_000_000,
+        "exp": int(exp if exp is not None else time.time() + 10 * 365 * 86400),
+    }
     signature = base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode()
     return f"{b64url({'alg': 'HS256', 'typ': 'JWT'})}.{b64url(payload)}.{signature}"
 
@@ -57,10 +63,21 @@ def by_name(checks: list[doctor.Check]) -> dict[str, doctor.Check]:
 
 def fill_store(path: Path, model_type: str, per_class: dict[str, int]) -> None:
     """Confirmed rows for ``model_type``: ``per_class`` trainable rows of each label."""
-    rows = [{"id": f"{model_type}-{label}-{i}", "source": "local", "model_type": model_type,
-             "image_url": f"https://x.supabase.co/{label}/{i}.jpg", "predicted_label": label, "confidence": 0.8,
-             "user_confirmed": True, "actual_label": None, "created_at": "2025-03-01T00:00:00Z"}
-            for label, n in per_class.items() for i in range(n)]
+    rows = [
+        {
+            "id": f"{model_type}-{label}-{i}",
+            "source": "local",
+            "model_type": model_type,
+            "image_url": f"https://x.supabase.co/{label}/{i}.jpg",
+            "predicted_label": label,
+            "confidence": 0.8,
+            "user_confirmed": True,
+            "actual_label": None,
+            "created_at": "2025-03-01T00:00:00Z",
+        }
+        for label, n in per_class.items()
+        for i in range(n)
+    ]
     with Store(path) as store:
         store.upsert(make_records(rows))
 
@@ -93,9 +110,21 @@ def test_json_shape(cli):
         assert set(check) == {"name", "status", "detail", "fix"}
         assert check["status"] in ("ok", "warn", "fail")
     names = [c["name"] for c in report["checks"]]
-    for expected in ("python", "packages", "tensorflow", "data folder", "models folder", "exports folder", "disk",
-                     "settings", "store", "supabase key", "supabase online", "weights mobilenetv2",
-                     "readiness pest"):
+    for expected in (
+        "python",
+        "packages",
+        "tensorflow",
+        "data folder",
+        "models folder",
+        "exports folder",
+        "disk",
+        "settings",
+        "store",
+        "supabase key",
+        "supabase online",
+        "weights mobilenetv2",
+        "readiness pest",
+    ):
         assert expected in names
     checks = {c["name"]: c for c in report["checks"]}
     assert checks["tensorflow"]["status"] == "ok" and "CPU" in checks["tensorflow"]["detail"]
@@ -110,9 +139,12 @@ def test_data_dir_below_a_file_fails_even_as_root(cli, workdir, monkeypatch):
     result = cli("doctor", "--offline", "--json")
     assert result.exit_code == 1
     check = {c["name"]: c for c in json.loads(result.stdout)["checks"]}["data folder"]
-    assert check == {"name": "data folder", "status": "fail",
-                     "detail": f"cannot create {workdir}/afile/data: {workdir}/afile is a file, not a folder",
-                     "fix": "set AGROML_DATA_DIR to a writable folder"}
+    assert check == {
+        "name": "data folder",
+        "status": "fail",
+        "detail": f"cannot create {workdir}/afile/data: {workdir}/afile is a file, not a folder",
+        "fix": "set AGROML_DATA_DIR to a writable folder",
+    }
     table = cli("doctor", "--offline")
     assert table.exit_code == 1
     assert "not ready" in table.output and "1 failed" in table.output
@@ -230,27 +262,30 @@ def test_store_rows_and_readiness(workdir):
 
 
 # --- the Supabase key --------------------------------------------------------------------------------
-@pytest.mark.parametrize(("key", "status", "expected"), [
-    (make_jwt("service_role"), "ok", "service_role key from SUPABASE_SERVICE_KEY (…"),
-    ("sb_secret_" + "x" * 30 + "9f3a", "ok", "service_role key from SUPABASE_SERVICE_KEY (…9f3a)"),
-    (make_jwt("anon"), "warn", "anon key from SUPABASE_SERVICE_KEY (…"),
-    ("sb_publishable_" + "y" * 30, "warn", "anon key from"),
-    (make_jwt("authenticated"), "warn", "has role 'authenticated', not service_role"),
-    ("not-a-jwt-at-all-0123456789", "warn", "cannot read its role"),
-    ("aaaa.!!!!.bbbb", "warn", "cannot read its role"),
-    (make_jwt("service_role", exp=time.time() - 86400), "fail", "expired on"),
-])
+@pytest.mark.parametrize(
+    ("key", "status", "expected"),
+    [
+        (make_jwt("service_role"), "ok", "service_role key from SUPABASE_SERVICE_KEY (…"),
+        ("sb_secret_" + "x" * 30 + "9f3a", "ok", "service_role key from SUPABASE_SERVICE_KEY (…9f3a)"),
+        (make_jwt("anon"), "warn", "anon key from SUPABASE_SERVICE_KEY (…"),
+        ("sb_publishable_" + "y" * 30, "warn", "anon key from"),
+        (make_jwt("authenticated"), "warn", "has role 'authenticated', not service_role"),
+        ("not-a-jwt-at-all-0123456789", "warn", "cannot read its role"),
+        ("aaaa.!!!!.bbbb", "warn", "cannot read its role"),
+        (make_jwt("service_role", exp=time.time() - 86400), "fail", "expired on"),
+    ],
+)
 def test_key_roles(workdir, key, status, expected):
-    check = doctor.check_supabase_key(settings_with(SUPABASE_URL="https://abc.supabase.co",
-                                                    SUPABASE_SERVICE_KEY=key))
+    check = doctor.check_supabase_key(settings_with(SUPABASE_URL="https://abc.supabase.co", SUPABASE_SERVICE_KEY=key))
     assert check.status == status, check
     assert expected in check.detail
     assert key not in check.detail + check.fix and key[:20] not in check.detail + check.fix
 
 
 def test_anon_key_warning_says_why_and_what_to_do(workdir):
-    check = doctor.check_supabase_key(settings_with(SUPABASE_URL="https://abc.supabase.co",
-                                                    SUPABASE_KEY=make_jwt("anon")))
+    check = doctor.check_supabase_key(
+        settings_with(SUPABASE_URL="https://abc.supabase.co", SUPABASE_KEY=make_jwt("anon"))
+    )
     assert check.status == "warn"
     assert check.detail.startswith("anon key from SUPABASE_KEY (…")
     assert check.detail.endswith("): row-level security shows only a farmer's own rows; use the service-role key")
@@ -301,10 +336,12 @@ def test_a_check_quoting_the_key_is_scrubbed(workdir):
 # --- online checks, weights, crash guard, exit codes --------------------------------------------------
 def test_online_checks_skipped_offline_or_unconfigured(workdir):
     assert doctor.check_online(settings_with(), offline=False) == [
-        doctor.Check("supabase online", "ok", "skipped (Supabase not configured)")]
+        doctor.Check("supabase online", "ok", "skipped (Supabase not configured)")
+    ]
     configured = settings_with(SUPABASE_URL="http://127.0.0.1:9", SUPABASE_SERVICE_KEY=make_jwt("service_role"))
     assert doctor.check_online(configured, offline=True) == [
-        doctor.Check("supabase online", "ok", "skipped (--offline)")]
+        doctor.Check("supabase online", "ok", "skipped (--offline)")
+    ]
 
 
 def test_store_and_image_folders_moved_out_of_data_are_checked(workdir):
@@ -325,8 +362,12 @@ def test_online_checks_against_a_closed_port_report_a_problem(workdir):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     key = make_jwt("service_role")
-    settings = settings_with(SUPABASE_URL=f"http://127.0.0.1:{port}", SUPABASE_SERVICE_KEY=key,
-                             AGROML_HTTP_TIMEOUT="2", AGROML_RETRY_MAX_SECONDS="1")
+    settings = settings_with(
+        SUPABASE_URL=f"http://127.0.0.1:{port}",
+        SUPABASE_SERVICE_KEY=key,
+        AGROML_HTTP_TIMEOUT="2",
+        AGROML_RETRY_MAX_SECONDS="1",
+    )
     online = doctor.check_online(settings, offline=False)
     assert online, "no online check line"
     assert any(c.status in ("warn", "fail") for c in online), online
@@ -357,16 +398,21 @@ def test_weight_file_names_match_keras():
 
     assert '"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_"' in inspect.getsource(mobilenet_v2)
     assert '_no_top.h5"' in inspect.getsource(mobilenet_v2)
-    assert '"_weights_tf_dim_ordering_tf_kernels_notop.h5"' in inspect.getsource(resnet).replace(
-        "{weights_name}", "")
+    assert '"_weights_tf_dim_ordering_tf_kernels_notop.h5"' in inspect.getsource(resnet).replace("{weights_name}", "")
     assert 'file_suffix = "_notop.h5"' in inspect.getsource(efficientnet)
     assert 'name="efficientnetb0"' in inspect.getsource(efficientnet)
 
 
 def test_a_crashing_check_becomes_a_failed_line():
     checks = doctor._guarded("boom", lambda: 1 / 0)
-    assert checks == [doctor.Check("boom", "fail", "check crashed: ZeroDivisionError: division by zero",
-                                   "report this as an agroml bug (AGROML_DEBUG=1 shows the traceback)")]
+    assert checks == [
+        doctor.Check(
+            "boom",
+            "fail",
+            "check crashed: ZeroDivisionError: division by zero",
+            "report this as an agroml bug (AGROML_DEBUG=1 shows the traceback)",
+        )
+    ]
 
 
 def test_exit_codes():

@@ -10,20 +10,23 @@ import numpy as np
 import pytest
 from model_helpers import add_rows, write_run
 
-from agroml import config
-from agroml.errors import NotEnoughDataError, UsageError
-from agroml.evaluation import compute_metrics, evaluate
+from agroml.core import config
+from agroml.core.errors import NotEnoughDataError, UsageError
+from agroml.lifecycle.evaluation import evaluate
+from agroml.lifecycle.metrics import compute_metrics
 
 # --- compute_metrics: every figure below was worked out by hand -------------------------------------
 HAND_Y = np.array([0, 0, 1, 1, 2, 3])
-HAND_P = np.array([
-    [0.70, 0.10, 0.10, 0.10],  # true a, predicted a (right), conf .7
-    [0.10, 0.60, 0.20, 0.10],  # true a, predicted b; a is 3rd: top-3 right
-    [0.05, 0.90, 0.03, 0.02],  # true b, right, conf .9
-    [0.50, 0.10, 0.20, 0.20],  # true b, predicted a; b is last: top-3 wrong
-    [0.10, 0.10, 0.40, 0.40],  # true c, tie c/d broken by class order: c (right), conf .4
-    [0.30, 0.30, 0.35, 0.05],  # true d, predicted c; d is last: top-3 wrong, conf .35
-])
+HAND_P = np.array(
+    [
+        [0.70, 0.10, 0.10, 0.10],  # true a, predicted a (right), conf .7
+        [0.10, 0.60, 0.20, 0.10],  # true a, predicted b; a is 3rd: top-3 right
+        [0.05, 0.90, 0.03, 0.02],  # true b, right, conf .9
+        [0.50, 0.10, 0.20, 0.20],  # true b, predicted a; b is last: top-3 wrong
+        [0.10, 0.10, 0.40, 0.40],  # true c, tie c/d broken by class order: c (right), conf .4
+        [0.30, 0.30, 0.35, 0.05],  # true d, predicted c; d is last: top-3 wrong, conf .35
+    ]
+)
 
 
 def test_hand_case_accuracy_top3_confusion():
@@ -89,8 +92,12 @@ def evaluated_run(workdir: Path):
     wrong = {"red": "green", "green": "blue", "blue": "red"}
     train = add_rows(settings, "pest", [(f"tr{c}{i}", c, wrong[c]) for c in CLASSES for i in range(4)])
     val = add_rows(settings, "pest", [(f"va{c}", c, c) for c in CLASSES], start=datetime(2026, 2, 1, tzinfo=UTC))
-    test = add_rows(settings, "pest", [(f"te{c}{i}", c, c) for c in CLASSES for i in range(3)],
-                    start=datetime(2026, 3, 1, tzinfo=UTC))
+    test = add_rows(
+        settings,
+        "pest",
+        [(f"te{c}{i}", c, c) for c in CLASSES for i in range(3)],
+        start=datetime(2026, 3, 1, tzinfo=UTC),
+    )
     folder = write_run(settings.models_dir, "pest", "run1", CLASSES, {"train": train, "val": val, "test": test})
     return settings, folder, train, test
 
@@ -118,8 +125,12 @@ def test_evaluate_uses_exactly_the_test_split(evaluated_run):
 
 def test_evaluate_newer_rows_only(evaluated_run):
     settings, _folder, _train, _test = evaluated_run
-    newer = add_rows(settings, "pest", [("new-red", "red", "red"), ("new-blue", "blue", "green")],
-                     start=datetime(2026, 4, 1, tzinfo=UTC))
+    newer = add_rows(
+        settings,
+        "pest",
+        [("new-red", "red", "red"), ("new-blue", "blue", "green")],
+        start=datetime(2026, 4, 1, tzinfo=UTC),
+    )
     result = evaluate(settings, "pest", "run1", newer=True)
     assert sorted(result.evaluated_ids) == sorted(newer)
     assert result.rows == "newer" and result.metrics["accuracy"] == 0.5
@@ -128,7 +139,7 @@ def test_evaluate_newer_rows_only(evaluated_run):
 def test_evaluate_counts_rows_it_cannot_use(evaluated_run, workdir):
     settings, _folder, _train, test = evaluated_run
     # a test row whose image file got damaged, and one relabelled to a class the model does not know
-    from agroml.sources.local import Store
+    from agroml.data.store import Store
 
     with Store(settings.db_path) as store:
         frame = store.read("pest")
@@ -167,14 +178,15 @@ def test_evaluate_cli_table(evaluated_run, cli):
 def test_evaluate_unknown_run_says_how_to_find_runs(evaluated_run, cli):
     result = cli("evaluate", "nope", "--model", "pest")
     assert result.exit_code == 1
-    assert result.stderr.strip() == ("error: no pest run, production model or model folder named 'nope' "
-                                     "(list runs with `agroml runs`)")
+    assert result.stderr.strip() == (
+        "error: no pest run, production model or model folder named 'nope' (list runs with `agroml runs`)"
+    )
 
 
 def test_evaluate_without_split_file_refuses(evaluated_run):
     settings, folder, *_ = evaluated_run
     (folder / "split.json").unlink()
-    from agroml.errors import ModelNotFoundError
+    from agroml.core.errors import ModelNotFoundError
 
     with pytest.raises(ModelNotFoundError, match="cannot tell which rows the model never trained on"):
         evaluate(settings, "pest", "run1")
@@ -182,13 +194,18 @@ def test_evaluate_without_split_file_refuses(evaluated_run):
 
 # --- plots ---------------------------------------------------------------------------------------------
 def test_plots_write_pngs_atomically(tmp_path):
-    from agroml.plots import confusion_matrix_png, training_curves_png
+    from agroml.lifecycle.plots import confusion_matrix_png, training_curves_png
 
-    cm = confusion_matrix_png([[5, 1, 0], [2, 7, 1], [0, 0, 9]], ["fall_armyworm", "aphids", "stem_borer"],
-                              tmp_path / "cm.png")
-    history = {"loss": [1.2, 0.8, 0.6, 0.5, 0.4], "val_loss": [1.1, 0.9, 0.7, 0.65, 0.6],
-               "accuracy": [0.4, 0.6, 0.75, 0.8, 0.85], "val_accuracy": [0.45, 0.6, 0.7, 0.74, 0.78],
-               "phase": [1, 1, 1, 2, 2]}
+    cm = confusion_matrix_png(
+        [[5, 1, 0], [2, 7, 1], [0, 0, 9]], ["fall_armyworm", "aphids", "stem_borer"], tmp_path / "cm.png"
+    )
+    history = {
+        "loss": [1.2, 0.8, 0.6, 0.5, 0.4],
+        "val_loss": [1.1, 0.9, 0.7, 0.65, 0.6],
+        "accuracy": [0.4, 0.6, 0.75, 0.8, 0.85],
+        "val_accuracy": [0.45, 0.6, 0.7, 0.74, 0.78],
+        "phase": [1, 1, 1, 2, 2],
+    }
     curves = training_curves_png(history, tmp_path / "curves.png")
     for png in (cm, curves):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -199,7 +216,7 @@ def test_plots_write_pngs_atomically(tmp_path):
 def test_train_then_evaluate_reproduces_its_test_metrics_and_predicts(cli, demo_data, monkeypatch):
     from model_helpers import TRAIN_ARGS, has_train_command
 
-    from agroml.predicting import predict
+    from agroml.lifecycle.predicting import predict
 
     if not has_train_command():
         pytest.skip("`agroml train` is not registered in this build")
@@ -222,8 +239,8 @@ def test_train_then_evaluate_reproduces_its_test_metrics_and_predicts(cli, demo_
 
     classes = json.loads((folder / "labels.json").read_text())
     classes = classes["classes"] if isinstance(classes, dict) else classes
-    from agroml.images import ImageCache
-    from agroml.sources.local import Store
+    from agroml.data.store import Store
+    from agroml.images.cache import ImageCache
 
     with Store(demo_data.db_path) as store:
         frame = store.read("pest")
@@ -235,14 +252,16 @@ def test_train_then_evaluate_reproduces_its_test_metrics_and_predicts(cli, demo_
 
 
 def test_empty_test_split_and_inconsistent_folder_are_clear_errors(evaluated_run):
-    from agroml.errors import ModelNotFoundError
+    from agroml.core.errors import ModelNotFoundError
 
     settings, folder, train, _test = evaluated_run
     (folder / "split.json").write_text(json.dumps({"train": train, "val": [], "test": []}))
     with pytest.raises(NotEnoughDataError) as err:
         evaluate(settings, "pest", "run1")
-    assert str(err.value) == ("no rows of its test split to evaluate run1 on (none found) "
-                              "(check the image cache and the store (`agroml stats`))")
+    assert str(err.value) == (
+        "no rows of its test split to evaluate run1 on (none found) "
+        "(check the image cache and the store (`agroml stats`))"
+    )
     (folder / "labels.json").write_text(json.dumps(["red", "green"]))  # the model has 3 outputs
     with pytest.raises(ModelNotFoundError, match=r"has 3 outputs but labels\.json names 2 classes"):
         evaluate(settings, "pest", "run1")

@@ -1,4 +1,4 @@
-"""`agroml export` and agroml.exporting: round trips per format, naming, atomic writes, privacy, errors."""
+"""`agroml export` and agroml.data.exporting: round trips per format, naming, atomic writes, privacy, errors."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from agroml import config
-from agroml import records as rec
-from agroml.errors import NoDataError, OutputError
-from agroml.exporting import export_columns, export_records, pandas_dtypes
-from agroml.sources import LocalSource
-from agroml.sources.local import Store
+from agroml.core import config, schema
+from agroml.core.errors import NoDataError, OutputError
+from agroml.data import records as rec
+from agroml.data.exporting import export_columns, export_records, pandas_dtypes
+from agroml.data.sources import LocalSource
+from agroml.data.store import Store
 
 NAME = re.compile(r"^(pest|disease|storage)_(training|all)_\d{8}T\d{6}Z\.(csv|jsonl|parquet)$")
 
@@ -28,29 +28,31 @@ def _raw_rows(n: int, id_prefix: str = "") -> list[dict]:
     rows = []
     for i in range(n):
         confirmed = [True, False, None, None][i % 4]
-        rows.append({
-            "id": id_prefix + (f"{i:05d}" if i % 7 else f"{i}e3"),  # ids that look like numbers stay text
-            "farmer_id": f"farmer-{i % 5}",
-            "image_url": None if i % 23 == 5 else f"https://x.supabase.co/storage/v1/object/public/p/{i}.jpg",
-            "pest_detected": labels[i % 4],
-            "confidence_score": 1.5 if i % 29 == 3 else (i * 0.1234567891234567) % 1,
-            "user_confirmed": confirmed,
-            "actual_pest": labels[(i + 1) % 4] if (confirmed is False and i % 3) else None,
-            "user_feedback": texts[i % len(texts)],
-            "crop_affected": ["maize", None, "beans"][i % 3],
-            "farm_location": ["Nakuru", None, "Kisumu, Nyanza"][i % 3],
-            "latitude": None if i % 4 == 1 else -0.3 - i / 3,
-            "longitude": None if i % 4 == 1 else 36.0 + i / 7,
-            "severity": ["low", None, "high"][i % 3],
-            "created_at": f"2025-{1 + i % 12:02d}-0{1 + i % 9}T{i % 24:02d}:15:0{i % 10}.{i:06d}+03:00",
-            "image_metadata": {"w": 640, "note": 'a "quoted", value'} if i % 2 else None,
-            "alternative_predictions": [{"pest": "aphids", "confidence": 0.1}] if i % 3 == 0 else None,
-        })
+        rows.append(
+            {
+                "id": id_prefix + (f"{i:05d}" if i % 7 else f"{i}e3"),  # ids that look like numbers stay text
+                "farmer_id": f"farmer-{i % 5}",
+                "image_url": None if i % 23 == 5 else f"https://x.supabase.co/storage/v1/object/public/p/{i}.jpg",
+                "pest_detected": labels[i % 4],
+                "confidence_score": 1.5 if i % 29 == 3 else (i * 0.1234567891234567) % 1,
+                "user_confirmed": confirmed,
+                "actual_pest": labels[(i + 1) % 4] if (confirmed is False and i % 3) else None,
+                "user_feedback": texts[i % len(texts)],
+                "crop_affected": ["maize", None, "beans"][i % 3],
+                "farm_location": ["Nakuru", None, "Kisumu, Nyanza"][i % 3],
+                "latitude": None if i % 4 == 1 else -0.3 - i / 3,
+                "longitude": None if i % 4 == 1 else 36.0 + i / 7,
+                "severity": ["low", None, "high"][i % 3],
+                "created_at": f"2025-{1 + i % 12:02d}-0{1 + i % 9}T{i % 24:02d}:15:0{i % 10}.{i:06d}+03:00",
+                "image_metadata": {"w": 640, "note": 'a "quoted", value'} if i % 2 else None,
+                "alternative_predictions": [{"pest": "aphids", "confidence": 0.1}] if i % 3 == 0 else None,
+            }
+        )
     return rows
 
 
 def _store_rows(settings: config.Settings, n: int = 60, model_type: str = "pest") -> None:
-    spec = rec.table_spec(model_type)
+    spec = schema.table_spec(model_type)
     raw = _raw_rows(n, "" if model_type == "pest" else model_type)  # ids are unique per (source, id)
     if model_type != "pest":  # same values under this type's column names
         rename = {"pest_detected": spec.column("predicted"), "actual_pest": spec.column("actual")}
@@ -68,16 +70,18 @@ def store_data(workdir: Path) -> config.Settings:
     return settings
 
 
-def _expected(settings: config.Settings, model_type: str, scope: str, include_personal: bool = False,
-              fmt: str = "parquet") -> pd.DataFrame:
+def _expected(
+    settings: config.Settings, model_type: str, scope: str, include_personal: bool = False, fmt: str = "parquet"
+) -> pd.DataFrame:
     """The store's rows for an export, in the read-back dtypes (strings as pandas' str).
 
     CSV's one documented loss: it cannot tell empty text from null, so "" reads back as null.
     """
     columns = export_columns(scope, include_personal)
     with Store(settings.db_path) as store:
-        df = store.read(model_type, columns=columns, include_personal=include_personal,
-                        valid_only=scope == "training", order="key")  # the order an export reads in
+        df = store.read(
+            model_type, columns=columns, include_personal=include_personal, valid_only=scope == "training", order="key"
+        )  # the order an export reads in
     if scope == "training":
         df = df[df["label"].notna()].reset_index(drop=True)
     df = df.astype({c: "str" for c in columns if df[c].dtype == object})
@@ -125,7 +129,7 @@ def test_round_trip_equals_the_store(store_data, fmt, scope):
 
 
 def test_round_trip_on_demo_data(request):
-    pytest.importorskip("agroml.demo")  # until the demo generator lands; the rows above cover every case
+    pytest.importorskip("agroml.demo.rows")  # until the demo generator lands; the rows above cover every case
     demo_data = request.getfixturevalue("demo_data")
     for fmt in ("parquet", "csv", "json"):
         result = _export(demo_data, "all", "all", fmt, chunk_rows=50)
@@ -141,8 +145,9 @@ def test_export_reads_the_store_in_key_order(store_data):
     with Store(store_data.db_path) as store:
         by_key = store.read("pest", order="key")
         by_time = store.read("pest")
-    assert list(zip(by_key["source"], by_key["id"], strict=True)) == sorted(zip(by_time["source"], by_time["id"],
-                                                                               strict=True))
+    assert list(zip(by_key["source"], by_key["id"], strict=True)) == sorted(
+        zip(by_time["source"], by_time["id"], strict=True)
+    )
     resorted = by_time.sort_values(["source", "id"]).reset_index(drop=True)
     pd.testing.assert_frame_equal(by_key, resorted, check_exact=True)
     with Store(store_data.db_path) as store, pytest.raises(ValueError, match="unknown order 'random'"):
@@ -210,8 +215,9 @@ def test_farmer_id_only_with_include_personal(store_data, fmt):
     personal = _read_back(_export(store_data, fmt=fmt, include_personal=True).files[0].path, fmt, personal_columns)
     assert list(personal.columns) == personal_columns
     assert set(personal["farmer_id"]) == {f"farmer-{i}" for i in range(5)}
-    pd.testing.assert_frame_equal(personal, _expected(store_data, "pest", "all", include_personal=True, fmt=fmt),
-                                  check_exact=True)
+    pd.testing.assert_frame_equal(
+        personal, _expected(store_data, "pest", "all", include_personal=True, fmt=fmt), check_exact=True
+    )
 
 
 def test_empty_result_writes_a_header_only_file_and_says_so(store_data):
@@ -219,8 +225,9 @@ def test_empty_result_writes_a_header_only_file_and_says_so(store_data):
     (file,) = result.files
     assert file.rows == 0
     assert file.path.read_text().strip() == ",".join(export_columns("training"))
-    assert result.warnings == [f"storage: no rows in scope 'training', wrote {file.path} with no rows "
-                               f"(the local source has no storage rows)"]
+    assert result.warnings == [
+        f"storage: no rows in scope 'training', wrote {file.path} with no rows (the local source has no storage rows)"
+    ]
     late = _export(store_data, "pest", "all", "parquet", since="2030-01-01").files[0]
     assert late.rows == 0 and list(pd.read_parquet(late.path).columns) == export_columns("all")
 
@@ -243,8 +250,10 @@ def test_unwritable_folder_is_an_output_error(store_data, workdir):
     blocker.write_text("a file where the export folder's parent should be")
     with LocalSource(store_data) as source, pytest.raises(OutputError) as info:
         export_records(source, "pest", "all", "csv", blocker / "exports")
-    assert str(info.value) == (f"cannot write to export folder {blocker / 'exports'}: Not a directory "
-                               "(choose a writable folder with --out DIR or set AGROML_EXPORTS_DIR)")
+    assert str(info.value) == (
+        f"cannot write to export folder {blocker / 'exports'}: Not a directory "
+        "(choose a writable folder with --out DIR or set AGROML_EXPORTS_DIR)"
+    )
     assert sorted(os.listdir(workdir)) == ["data", "not_a_folder"]
 
 
@@ -299,8 +308,10 @@ def test_cli_unwritable_folder_exits_1_with_the_fix(cli, store_data, workdir):
     result = cli("export", "--model", "pest", "--out", "afile/exports")
     assert result.exit_code == 1
     assert result.stdout == ""
-    assert result.stderr.strip() == ("error: cannot write to export folder afile/exports: Not a directory "
-                                     "(choose a writable folder with --out DIR or set AGROML_EXPORTS_DIR)")
+    assert result.stderr.strip() == (
+        "error: cannot write to export folder afile/exports: Not a directory "
+        "(choose a writable folder with --out DIR or set AGROML_EXPORTS_DIR)"
+    )
 
 
 def test_cli_exports_dir_setting_and_empty_store(cli, workdir, monkeypatch):

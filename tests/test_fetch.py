@@ -12,16 +12,19 @@ from PIL import Image
 from supa_rows import jpeg
 from supaserver import Faults
 
-from agroml import config
-from agroml.fetch import UrlPolicy, fetch_images, probe_image
-from agroml.images import ImageCache, verify_image
+from agroml.core import config
+from agroml.images.cache import ImageCache, verify_image
+from agroml.images.fetch import UrlPolicy, fetch_images, probe_image
 
 
 def _settings(server, host=None, **over) -> config.Settings:
     env = {"SUPABASE_URL": server.url, "SUPABASE_SERVICE_KEY": server.service_key}
     hosts = urlsplit(host.url).netloc if host is not None else ""
-    return config.resolve({"retry_base_seconds": 0.001, "retry_max_seconds": 20, "image_hosts": hosts,
-                           "data_dir": "data", **over}, environ=env, env_file=None)
+    return config.resolve(
+        {"retry_base_seconds": 0.001, "retry_max_seconds": 20, "image_hosts": hosts, "data_dir": "data", **over},
+        environ=env,
+        env_file=None,
+    )
 
 
 def _noise_jpeg(size: int) -> bytes:
@@ -49,7 +52,9 @@ def test_each_bad_image_is_refused_with_its_reason_while_the_rest_complete(workd
     s.add_object("predictions", "disease_images/d1.jpg", jpeg(11))
     h.add("/uploads/pest/u1.jpg", jpeg(12))
     urls = {
-        "public": good[0], "public2": good[1], "public3": good[2],
+        "public": good[0],
+        "public2": good[1],
+        "public3": good[2],
         "bare": "pest_images/pest_bare.jpg",
         "bucket_path": "predictions/disease_images/d1.jpg",
         "relative": "/uploads/pest/u1.jpg",
@@ -72,10 +77,23 @@ def test_each_bad_image_is_refused_with_its_reason_while_the_rest_complete(workd
         summary = fetch_images(list(urls.values()), cache, settings)
     reason = {name: summary.failures.get(url) for name, url in urls.items()}
     assert reason == {
-        "public": None, "public2": None, "public3": None, "bare": None, "bucket_path": None, "relative": None,
-        "allowed_host": None, "other_host": "host_not_allowed", "file": "bad_scheme", "data": "bad_scheme",
-        "ftp": "bad_scheme", "private": "private_address", "loopback_other_port": "private_address",
-        "oversize": "too_large", "html": "not_an_image", "truncated": "truncated", "bomb": "decompression_bomb",
+        "public": None,
+        "public2": None,
+        "public3": None,
+        "bare": None,
+        "bucket_path": None,
+        "relative": None,
+        "allowed_host": None,
+        "other_host": "host_not_allowed",
+        "file": "bad_scheme",
+        "data": "bad_scheme",
+        "ftp": "bad_scheme",
+        "private": "private_address",
+        "loopback_other_port": "private_address",
+        "oversize": "too_large",
+        "html": "not_an_image",
+        "truncated": "truncated",
+        "bomb": "decompression_bomb",
         "missing": "not_found",
     }
     assert (summary.fetched, summary.cached, summary.failed) == (7, 0, 11)
@@ -105,8 +123,9 @@ def test_a_warm_cache_answers_without_a_single_request(workdir, supabase_server)
 
 def test_errors_and_dropped_connections_are_retried(workdir, supabase_server):
     urls = [supabase_server.add_object("predictions", f"p/{i}.jpg", jpeg(i)) for i in range(60)]
-    supabase_server.faults = Faults(seed=2, error_rate=0.2, error_statuses=(503, 429, 544, 520), drop_rate=0.05,
-                                    truncate_rate=0.05)
+    supabase_server.faults = Faults(
+        seed=2, error_rate=0.2, error_statuses=(503, 429, 544, 520), drop_rate=0.05, truncate_rate=0.05
+    )
     settings = _settings(supabase_server)
     with ImageCache(settings.image_dir) as cache:
         summary = fetch_images(urls, cache, settings)
@@ -150,13 +169,20 @@ def test_a_relative_path_without_a_base_url_fails_with_no_base_url(workdir, supa
 def test_the_url_policy_sends_the_key_only_to_supabase_origin(supabase_server):
     policy = UrlPolicy(_settings(supabase_server, image_hosts="cdn.example.org,*.example.net,127.0.0.1:8123"))
     assert policy.resolve(supabase_server.public_url("predictions", "a.jpg")).supabase
-    assert policy.resolve("pest_images/a b.jpg").url == f"{supabase_server.url}/storage/v1/object/predictions/" \
-                                                       "pest_images/a%20b.jpg"
+    assert (
+        policy.resolve("pest_images/a b.jpg").url == f"{supabase_server.url}/storage/v1/object/predictions/"
+        "pest_images/a%20b.jpg"
+    )
     assert not policy.resolve("https://cdn.example.org/a.jpg").supabase
     assert not policy.resolve("https://img.example.net/a.jpg").supabase
     assert not policy.resolve("http://127.0.0.1:8123/a.jpg").supabase  # same IP as Supabase, other port: no key
-    for bad in ("https://example.org/a.jpg", "https://cdn.example.org.evil.com/a.jpg", "http://localhost/a.jpg",
-                "http://169.254.169.254/latest", "pest_images/../secret.jpg"):
+    for bad in (
+        "https://example.org/a.jpg",
+        "https://cdn.example.org.evil.com/a.jpg",
+        "http://localhost/a.jpg",
+        "http://169.254.169.254/latest",
+        "pest_images/../secret.jpg",
+    ):
         with pytest.raises(Exception) as err:
             policy.resolve(bad)
         assert err.value.reason in ("host_not_allowed", "private_address", "bad_path")

@@ -8,7 +8,7 @@ import io
 import pytest
 from PIL import Image
 
-from agroml.images import BOMB, NOT_AN_IMAGE, TOO_LARGE, TRUNCATED, ImageCache, ImageRejected, verify_image
+from agroml.images.cache import BOMB, NOT_AN_IMAGE, TOO_LARGE, TRUNCATED, ImageCache, ImageRejected, verify_image
 
 
 def _jpeg(size=(32, 24), color=(10, 200, 30)) -> bytes:
@@ -37,15 +37,20 @@ def test_put_stores_by_content_hash_and_indexes_the_url(tmp_path):
         # the same bytes under a second URL are stored once
         cache.put(data, url="https://h/b.jpg")
         assert cache.lookup_many(["https://h/a.jpg", "https://h/b.jpg", "x"]) == {
-            "https://h/a.jpg": image.path, "https://h/b.jpg": image.path}
+            "https://h/a.jpg": image.path,
+            "https://h/b.jpg": image.path,
+        }
         assert len(list((tmp_path / "images").rglob("*.jpg"))) == 1
 
 
-@pytest.mark.parametrize(("data", "reason"), [
-    (b"<!DOCTYPE html><html><body>502 Bad Gateway</body></html>", NOT_AN_IMAGE),
-    (_jpeg((64, 64))[:300], TRUNCATED),
-    (b"\x00" * 100, NOT_AN_IMAGE),
-])
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"<!DOCTYPE html><html><body>502 Bad Gateway</body></html>", NOT_AN_IMAGE),
+        (_jpeg((64, 64))[:300], TRUNCATED),
+        (b"\x00" * 100, NOT_AN_IMAGE),
+    ],
+)
 def test_bytes_that_do_not_decode_are_refused_with_a_reason(tmp_path, data, reason):
     with ImageCache(tmp_path / "images") as cache, pytest.raises(ImageRejected) as info:
         cache.put(data, url="u")

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from agroml import config
-from agroml.errors import UsageError
-from agroml.importing import import_folder
-from agroml.sources.local import Store
+from agroml.core import config
+from agroml.core.errors import UsageError
+from agroml.data.importing import import_folder
+from agroml.data.store import Store
 
 MTIME = datetime(2025, 3, 14, 9, 30, tzinfo=UTC).timestamp()
 
@@ -77,12 +77,15 @@ def test_bad_files_are_skipped_counted_and_listed_while_the_rest_imports(collect
     summary = import_folder(_settings(), collection, "pest")
     assert summary.upsert.inserted == 4
     assert summary.skipped == {"not_an_image": 1, "not_in_class_folder": 1, "truncated": 1, "unreadable": 1}
-    assert sorted(summary.skipped_files) == [("README.md", "not_in_class_folder"),
-                                             ("aphids/broken.jpg", "truncated"),
-                                             ("healthy/gone.jpg", "unreadable"),
-                                             ("healthy/notes.txt", "not_an_image")]
-    assert summary.warnings[0] == ("skipped 4 file(s): 1 not_an_image, 1 not_in_class_folder, 1 truncated, "
-                                   "1 unreadable")
+    assert sorted(summary.skipped_files) == [
+        ("README.md", "not_in_class_folder"),
+        ("aphids/broken.jpg", "truncated"),
+        ("healthy/gone.jpg", "unreadable"),
+        ("healthy/notes.txt", "not_an_image"),
+    ]
+    assert summary.warnings[0] == (
+        "skipped 4 file(s): 1 not_an_image, 1 not_in_class_folder, 1 truncated, 1 unreadable"
+    )
 
 
 def test_storage_classes_must_be_storage_conditions(workdir):
@@ -100,8 +103,10 @@ def test_a_folder_without_class_folders_is_a_clear_error(workdir):
     _image(flat / "1.jpg")
     with pytest.raises(UsageError) as err:
         import_folder(_settings(), flat, "pest")
-    assert str(err.value) == (f"no class folders in {flat}: the images must sit in one subfolder per class "
-                              "(arrange them as DIR/<class>/<image>, e.g. DIR/aphids/001.jpg)")
+    assert str(err.value) == (
+        f"no class folders in {flat}: the images must sit in one subfolder per class "
+        "(arrange them as DIR/<class>/<image>, e.g. DIR/aphids/001.jpg)"
+    )
     assert not Path("data/agroml.db").exists()
 
 
@@ -122,6 +127,8 @@ def test_cli_import_prints_classes_skips_and_next_steps(cli, collection):
 def test_cli_import_of_a_missing_folder_names_it_and_exits_2(cli):
     result = cli("import", "no/such/folder", "--model", "pest")
     assert result.exit_code == 2
-    assert result.stderr.strip() == ("error: import folder not found: no/such/folder "
-                                     "(give a folder with one subfolder per class, e.g. DIR/aphids/*.jpg)")
+    assert result.stderr.strip() == (
+        "error: import folder not found: no/such/folder "
+        "(give a folder with one subfolder per class, e.g. DIR/aphids/*.jpg)"
+    )
     assert result.stdout == ""

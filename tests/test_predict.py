@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from model_helpers import color_png, write_run
 
-from agroml import config
-from agroml.predicting import predict
+from agroml.core import config
+from agroml.lifecycle.predicting import predict
 
 
 @pytest.fixture
@@ -55,8 +55,7 @@ def test_unreadable_images_are_reported_and_the_rest_predicted(cli, settings, im
     write_run(settings.models_dir, "pest", "run1", ["red", "green", "blue"], {"train": [], "val": [], "test": []})
     broken = workdir / "broken.jpg"
     broken.write_bytes(b"<html>not an image</html>")
-    result = cli("predict", str(broken), str(images["red"]), str(workdir / "missing.png"), "--model", "pest",
-                 "--json")
+    result = cli("predict", str(broken), str(images["red"]), str(workdir / "missing.png"), "--model", "pest", "--json")
     assert result.exit_code == 1
     data = json.loads(result.stdout)
     assert data["failed"] == 2
@@ -72,8 +71,14 @@ def test_label_map_survives_a_class_added_later(settings, images):
     old = write_run(settings.models_dir, "pest", "old", ["red", "green", "blue"], {"train": [], "val": [], "test": []})
     old_labels = (old / "labels.json").read_text()
     # the newer run's class order differs (alphabetical, with the new class): its outputs mean other things
-    write_run(settings.models_dir, "pest", "new", ["blue", "green", "red", "yellow"],
-              {"train": [], "val": [], "test": []}, labels_as_dict=True)
+    write_run(
+        settings.models_dir,
+        "pest",
+        "new",
+        ["blue", "green", "red", "yellow"],
+        {"train": [], "val": [], "test": []},
+        labels_as_dict=True,
+    )
     assert (old / "labels.json").read_text() == old_labels
     for run, expected in (("old", {"red", "green", "blue"}), ("new", {"red", "green", "blue", "yellow"})):
         result = predict(settings, "pest", [str(images[c]) for c in ("red", "green", "blue")], ref=run, top=5)

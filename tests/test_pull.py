@@ -17,9 +17,9 @@ import pytest
 from supa_rows import add_empty_tables, add_pest_table, jpeg, pest_rows
 from supaserver import Faults
 
-from agroml import config
-from agroml.pulling import pull
-from agroml.sources.local import Store
+from agroml.core import config
+from agroml.data.pulling import pull
+from agroml.data.store import Store
 
 N = 25_000
 
@@ -32,8 +32,12 @@ def _big() -> tuple[dict, ...]:
 @pytest.fixture
 def env(workdir, supabase_server, monkeypatch):
     """The pull's settings in the environment (as a user sets them), the server behind them."""
-    values = {"SUPABASE_URL": supabase_server.url, "SUPABASE_SERVICE_KEY": supabase_server.service_key,
-              "AGROML_RETRY_BASE_SECONDS": "0.001", "AGROML_HASH_SALT": "pepper"}
+    values = {
+        "SUPABASE_URL": supabase_server.url,
+        "SUPABASE_SERVICE_KEY": supabase_server.service_key,
+        "AGROML_RETRY_BASE_SECONDS": "0.001",
+        "AGROML_HASH_SALT": "pepper",
+    }
     for key, value in values.items():
         monkeypatch.setenv(key, value)
     add_empty_tables(supabase_server)
@@ -61,8 +65,7 @@ def test_pull_copies_25k_rows_behind_the_cap_exactly_despite_faults(cli, env, wo
     result = cli("pull", "--model", "pest", "--no-images", "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert report["models"]["pest"] == {"rows": N, "inserted": N, "updated": 0, "unchanged": N - N,
-                                        "invalid": {}}
+    assert report["models"]["pest"] == {"rows": N, "inserted": N, "updated": 0, "unchanged": N - N, "invalid": {}}
     assert report["rest_retries"] > 0 and report["images"] is None
     frame = _store_frame(workdir / "data" / "agroml.db")
     assert len(frame) == N and frame["id"].is_unique
@@ -120,9 +123,11 @@ def test_pull_errors_exit_1_with_the_fix(cli, env, monkeypatch):
     add_pest_table(env, pest_rows(3), table="pest_rows")
     result = cli("pull", "--model", "pest")
     assert result.exit_code == 1
-    assert ("error: table 'pest_predictions' not found in Supabase (PGRST205: Could not find the table "
-            "'public.pest_predictions' in the schema cache) (set AGROML_PEST_TABLE to the table holding pest "
-            "predictions)") in result.stderr
+    assert (
+        "error: table 'pest_predictions' not found in Supabase (PGRST205: Could not find the table "
+        "'public.pest_predictions' in the schema cache) (set AGROML_PEST_TABLE to the table holding pest "
+        "predictions)"
+    ) in result.stderr
     monkeypatch.setenv("AGROML_PEST_TABLE", "pest_rows")
     monkeypatch.setenv("AGROML_PEST_COL_SEVERITY", "pest_severity")
     result = cli("pull", "--model", "pest")
@@ -133,8 +138,10 @@ def test_pull_errors_exit_1_with_the_fix(cli, env, monkeypatch):
     monkeypatch.setenv("SUPABASE_SERVICE_KEY", "expired-or-wrong")
     result = cli("pull", "--model", "pest")
     assert result.exit_code == 1
-    assert result.stderr.startswith("error: Supabase rejected the key (401: Invalid API key) (set "
-                                    "SUPABASE_SERVICE_KEY to the project's service_role key")
+    assert result.stderr.startswith(
+        "error: Supabase rejected the key (401: Invalid API key) (set "
+        "SUPABASE_SERVICE_KEY to the project's service_role key"
+    )
     monkeypatch.delenv("SUPABASE_SERVICE_KEY")
     result = cli("pull")
     assert result.exit_code == 1 and "SUPABASE_SERVICE_KEY is not set" in result.stderr
@@ -167,8 +174,13 @@ def _images_in(root: Path) -> int:
 
 def _kill_pull_when(workdir: Path, ready, timeout: float = 90) -> int:
     """Start `python -m agroml.cli.main pull` in a subprocess, SIGKILL it once ``ready()``; returns its code."""
-    proc = subprocess.Popen([sys.executable, "-m", "agroml.cli.main", "pull"], cwd=workdir, env=dict(os.environ),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agroml.cli.main", "pull"],
+        cwd=workdir,
+        env=dict(os.environ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + timeout
     try:
         while not ready():
@@ -189,8 +201,14 @@ def _kill_pull_when(workdir: Path, ready, timeout: float = 90) -> int:
 @pytest.mark.parametrize("phase", ["rows", "images"])
 def test_a_pull_killed_mid_way_then_rerun_equals_one_clean_pull(cli, env, workdir, monkeypatch, phase):
     total = 400
-    add_pest_table(env, pest_rows(total, seed=13, image_url=lambda i, row_id: env.add_object(
-        "predictions", f"pest_images/pest_{row_id}.jpg", jpeg(i))))
+    add_pest_table(
+        env,
+        pest_rows(
+            total,
+            seed=13,
+            image_url=lambda i, row_id: env.add_object("predictions", f"pest_images/pest_{row_id}.jpg", jpeg(i)),
+        ),
+    )
     monkeypatch.setenv("AGROML_PAGE_SIZE", "25")
     # every request is slow (16 pages take 2.4 s; pull commits rows every 2 s), so the kill lands mid-pull
     env.faults = Faults(delay_s=0.15)
@@ -220,8 +238,12 @@ def test_the_library_pull_reports_progress(env, workdir):
     seen: list[tuple[str, int, int | None]] = []
     result = pull(settings, "pest", images=False, progress=lambda t, d, n=None, i="": seen.append((t, d, n)))
     assert result.models["pest"].inserted == 2500
-    assert [s for s in seen if s[0] == "rows pest"] == [("rows pest", 1000, 2500), ("rows pest", 2000, 2500),
-                                                       ("rows pest", 2500, 2500), ("rows pest", 2500, 2500)]
+    assert [s for s in seen if s[0] == "rows pest"] == [
+        ("rows pest", 1000, 2500),
+        ("rows pest", 2000, 2500),
+        ("rows pest", 2500, 2500),
+        ("rows pest", 2500, 2500),
+    ]
 
 
 def test_pull_since_reads_only_rows_created_from_that_date(cli, env, workdir):

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agroml.errors import ModelNotFoundError, OutputError, RunBusyError, UsageError
-from agroml.registry import Registry, pid_alive
+from agroml.core.errors import ModelNotFoundError, OutputError, RunBusyError, UsageError
+from agroml.lifecycle.registry import Registry, pid_alive
 
 
 @pytest.fixture
@@ -79,8 +79,10 @@ def test_run_on_another_host_blocks_until_stale(tmp_path):
     with Registry(tmp_path / "models") as elsewhere:
         elsewhere.host = "other-machine"
         elsewhere.start("pest", "remote", "mobilenetv2", {}, pid=999_999)
-    with Registry(tmp_path / "models") as here, pytest.raises(RunBusyError,
-                                                              match="run remote \\(pid 999999 on other-machine"):
+    with (
+        Registry(tmp_path / "models") as here,
+        pytest.raises(RunBusyError, match="run remote \\(pid 999999 on other-machine"),
+    ):
         here.start("pest", "local", "mobilenetv2", {})
     with Registry(tmp_path / "models", stale_seconds=0) as impatient:
         impatient.start("pest", "local", "mobilenetv2", {})
@@ -109,8 +111,9 @@ def test_concurrent_starts_admit_exactly_one(tmp_path, sleeper):
     assert sorted(outcomes) == ["busy"] * 5 + ["started"]
 
 
-@pytest.mark.parametrize(("raised", "state"), [(None, "succeeded"), (KeyboardInterrupt, "interrupted"),
-                                              (RuntimeError, "failed")])
+@pytest.mark.parametrize(
+    ("raised", "state"), [(None, "succeeded"), (KeyboardInterrupt, "interrupted"), (RuntimeError, "failed")]
+)
 def test_context_manager_records_the_outcome(registry, raised, state):
     try:
         with registry.start("pest", "ctx", "mobilenetv2", {}) as run:
@@ -155,8 +158,9 @@ def test_runs_are_newest_first_and_filtered_by_type(registry):
 def test_resolve_unknown_run_points_to_agroml_runs(registry):
     with pytest.raises(ModelNotFoundError) as err:
         registry.resolve("pest", "nope")
-    assert str(err.value) == ("no pest run, production model or model folder named 'nope' "
-                              "(list runs with `agroml runs`)")
+    assert str(err.value) == (
+        "no pest run, production model or model folder named 'nope' (list runs with `agroml runs`)"
+    )
     with pytest.raises(ModelNotFoundError, match="no succeeded pest run"):
         registry.resolve("pest")
     with pytest.raises(ModelNotFoundError, match="no production pest model"):
@@ -209,6 +213,7 @@ def test_a_run_id_cannot_be_registered_twice(registry):
     registry.start("pest", "same", "mobilenetv2", {}).finish("failed")
     with pytest.raises(RunBusyError) as err:
         registry.start("pest", "same", "mobilenetv2", {})
-    assert str(err.value) == ("run id same is already used by another pest run "
-                              "(start again in a second: run ids are made from the time)")
+    assert str(err.value) == (
+        "run id same is already used by another pest run (start again in a second: run ids are made from the time)"
+    )
     registry.start("disease", "same", "mobilenetv2", {})  # ids are per model type, like the folders

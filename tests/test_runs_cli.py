@@ -8,8 +8,8 @@ import signal
 import pytest
 from model_helpers import TRAIN_ARGS, has_train_command, start_training, wait_until_training, write_run
 
-from agroml import config
-from agroml.registry import Registry
+from agroml.core import config
+from agroml.lifecycle.registry import Registry
 
 
 def test_empty_history_and_nothing_running(cli, workdir):
@@ -30,8 +30,12 @@ def test_status_shows_the_running_run_with_epoch_and_metrics(cli, workdir, sleep
     data = json.loads(cli("status", "--json").stdout)["running"]
     assert len(data) == 1
     assert {k: data[0][k] for k in ("run_id", "model_type", "state", "epoch", "pid")} == {
-        "run_id": "20260301T101500Z-mobilenetv2", "model_type": "pest", "state": "running", "epoch": 3,
-        "pid": sleeper.pid}
+        "run_id": "20260301T101500Z-mobilenetv2",
+        "model_type": "pest",
+        "state": "running",
+        "epoch": 3,
+        "pid": sleeper.pid,
+    }
     assert data[0]["metrics"] == {"loss": 0.52, "val_accuracy": 0.81}
     text = cli("status").stdout
     assert f"pest run 20260301T101500Z-mobilenetv2 (mobilenetv2), pid {sleeper.pid}" in text
@@ -47,15 +51,33 @@ def test_status_shows_the_running_run_with_epoch_and_metrics(cli, workdir, sleep
 def test_runs_table_and_json_list_the_history(cli, workdir):
     settings = config.resolve(env_file=None)
     split = {"train": [], "val": [], "test": []}
-    write_run(settings.models_dir, "pest", "run-a", ["red", "green"], split,
-              metrics={"test": {"accuracy": 0.875, "macro_f1": 0.8125}})
+    write_run(
+        settings.models_dir,
+        "pest",
+        "run-a",
+        ["red", "green"],
+        split,
+        metrics={"test": {"accuracy": 0.875, "macro_f1": 0.8125}},
+    )
     write_run(settings.models_dir, "disease", "run-b", ["red", "blue"], split)
     with Registry(settings.models_dir) as registry:
         registry.start("pest", "run-c", "resnet50", {}).finish("failed", error="TrainingError: no data")
     rows = json.loads(cli("runs", "--json").stdout)
     assert [r["run_id"] for r in rows] == ["run-c", "run-b", "run-a"]
-    assert set(rows[0]) >= {"run_id", "model_type", "arch", "state", "started_at", "ended_at", "duration_s",
-                            "metrics", "path", "pid", "host", "production"}
+    assert set(rows[0]) >= {
+        "run_id",
+        "model_type",
+        "arch",
+        "state",
+        "started_at",
+        "ended_at",
+        "duration_s",
+        "metrics",
+        "path",
+        "pid",
+        "host",
+        "production",
+    }
     assert rows[2]["metrics"]["test"]["accuracy"] == 0.875
     pest = json.loads(cli("runs", "--model", "pest", "--json").stdout)
     assert [r["run_id"] for r in pest] == ["run-c", "run-a"]
@@ -84,8 +106,9 @@ def test_promote_then_promote_again_archives_and_marks_production(cli, workdir):
 def test_promote_unknown_run_fails_with_a_hint(cli, workdir):
     result = cli("promote", "nope", "--model", "pest")
     assert result.exit_code == 1
-    assert result.stderr.strip() == ("error: no pest run, production model or model folder named 'nope' "
-                                     "(list runs with `agroml runs`)")
+    assert result.stderr.strip() == (
+        "error: no pest run, production model or model folder named 'nope' (list runs with `agroml runs`)"
+    )
     assert not (workdir / "models/pest/production").exists()
 
 
@@ -100,8 +123,7 @@ def training_env(demo_data, monkeypatch):
     return demo_data
 
 
-def test_second_training_refused_then_sigkill_leaves_interrupted_and_production_untouched(cli, workdir,
-                                                                                           training_env):
+def test_second_training_refused_then_sigkill_leaves_interrupted_and_production_untouched(cli, workdir, training_env):
     models = training_env.models_dir
     write_run(models, "pest", "prod-run", ["red", "green"], {"train": [], "val": [], "test": []})
     with Registry(models) as registry:

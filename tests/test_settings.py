@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from agroml import config, records
-from agroml.errors import ConfigError
+from agroml.core import config, schema
+from agroml.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,8 +30,13 @@ def test_defaults_when_nothing_is_set(workdir):
 
 
 def test_precedence_flag_over_env_over_dotenv_over_default(workdir):
-    env_file = write_env(workdir / ".env", AGROML_PAGE_SIZE="300", AGROML_MODELS_DIR="m_dotenv",
-                         AGROML_EXPORTS_DIR="x_dotenv", AGROML_HTTP_TIMEOUT="7")
+    env_file = write_env(
+        workdir / ".env",
+        AGROML_PAGE_SIZE="300",
+        AGROML_MODELS_DIR="m_dotenv",
+        AGROML_EXPORTS_DIR="x_dotenv",
+        AGROML_HTTP_TIMEOUT="7",
+    )
     environ = {"AGROML_PAGE_SIZE": "200", "AGROML_MODELS_DIR": "m_env"}
     s = config.resolve({"page_size": 100, "models_dir": None}, environ=environ, env_file=env_file)
     assert (s.page_size, s.origins["page_size"]) == (100, "flag")
@@ -55,12 +60,18 @@ def test_db_and_image_dir_follow_data_dir_unless_set(workdir):
     assert s.db_path == Path("/elsewhere/x.db") and s.image_dir == Path("/srv/agro/images")
 
 
-@pytest.mark.parametrize(("set_vars", "winner"), [
-    ({"SUPABASE_SERVICE_KEY": "k1", "SUPABASE_SERVICE_ROLE_KEY": "k2", "SUPABASE_KEY": "k3"}, "SUPABASE_SERVICE_KEY"),
-    ({"SUPABASE_SERVICE_ROLE_KEY": "k2", "SUPABASE_KEY": "k3"}, "SUPABASE_SERVICE_ROLE_KEY"),
-    ({"SUPABASE_KEY": "k3"}, "SUPABASE_KEY"),
-    ({"SUPABASE_SERVICE_KEY": "", "SUPABASE_KEY": "k3"}, "SUPABASE_KEY"),
-])
+@pytest.mark.parametrize(
+    ("set_vars", "winner"),
+    [
+        (
+            {"SUPABASE_SERVICE_KEY": "k1", "SUPABASE_SERVICE_ROLE_KEY": "k2", "SUPABASE_KEY": "k3"},
+            "SUPABASE_SERVICE_KEY",
+        ),
+        ({"SUPABASE_SERVICE_ROLE_KEY": "k2", "SUPABASE_KEY": "k3"}, "SUPABASE_SERVICE_ROLE_KEY"),
+        ({"SUPABASE_KEY": "k3"}, "SUPABASE_KEY"),
+        ({"SUPABASE_SERVICE_KEY": "", "SUPABASE_KEY": "k3"}, "SUPABASE_KEY"),
+    ],
+)
 def test_key_variables_are_tried_in_order(workdir, set_vars, winner):
     s = config.resolve(environ=set_vars, env_file=None)
     assert s.key_var == winner
@@ -82,7 +93,10 @@ def test_key_order_beats_layer_order(workdir):
     env_file = write_env(workdir / ".env", SUPABASE_SERVICE_KEY="service-from-dotenv")
     s = config.resolve(environ={"SUPABASE_KEY": "anon-from-env"}, env_file=env_file)
     assert (s.supabase_key, s.key_var, s.origins["supabase_key"]) == (
-        "service-from-dotenv", "SUPABASE_SERVICE_KEY", ".env")
+        "service-from-dotenv",
+        "SUPABASE_SERVICE_KEY",
+        ".env",
+    )
     # the same variable in both: the environment wins
     s = config.resolve(environ={"SUPABASE_SERVICE_KEY": "service-from-env"}, env_file=env_file)
     assert (s.supabase_key, s.origins["supabase_key"]) == ("service-from-env", "env")
@@ -94,16 +108,22 @@ def test_mask_secret_shows_at_most_last_four():
     assert config.mask_secret("0123456789abcdef") == "…cdef"
 
 
-@pytest.mark.parametrize(("env", "value"), [
-    ("AGROML_PAGE_SIZE", "lots"), ("AGROML_IMAGE_CONCURRENCY", "1.5"), ("AGROML_MIN_TOTAL", "ten"),
-    ("AGROML_HTTP_TIMEOUT", "soon"),
-])
+@pytest.mark.parametrize(
+    ("env", "value"),
+    [
+        ("AGROML_PAGE_SIZE", "lots"),
+        ("AGROML_IMAGE_CONCURRENCY", "1.5"),
+        ("AGROML_MIN_TOTAL", "ten"),
+        ("AGROML_HTTP_TIMEOUT", "soon"),
+    ],
+)
 def test_bad_numbers_name_the_variable(workdir, env, value):
     with pytest.raises(ConfigError) as info:
         config.resolve(environ={env: value}, env_file=None)
     kind = "number" if env == "AGROML_HTTP_TIMEOUT" else "whole number"
-    assert str(info.value) == (f"{env}={value!r} is not a valid {kind} "
-                               f"(set {env} in the environment or .env to a {kind})")
+    assert str(info.value) == (
+        f"{env}={value!r} is not a valid {kind} (set {env} in the environment or .env to a {kind})"
+    )
 
 
 def test_bad_number_in_dotenv_names_the_variable(workdir):
@@ -131,14 +151,14 @@ def test_schema_overrides_reach_table_spec(workdir):
     s = config.resolve(environ=environ, env_file=env_file)
     assert s.origins["AGROML_PEST_TABLE"] == "env"
     assert s.origins["AGROML_DISEASE_COL_GROWTH_STAGE"] == ".env"
-    pest = records.table_spec("pest", s.schema_overrides)
+    pest = schema.table_spec("pest", s.schema_overrides)
     assert pest.table == "bugs"
     assert pest.column("predicted") == "bug_name"
     assert pest.column("actual") == "actual_pest"  # untouched fields keep the default
     assert pest.extra == ("a", "b")
     assert "bug_name" in pest.select_columns() and "pest_detected" not in pest.select_columns()
-    assert records.table_spec("disease", s.schema_overrides).column("growth_stage") is None
-    assert records.table_spec("storage", s.schema_overrides) == records.DEFAULT_SPECS["storage"]
+    assert schema.table_spec("disease", s.schema_overrides).column("growth_stage") is None
+    assert schema.table_spec("storage", s.schema_overrides) == schema.DEFAULT_SPECS["storage"]
     described = {name: (value, origin) for name, value, origin in s.describe()}
     assert described["AGROML_PEST_COL_PREDICTED"] == ("bug_name", "env")
 
@@ -146,7 +166,7 @@ def test_schema_overrides_reach_table_spec(workdir):
 def test_unknown_column_override_is_an_error_naming_it(workdir):
     s = config.resolve(environ={"AGROML_PEST_COL_PREDICTD": "x"}, env_file=None)
     with pytest.raises(ConfigError, match="AGROML_PEST_COL_PREDICTD"):
-        records.table_spec("pest", s.schema_overrides)
+        schema.table_spec("pest", s.schema_overrides)
 
 
 # --- .env.example -----------------------------------------------------------------------------------
@@ -154,7 +174,8 @@ def test_env_example_is_current():
     text = (ROOT / ".env.example").read_text()
     assert text == config.env_example_text(), (
         ".env.example is out of date: regenerate it with "
-        "python -c \"from agroml.config import env_example_text as t; print(t(), end='')\" > .env.example")
+        "python -c \"from agroml.core.config import env_example_text as t; print(t(), end='')\" > .env.example"
+    )
 
 
 def test_env_example_names_every_setting_with_its_default():
@@ -164,9 +185,9 @@ def test_env_example_names_every_setting_with_its_default():
         assert re.search(rf"^# {s.env[0]}={re.escape(default)}$", text, re.M), s.env[0]
         for alias in s.env[1:]:
             assert alias in text
-    for model, spec in records.DEFAULT_SPECS.items():
+    for model, spec in schema.DEFAULT_SPECS.items():
         assert f"# AGROML_{model.upper()}_TABLE={spec.table}\n" in text
-        for field in records.SPEC_FIELDS:
+        for field in schema.SPEC_FIELDS:
             assert f"# AGROML_{model.upper()}_COL_{field.upper()}=" in text
 
 
@@ -180,5 +201,5 @@ def test_env_example_uncommented_gives_the_defaults(workdir):
     off = config.resolve(environ={}, env_file=None)
     for name in config.settings_fields():
         assert getattr(on, name) == getattr(off, name), name
-    for model in records.DEFAULT_SPECS:
-        assert records.table_spec(model, on.schema_overrides) == records.DEFAULT_SPECS[model]
+    for model in schema.DEFAULT_SPECS:
+        assert schema.table_spec(model, on.schema_overrides) == schema.DEFAULT_SPECS[model]

@@ -9,10 +9,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from agroml import analysis, config
-from agroml import records as rec
-from agroml.sources import LocalSource
-from agroml.sources.local import Store
+from agroml.core import config
+from agroml.data import analysis
+from agroml.data import records as rec
+from agroml.data.sources import LocalSource
+from agroml.data.store import Store
 
 NO_DATA = "no data: run `agroml demo` or `agroml pull`"
 
@@ -43,9 +44,20 @@ DISEASE_ROWS = [
 
 def make(model: str, rows) -> pd.DataFrame:
     return rec.make_records(
-        dict(id=i, source="test", model_type=model, image_url=None if bad == "no_image" else f"test://{i}.jpg",
-             predicted_label=p, confidence=0.8, user_confirmed=c, actual_label=a, created_at=t, invalid_reason=bad)
-        for i, p, c, a, t, bad in rows)
+        dict(
+            id=i,
+            source="test",
+            model_type=model,
+            image_url=None if bad == "no_image" else f"test://{i}.jpg",
+            predicted_label=p,
+            confidence=0.8,
+            user_confirmed=c,
+            actual_label=a,
+            created_at=t,
+            invalid_reason=bad,
+        )
+        for i, p, c, a, t, bad in rows
+    )
 
 
 @pytest.fixture
@@ -67,7 +79,13 @@ def stats_json(cli, *args: str) -> dict:
 def test_counts_accuracy_and_classes_are_exact(cli, store):
     pest = stats_json(cli, "--model", "pest")["models"]["pest"]
     assert {k: pest[k] for k in ("total", "confirmed", "corrected", "rejected", "no_feedback", "trainable")} == {
-        "total": 12, "confirmed": 5, "corrected": 2, "rejected": 1, "no_feedback": 4, "trainable": 7}
+        "total": 12,
+        "confirmed": 5,
+        "corrected": 2,
+        "rejected": 1,
+        "no_feedback": 4,
+        "trainable": 7,
+    }
     assert pest["invalid"] == {"no_image": 2, "bad_confidence": 1}
     assert pest["feedback_rate"] == pytest.approx(8 / 12)
     assert pest["feedback_accuracy"] == pytest.approx(5 / 8)
@@ -98,8 +116,10 @@ def test_model_types_are_kept_apart_and_an_empty_one_reports_zeros(cli, store):
     assert (storage["total"], storage["trainable"], storage["classes"], storage["invalid"]) == (0, 0, {}, {})
     assert storage["feedback_accuracy"] is None and storage["feedback_rate"] == 0.0
     assert storage["ready"]["ok"] is False
-    assert ("warning: no storage rows in the local source (run `agroml demo --model storage` or "
-            "`agroml pull --model storage`)") in result.stderr
+    assert (
+        "warning: no storage rows in the local source (run `agroml demo --model storage` or "
+        "`agroml pull --model storage`)"
+    ) in result.stderr
     assert "pest: 3 invalid rows left out (1 bad_confidence, 2 no_image)" in result.stderr
 
 
@@ -121,9 +141,15 @@ def test_since_until_window(cli, store):
 
 def test_readiness_verdict_and_flags(cli, store):
     ready = stats_json(cli, "--model", "pest")["models"]["pest"]["ready"]
-    assert ready == {"ok": False, "min_total": 100, "min_per_class": 10,
-                     "short_classes": ["aphids", "armyworm", "healthy"], "trainable": 7, "needed": 93,
-                     "classes_ready": 0}
+    assert ready == {
+        "ok": False,
+        "min_total": 100,
+        "min_per_class": 10,
+        "short_classes": ["aphids", "armyworm", "healthy"],
+        "trainable": 7,
+        "needed": 93,
+        "classes_ready": 0,
+    }
     # healthy is predicted but never labelled: short even at a minimum of 1
     ready = stats_json(cli, "--model", "pest", "--min-total", "7", "--min-per-class", "3")["models"]["pest"]["ready"]
     assert (ready["ok"], ready["short_classes"], ready["needed"]) == (False, ["healthy"], 0)
@@ -133,8 +159,9 @@ def test_readiness_verdict_and_flags(cli, store):
     assert (ready["ok"], ready["needed"]) == (False, 1)
 
     text = cli("stats", "--model", "pest").stdout
-    assert ("pest: not ready: 93 more trainable rows needed; "
-            "short classes: aphids, armyworm, healthy (minimum 10)") in text
+    assert (
+        "pest: not ready: 93 more trainable rows needed; short classes: aphids, armyworm, healthy (minimum 10)"
+    ) in text
     text = cli("stats", "--model", "pest", "--min-total", "7", "--min-per-class", "0").stdout
     assert "pest: ready to train (7 trainable rows, 3 classes)" in text
 
@@ -147,12 +174,14 @@ def test_readiness_settings_from_environment(cli, store, monkeypatch):
 
 
 def test_readiness_needs_two_classes():
-    counts = analysis.feedback_counts(make("pest", [(f"r{i}", "aphids", True, None, "2025-03-10T08:00:00Z", None)
-                                                    for i in range(20)]))
+    counts = rec.feedback_counts(
+        make("pest", [(f"r{i}", "aphids", True, None, "2025-03-10T08:00:00Z", None) for i in range(20)])
+    )
     ready = analysis.readiness(counts, min_total=10, min_per_class=5)
     assert (ready["ok"], ready["short_classes"], ready["classes_ready"]) == (False, [], 1)
     assert analysis.readiness_verdict(ready) == (
-        "not ready: only 1 class with trainable rows (a classifier needs at least 2)")
+        "not ready: only 1 class with trainable rows (a classifier needs at least 2)"
+    )
     with pytest.raises(ValueError):
         analysis.readiness(pd.concat([counts, counts.assign(model_type="disease")]), 10, 5)
 
@@ -161,7 +190,7 @@ def test_feedback_counts_from_records_match_the_store(store):
     with LocalSource(store) as source:
         frame = pd.concat(list(source.iter_records("pest")), ignore_index=True)
         from_sql = source.feedback_counts("pest")
-    from_frame = analysis.feedback_counts(frame)
+    from_frame = rec.feedback_counts(frame)
     assert list(from_frame.columns) == list(from_sql.columns)
 
     def canon(df: pd.DataFrame) -> list[tuple]:
@@ -169,7 +198,7 @@ def test_feedback_counts_from_records_match_the_store(store):
 
     assert canon(from_frame) == canon(from_sql)
     assert analysis.model_stats(from_frame, 7, 3) == analysis.model_stats(from_sql, 7, 3)
-    assert analysis.feedback_counts(frame.iloc[:0]).empty
+    assert rec.feedback_counts(frame.iloc[:0]).empty
 
 
 # --- output ----------------------------------------------------------------------------------------
@@ -244,8 +273,10 @@ def test_since_not_before_until_is_bad_usage(cli, store):
     for command in ("stats", "distribution"):
         result = cli(command, "--since", "2025-02-01", "--until", "2025-01-01")
         assert result.exit_code == 2
-        assert result.stderr.strip() == ("error: --since 2025-02-01T00:00:00+00:00 is not before --until "
-                                         "2025-01-01T00:00:00+00:00 (give an earlier --since or a later --until)")
+        assert result.stderr.strip() == (
+            "error: --since 2025-02-01T00:00:00+00:00 is not before --until "
+            "2025-01-01T00:00:00+00:00 (give an earlier --since or a later --until)"
+        )
 
 
 def test_stats_upgrades_a_schema_v1_store_and_uses_the_feedback_index(cli, store):
@@ -255,9 +286,10 @@ def test_stats_upgrades_a_schema_v1_store_and_uses_the_feedback_index(cli, store
     assert stats_json(cli, "--model", "pest")["models"]["pest"]["trainable"] == 7
     with Store(store.db_path) as s:
         assert s.schema_version == 2
-        keys = ", ".join(analysis.COUNT_KEYS)
-        plan = s.con.execute(f"EXPLAIN QUERY PLAN SELECT {keys}, count(*) FROM predictions WHERE model_type = 'pest' "
-                             f"GROUP BY {keys}").fetchall()
+        keys = ", ".join(rec.COUNT_KEYS)
+        plan = s.con.execute(
+            f"EXPLAIN QUERY PLAN SELECT {keys}, count(*) FROM predictions WHERE model_type = 'pest' GROUP BY {keys}"
+        ).fetchall()
         # read in index order: no sort of every row (what keeps stats fast on a million rows)
         assert any("COVERING INDEX predictions_feedback" in row[-1] for row in plan)
         assert not any("TEMP B-TREE" in row[-1] for row in plan)

@@ -8,17 +8,26 @@ import threading
 import pandas as pd
 import pytest
 
-from agroml import records as rec
-from agroml.errors import NoDataError, StoreError
-from agroml.sources.local import SCHEMA_VERSION, Store
+from agroml.core.errors import NoDataError, StoreError
+from agroml.data import records as rec
+from agroml.data.store import SCHEMA_VERSION, Store
 
 
 def _records(n: int, confirmed=True, source="demo", start=0) -> pd.DataFrame:
     return rec.make_records(
-        dict(id=f"id-{i:05d}", source=source, model_type="pest", image_url=f"demo://pest/{i}.jpg",
-             predicted_label="aphids" if i % 2 else "healthy", confidence=0.5, user_confirmed=confirmed,
-             farmer_id=f"farmer-{i % 3}", created_at=pd.Timestamp("2025-01-01", tz="UTC") + pd.Timedelta(hours=i))
-        for i in range(start, start + n))
+        dict(
+            id=f"id-{i:05d}",
+            source=source,
+            model_type="pest",
+            image_url=f"demo://pest/{i}.jpg",
+            predicted_label="aphids" if i % 2 else "healthy",
+            confidence=0.5,
+            user_confirmed=confirmed,
+            farmer_id=f"farmer-{i % 3}",
+            created_at=pd.Timestamp("2025-01-01", tz="UTC") + pd.Timedelta(hours=i),
+        )
+        for i in range(start, start + n)
+    )
 
 
 def test_upsert_counts_and_is_idempotent(tmp_path):

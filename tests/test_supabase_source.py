@@ -11,12 +11,12 @@ import pytest
 from supa_rows import add_empty_tables, add_pest_table, pest_rows
 from supaserver import Faults
 
-from agroml import config
-from agroml import records as rec
-from agroml.errors import ConfigError, SourceError
-from agroml.retry import RetryPolicy, TransientError, is_retryable_status
-from agroml.sources import open_source
-from agroml.sources.supabase import SupabaseSource, key_role
+from agroml.core import config, schema
+from agroml.core.errors import ConfigError, SourceError
+from agroml.core.retry import RetryPolicy, TransientError, is_retryable_status
+from agroml.data import records as rec
+from agroml.data.sources import open_source
+from agroml.data.supabase import SupabaseSource, key_role
 
 N = 25_000
 
@@ -29,8 +29,9 @@ def _big() -> tuple[dict, ...]:
 def _settings(server, key: str | None = None, **over) -> config.Settings:
     env = {"SUPABASE_URL": server.url, "SUPABASE_SERVICE_KEY": key or server.service_key}
     env.update({k: str(v) for k, v in over.pop("env", {}).items()})
-    return config.resolve({"retry_base_seconds": 0.001, "retry_max_seconds": 20, "hash_salt": "s", **over},
-                          environ=env, env_file=None)
+    return config.resolve(
+        {"retry_base_seconds": 0.001, "retry_max_seconds": 20, "hash_salt": "s", **over}, environ=env, env_file=None
+    )
 
 
 @pytest.fixture
@@ -69,7 +70,7 @@ def test_25k_rows_behind_the_1000_row_cap_come_through_exactly(big_server):
     assert all(g.query["order"] == ["id.asc"] and g.query["limit"] == ["1000"] for g in gets)
     assert all(g.query["id"][0].startswith("gt.") for g in gets[1:])  # keyset, never offset
     assert not any("offset" in g.query for g in gets)
-    spec = rec.table_spec("pest")
+    spec = schema.table_spec("pest")
     assert gets[0].query["select"] == [",".join(spec.select_columns())]  # only the mapped columns
 
 
@@ -104,8 +105,7 @@ def test_truncated_bodies_and_cloudflare_errors_are_retried(big_server):
 def test_retrying_is_bounded_in_time_and_says_what_to_do(supabase_server):
     add_pest_table(supabase_server, pest_rows(3))
     supabase_server.faults = Faults(error_rate=1.0, error_statuses=(503,))
-    with SupabaseSource(_settings(supabase_server, retry_max_seconds=0.05)) as src, \
-            pytest.raises(SourceError) as err:
+    with SupabaseSource(_settings(supabase_server, retry_max_seconds=0.05)) as src, pytest.raises(SourceError) as err:
         list(src.fetch_rows("pest"))
     assert "pest_predictions" in str(err.value) and "http_503" in str(err.value)
     assert "AGROML_RETRY_MAX_SECONDS" in str(err.value)
@@ -158,7 +158,7 @@ def test_a_missing_table_names_the_table_and_its_setting(supabase_server):
 
 
 def test_a_missing_column_names_the_column_and_its_setting(supabase_server):
-    cols = [c for c in rec.table_spec("pest").select_columns() if c != "actual_pest"] + ["corrected_pest"]
+    cols = [c for c in schema.table_spec("pest").select_columns() if c != "actual_pest"] + ["corrected_pest"]
     rows = [{**r, "corrected_pest": r["actual_pest"]} for r in pest_rows(3)]
     add_pest_table(supabase_server, rows, columns=cols)
     with SupabaseSource(_settings(supabase_server)) as src, pytest.raises(ConfigError) as err:
@@ -224,8 +224,20 @@ def test_stats_source_supabase_counts_all_25k_rows(cli, live_env):
 
 def test_export_source_supabase_writes_all_25k_rows(cli, live_env, workdir: Path):
     live_env.faults = Faults(seed=12, error_rate=0.10, error_statuses=(503, 429), drop_rate=0.02)
-    result = cli("export", "--source", "supabase", "--model", "pest", "--scope", "all", "--format", "parquet",
-                 "--out", "out", "--json")
+    result = cli(
+        "export",
+        "--source",
+        "supabase",
+        "--model",
+        "pest",
+        "--scope",
+        "all",
+        "--format",
+        "parquet",
+        "--out",
+        "out",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     files = list((workdir / "out").glob("pest_all_*.parquet"))
     assert len(files) == 1
@@ -262,20 +274,25 @@ def _doctor_server(server, image_url=None):
 
 
 def test_online_checks_pass_on_a_healthy_project(workdir, supabase_server):
-    from agroml.sources.supabase import online_checks
+    from agroml.ops.doctor import online_checks
 
     _doctor_server(supabase_server)
     checks = online_checks(_settings(supabase_server))
     assert [(c.name, c.status) for c in checks] == [
-        ("supabase rest", "ok"), ("supabase key", "ok"), ("table pest", "ok"), ("table disease", "ok"),
-        ("table storage", "ok"), ("image", "ok")]
+        ("supabase rest", "ok"),
+        ("supabase key", "ok"),
+        ("table pest", "ok"),
+        ("table disease", "ok"),
+        ("table storage", "ok"),
+        ("image", "ok"),
+    ]
     assert "role service_role" in checks[1].detail and "16 mapped columns" in checks[2].detail
     assert not any(supabase_server.service_key in c.detail + c.fix for c in checks)
     assert not (workdir / "data").exists()  # doctor stores nothing
 
 
 def test_online_checks_name_each_problem_and_its_fix(workdir, supabase_server):
-    from agroml.sources.supabase import online_checks
+    from agroml.ops.doctor import online_checks
 
     _doctor_server(supabase_server, image_url="https://images.example.org/a.jpg")
     supabase_server.drop_table("storage_predictions")

@@ -28,9 +28,16 @@ def feedback_rows(n=ROWS):
     rows = []
     for i in range(1, n + 1):
         minute, second = divmod(i // 10, 60)
-        rows.append({"id": i, "created_at": f"2024-03-01T{10 + minute // 60:02d}:{minute % 60:02d}:{second:02d}+00:00",
-                     "label": None if i % 7 == 0 else f"l{i % 3}", "confirmed": i % 2 == 0,
-                     "confidence": round((i % 100) / 100, 2), "meta": {"i": i, "tags": ["a"]}})
+        rows.append(
+            {
+                "id": i,
+                "created_at": f"2024-03-01T{10 + minute // 60:02d}:{minute % 60:02d}:{second:02d}+00:00",
+                "label": None if i % 7 == 0 else f"l{i % 3}",
+                "confirmed": i % 2 == 0,
+                "confidence": round((i % 100) / 100, 2),
+                "meta": {"i": i, "tags": ["a"]},
+            }
+        )
     return rows
 
 
@@ -53,12 +60,24 @@ def rest(server, query, key="service", headers=None):
 
 # ------------------------------------------------------------------------------------------------ rows
 
+
 def test_select_filters_order_and_range_through_the_client(client):
-    resp = (client.table("feedback").select("id,label").gte("id", 100).lt("id", 200).neq("label", "l1")
-            .order("label", desc=True).order("id").range(2, 5).execute())
+    resp = (
+        client.table("feedback")
+        .select("id,label")
+        .gte("id", 100)
+        .lt("id", 200)
+        .neq("label", "l1")
+        .order("label", desc=True)
+        .order("id")
+        .range(2, 5)
+        .execute()
+    )
     assert all(set(row) == {"id", "label"} for row in resp.data)
-    expected = sorted((r for r in feedback_rows() if 100 <= r["id"] < 200 and r["label"] not in ("l1", None)),
-                      key=lambda r: (-int(r["label"][1]), r["id"]))[2:6]
+    expected = sorted(
+        (r for r in feedback_rows() if 100 <= r["id"] < 200 and r["label"] not in ("l1", None)),
+        key=lambda r: (-int(r["label"][1]), r["id"]),
+    )[2:6]
     assert resp.data == [{"id": r["id"], "label": r["label"]} for r in expected]
     assert resp.count is None
 
@@ -76,17 +95,28 @@ def test_nulls_sort_last_ascending_and_first_descending_unless_asked(client):
     assert [r["label"] for r in asc][-2:] == [None, None]
     desc = client.table("feedback").select("id,label").lte("id", 14).order("label", desc=True).execute().data
     assert [r["label"] for r in desc][:2] == [None, None]
-    first = (client.table("feedback").select("id,label").lte("id", 14).order("label", nullsfirst=True)
-             .order("id").execute().data)
+    first = (
+        client.table("feedback")
+        .select("id,label")
+        .lte("id", 14)
+        .order("label", nullsfirst=True)
+        .order("id")
+        .execute()
+        .data
+    )
     assert [r["id"] for r in first][:2] == [7, 14]
 
 
 def test_comparisons_are_typed_not_textual(supabase_server):
     ids = [str(uuid.UUID(int=k * 2**100)) for k in (1, 2, 3)]
-    supabase_server.add_rows("t", [
-        {"n": 9, "at": "2024-01-01T01:00:00+02:00", "u": ids[0]},  # 23:00 UTC the day before
-        {"n": 10, "at": "2024-01-01T00:30:00+00:00", "u": ids[1]},
-        {"n": 100, "at": "2024-01-01T00:00:00Z", "u": ids[2]}])
+    supabase_server.add_rows(
+        "t",
+        [
+            {"n": 9, "at": "2024-01-01T01:00:00+02:00", "u": ids[0]},  # 23:00 UTC the day before
+            {"n": 10, "at": "2024-01-01T00:30:00+00:00", "u": ids[1]},
+            {"n": 100, "at": "2024-01-01T00:00:00Z", "u": ids[2]},
+        ],
+    )
     c = client_for(supabase_server)
     assert [r["n"] for r in c.table("t").select("n").gt("n", 9).order("n").execute().data] == [10, 100]
     by_time = c.table("t").select("n").order("at").execute().data
@@ -147,20 +177,33 @@ def test_keyset_pages_scan_less_than_deep_offsets(db):
     import supaserver_query as q
 
     table = db.tables["feedback"]
-    keyset = q.execute(table, q.parse_query(table, {"id": ["gt.2000"], "order": ["id.asc"], "limit": ["100"]}),
-                       visible=True, max_rows=1000, count=False)
-    offset = q.execute(table, q.parse_query(table, {"offset": ["2000"], "order": ["id.asc"], "limit": ["100"]}),
-                       visible=True, max_rows=1000, count=False)
+    keyset = q.execute(
+        table,
+        q.parse_query(table, {"id": ["gt.2000"], "order": ["id.asc"], "limit": ["100"]}),
+        visible=True,
+        max_rows=1000,
+        count=False,
+    )
+    offset = q.execute(
+        table,
+        q.parse_query(table, {"offset": ["2000"], "order": ["id.asc"], "limit": ["100"]}),
+        visible=True,
+        max_rows=1000,
+        count=False,
+    )
     assert keyset.rows == offset.rows and len(keyset.rows) == 100
     assert keyset.scanned <= 101 and offset.scanned == 2100  # the bound row itself may be looked at
 
 
 # ------------------------------------------------------------------------------------------------ errors
 
+
 def test_key_errors_use_the_gateway_bodies(db):
     r = rest(db, "feedback?select=id", key=None)
     assert r.status_code == 401 and r.json() == {
-        "message": "No API key found in request", "hint": "No `apikey` request header or url param was found."}
+        "message": "No API key found in request",
+        "hint": "No `apikey` request header or url param was found.",
+    }
     forged = make_jwt({"role": "service_role"})[:-4] + "abcd"
     with pytest.raises(postgrest.APIError) as err:
         client_for(db, forged).table("feedback").select("id").execute()
@@ -211,12 +254,14 @@ def test_the_anon_key_sees_empty_tables_under_rls(db):
 
 def test_single_and_head(db, client):
     assert client.table("feedback").select("id").eq("id", 5).single().execute().data == {"id": 5}
-    r = httpx.head(f"{db.url}/rest/v1/feedback?select=id&id=lte.3",
-                   headers={"apikey": db.service_key, "Prefer": "count=exact"})
+    r = httpx.head(
+        f"{db.url}/rest/v1/feedback?select=id&id=lte.3", headers={"apikey": db.service_key, "Prefer": "count=exact"}
+    )
     assert (r.status_code, r.headers["content-range"], r.content) == (200, "0-2/3", b"")
 
 
 # ------------------------------------------------------------------------------------------------ storage
+
 
 def test_storage_download_public_url_and_errors(supabase_server):
     server = supabase_server
@@ -237,7 +282,11 @@ def test_storage_download_public_url_and_errors(supabase_server):
     assert (err.value.status, err.value.code, err.value.message) == ("404", "not_found", "Object not found")
     assert server.requests[-1].status == 400
     assert httpx.get(server.public_url("photos", "missing.jpg")).json() == {
-        "statusCode": "404", "code": "NoSuchKey", "error": "not_found", "message": "Object not found"}
+        "statusCode": "404",
+        "code": "NoSuchKey",
+        "error": "not_found",
+        "message": "Object not found",
+    }
     assert httpx.get(server.public_url("private", "b.png")).json()["code"] == "NoSuchBucket"
     with pytest.raises(StorageApiError) as err:
         c.storage.from_("nobucket").download("x.jpg")
@@ -260,6 +309,7 @@ def test_signed_urls(supabase_server):
 
 
 # ------------------------------------------------------------------------------------------------ faults
+
 
 def test_injected_errors_are_seeded_and_roughly_as_configured(db):
     def statuses(seed):
@@ -328,8 +378,12 @@ def test_delay_slow_answers_and_corrupt_objects(supabase_server):
 def test_request_log_and_connection_reuse_under_concurrency(db):
     client_for(db).table("feedback").select("id").limit(1).execute()
     log = db.requests[-1]
-    assert (log.method, log.path, log.query["select"], log.query["limit"]) == ("GET", "/rest/v1/feedback",
-                                                                              ["id"], ["1"])
+    assert (log.method, log.path, log.query["select"], log.query["limit"]) == (
+        "GET",
+        "/rest/v1/feedback",
+        ["id"],
+        ["1"],
+    )
     assert log.headers["apikey"] == db.service_key and log.headers["authorization"] == f"Bearer {db.service_key}"
     assert log.headers["accept-profile"] == "public" and log.client[0] == "127.0.0.1"
 
@@ -337,6 +391,7 @@ def test_request_log_and_connection_reuse_under_concurrency(db):
     db.faults = Faults(delay_s=0.05)
     limits = httpx.Limits(max_connections=16, max_keepalive_connections=16)
     with httpx.Client(headers={"apikey": db.service_key}, limits=limits) as http:
+
         def get(i):
             return http.get(f"{db.url}/rest/v1/feedback?select=id&id=eq.{i}").json()
 
@@ -348,6 +403,7 @@ def test_request_log_and_connection_reuse_under_concurrency(db):
 
 
 # ------------------------------------------------------------------------------------------------ image host
+
 
 def test_image_host_serves_files_and_logs_headers(image_host):
     url = image_host.add("/farm/a.jpg", b"jpeg", "image/jpeg")
@@ -363,6 +419,7 @@ def test_image_host_serves_files_and_logs_headers(image_host):
 
 
 # ------------------------------------------------------------------------------------------------ data changes
+
 
 def test_rows_change_between_requests_and_deep_offsets_can_time_out(db, client):
     assert db.update_rows("feedback", {"id": 3}, {"label": "changed"}) == 1
@@ -391,8 +448,14 @@ def test_explicit_column_types(supabase_server):
 
 
 def test_more_of_the_query_grammar(supabase_server):
-    supabase_server.add_rows("t", [{"id": 1, "name": "a,b", "tag": "x"}, {"id": 2, "name": "Leaf", "tag": None},
-                                   {"id": 3, "name": "leaf blight", "tag": "y"}])
+    supabase_server.add_rows(
+        "t",
+        [
+            {"id": 1, "name": "a,b", "tag": "x"},
+            {"id": 2, "name": "Leaf", "tag": None},
+            {"id": 3, "name": "leaf blight", "tag": "y"},
+        ],
+    )
 
     def ids(query):
         r = rest(supabase_server, f"t?{query}")
@@ -407,8 +470,14 @@ def test_more_of_the_query_grammar(supabase_server):
     assert ids("select=id&tag=is.not_null&or=(id.eq.1,not.and(id.gte.2,tag.eq.y))") == [1]
     assert ids("select=key:id&id=gte.3") == [3]
     assert rest(supabase_server, "t?select=key:id::text&id=gte.3").json() == [{"key": "3"}]
-    for bad, code in [("order=id.sideways", "PGRST100"), ("limit=ten", "PGRST100"), ("or=id.eq.1", "PGRST100"),
-                      ("name=eq", "PGRST100"), ("select=id,other(*)", "PGRST200"), ("id=like.1*", "42883")]:
+    for bad, code in [
+        ("order=id.sideways", "PGRST100"),
+        ("limit=ten", "PGRST100"),
+        ("or=id.eq.1", "PGRST100"),
+        ("name=eq", "PGRST100"),
+        ("select=id,other(*)", "PGRST200"),
+        ("id=like.1*", "42883"),
+    ]:
         r = rest(supabase_server, f"t?{bad}")
         assert (r.status_code, r.json()["code"]) == (400, code), bad
     r = rest(supabase_server, "t", headers={"Accept-Profile": "private"})

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from test_train_helpers import add_shapes, corrupt
 
-from agroml import config
-from agroml.errors import NotEnoughDataError, TrainingError, UsageError
-from agroml.training.data import CORRUPT, Example, load_training_data, make_dataset, split_examples
+from agroml.core import config
+from agroml.core.errors import NotEnoughDataError, TrainingError, UsageError
+from agroml.images.pixels import CORRUPT
+from agroml.training.data import Example, load_training_data, make_dataset, split_examples
 
 
 @pytest.fixture
@@ -25,8 +26,10 @@ def test_too_little_data_exits_1_naming_short_classes_and_minimum(cli, settings)
     add_shapes(settings, {"circle": 6, "square": 2, "triangle": 3})
     result = cli("train", "--model", "pest", "--weights", "none", "--min-per-class", "5")
     assert result.exit_code == 1
-    assert ("only 6 trainable pest images with a cached, readable image (minimum 100, AGROML_MIN_TOTAL); "
-            "classes under the minimum of 5: square (2), triangle (3)") in result.stderr
+    assert (
+        "only 6 trainable pest images with a cached, readable image (minimum 100, AGROML_MIN_TOTAL); "
+        "classes under the minimum of 5: square (2), triangle (3)"
+    ) in result.stderr
     assert not (settings.models_dir / "pest").exists()
 
 
@@ -74,8 +77,10 @@ def test_some_corrupt_images_are_skipped_and_counted(settings):
 def test_unknown_backbone_lists_valid_ones(cli, settings):
     result = cli("train", "--model", "pest", "--arch", "vgg16")
     assert result.exit_code == 2
-    assert ("unknown backbone 'vgg16': valid backbones are mobilenetv2, resnet50, efficientnetb0 "
-            "(use --arch mobilenetv2|resnet50|efficientnetb0)") in result.stderr
+    assert (
+        "unknown backbone 'vgg16': valid backbones are mobilenetv2, resnet50, efficientnetb0 "
+        "(use --arch mobilenetv2|resnet50|efficientnetb0)"
+    ) in result.stderr
 
 
 def test_bad_weights_value_is_a_usage_error(cli, settings):

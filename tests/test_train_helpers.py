@@ -43,17 +43,23 @@ def shape_png(shape: str, seed: int, size: int = 40, color: tuple[int, int, int]
     return buf.getvalue()
 
 
-def add_shapes(settings, counts: dict[str, int], model_type: str = "pest", start: int = 0, size: int = 40,
-               shapes: dict[str, str] | None = None, colors: dict[str, tuple[int, int, int]] | None = None,
-               ) -> list[str]:
+def add_shapes(
+    settings,
+    counts: dict[str, int],
+    model_type: str = "pest",
+    start: int = 0,
+    size: int = 40,
+    shapes: dict[str, str] | None = None,
+    colors: dict[str, tuple[int, int, int]] | None = None,
+) -> list[str]:
     """Store ``counts[label]`` confirmed rows per label, each with its own cached shape photo; returns ids.
 
     A label's shape is ``shapes[label]``, or the label itself when it names a shape; ``colors[label]``
     fixes its colour (an easy task: any base's pooled features separate colours).
     """
-    from agroml.images import ImageCache
-    from agroml.records import make_records
-    from agroml.sources.local import Store
+    from agroml.data.records import make_records
+    from agroml.data.store import Store
+    from agroml.images.cache import ImageCache
 
     records, ids, i = [], [], start
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -65,9 +71,20 @@ def add_shapes(settings, counts: dict[str, int], model_type: str = "pest", start
                 url = f"https://img.test/{row_id}.png"
                 png = shape_png(shape, zlib.crc32(row_id.encode()), size, (colors or {}).get(label))
                 image = cache.put(png, url=url)
-                records.append({"id": row_id, "source": "demo", "model_type": model_type, "image_url": url,
-                                "image_hash": image.sha256, "predicted_label": label, "confidence": 0.9,
-                                "user_confirmed": True, "created_at": t0 + timedelta(minutes=i), "farmer_id": "f1"})
+                records.append(
+                    {
+                        "id": row_id,
+                        "source": "demo",
+                        "model_type": model_type,
+                        "image_url": url,
+                        "image_hash": image.sha256,
+                        "predicted_label": label,
+                        "confidence": 0.9,
+                        "user_confirmed": True,
+                        "created_at": t0 + timedelta(minutes=i),
+                        "farmer_id": "f1",
+                    }
+                )
                 ids.append(row_id)
                 i += 1
     with Store(settings.db_path) as store:
@@ -77,7 +94,7 @@ def add_shapes(settings, counts: dict[str, int], model_type: str = "pest", start
 
 def corrupt(settings, row_ids: list[str]) -> None:
     """Truncate the cached files of ``row_ids`` (the rows stay in the store)."""
-    from agroml.images import ImageCache
+    from agroml.images.cache import ImageCache
 
     with ImageCache(settings.image_dir) as cache:
         for row_id in row_ids:

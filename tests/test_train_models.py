@@ -16,17 +16,20 @@ import numpy as np
 import pytest
 from test_train_helpers import add_shapes
 
-from agroml import config
+from agroml.core import config
+from agroml.images.pixels import load_image_array
 from agroml.training.backbones import BACKBONES
-from agroml.training.data import load_image_array
 from agroml.training.run import train
 
 COLORS = {"circle": (230, 40, 40), "square": (40, 200, 60), "triangle": (50, 60, 230)}
 
 
 def _settings(root: Path, **overrides):
-    return config.resolve({"data_dir": root / "data", "models_dir": root / "models", "min_total": 12,
-                           "min_per_class": 4, **overrides}, environ={}, env_file=None)
+    return config.resolve(
+        {"data_dir": root / "data", "models_dir": root / "models", "min_total": 12, "min_per_class": 4, **overrides},
+        environ={},
+        env_file=None,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +37,10 @@ def scratch_runs(tmp_path_factory):
     """One --weights none run per backbone on the same tiny data."""
     settings = _settings(tmp_path_factory.mktemp("scratch"))
     add_shapes(settings, {"circle": 8, "square": 8, "triangle": 8}, size=32)
-    runs = {arch: train(settings, "pest", arch, "none", image_size=32, epochs=1, batch_size=8, run_eagerly=True)
-            for arch in BACKBONES}
+    runs = {
+        arch: train(settings, "pest", arch, "none", image_size=32, epochs=1, batch_size=8, run_eagerly=True)
+        for arch in BACKBONES
+    }
     return settings, runs
 
 
@@ -46,8 +51,17 @@ def test_every_backbone_trains_and_reloads_identically_in_a_fresh_process(scratc
         folder = settings.models_dir / "pest" / result.run_id
         assert result.path == folder and folder.is_dir()
         names = {p.name for p in folder.iterdir()}
-        assert {"model.keras", "labels.json", "config.json", "split.json", "metrics.json", "history.csv",
-                "curves.png", "confusion_matrix.png", "MODEL_CARD.md"} <= names
+        assert {
+            "model.keras",
+            "labels.json",
+            "config.json",
+            "split.json",
+            "metrics.json",
+            "history.csv",
+            "curves.png",
+            "confusion_matrix.png",
+            "MODEL_CARD.md",
+        } <= names
         assert not list(folder.parent.glob(".*.partial"))
         assert json.loads((folder / "labels.json").read_text()) == ["circle", "square", "triangle"]
         metrics = json.loads((folder / "metrics.json").read_text())
@@ -71,10 +85,16 @@ def test_every_backbone_trains_and_reloads_identically_in_a_fresh_process(scratc
         "for arch, folder in zip(sys.argv[2::2], sys.argv[3::2]):\n"
         "    model = keras.saving.load_model(Path(folder) / 'model.keras', compile=False)\n"
         "    x = np.load(out / f'{arch}_x.npy')\n"
-        "    np.save(out / f'{arch}_reloaded.npy', np.asarray(model(x, training=False)))\n")
+        "    np.save(out / f'{arch}_reloaded.npy', np.asarray(model(x, training=False)))\n"
+    )
     args = [str(tmp_path)] + [a for arch, r in runs.items() for a in (arch, str(r.path))]
-    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300,
-                          env={"TF_CPP_MIN_LOG_LEVEL": "3", "PATH": "/usr/bin:/bin"})
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"TF_CPP_MIN_LOG_LEVEL": "3", "PATH": "/usr/bin:/bin"},
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     for arch in runs:
         reloaded = np.load(tmp_path / f"{arch}_reloaded.npy")
@@ -129,9 +149,14 @@ def test_fast_path_matches_slow_path(tmp_path):
     common = dict(image_size=32, epochs=8, batch_size=16, alpha=0.35, learning_rate=0.01)
     fast = train(settings, "pest", "mobilenetv2", str(base_weights), fast=True, **common)
     slow = train(settings, "pest", "mobilenetv2", str(base_weights), fast=False, **common)
-    accuracy = {name: (r.metrics["val"]["accuracy"] * r.metrics["val"]["n"] + r.metrics["test"]["accuracy"]
-                       * r.metrics["test"]["n"]) / (r.metrics["val"]["n"] + r.metrics["test"]["n"])
-                for name, r in (("fast", fast), ("slow", slow))}
+    accuracy = {
+        name: (
+            r.metrics["val"]["accuracy"] * r.metrics["val"]["n"]
+            + r.metrics["test"]["accuracy"] * r.metrics["test"]["n"]
+        )
+        / (r.metrics["val"]["n"] + r.metrics["test"]["n"])
+        for name, r in (("fast", fast), ("slow", slow))
+    }
     assert max(accuracy.values()) >= 0.6, accuracy  # the base's features carry the classes
     assert abs(accuracy["fast"] - accuracy["slow"]) <= 0.25, accuracy
     # the saved whole network (raw pixels in) is the base + the head trained on cached features
@@ -151,8 +176,22 @@ def test_train_json_and_a_label_map_that_survives_a_new_class(cli, workdir, monk
     settings = config.resolve(env_file=None)
     add_shapes(settings, {"circle": 8, "square": 8}, size=32, colors=COLORS)
     base_weights = make_base_weights(workdir / "base.weights.h5", _images(settings))
-    args = ("train", "--model", "pest", "--weights", str(base_weights), "--alpha", "0.35", "--image-size", "32",
-            "--epochs", "2", "--min-per-class", "4", "--json")
+    args = (
+        "train",
+        "--model",
+        "pest",
+        "--weights",
+        str(base_weights),
+        "--alpha",
+        "0.35",
+        "--image-size",
+        "32",
+        "--epochs",
+        "2",
+        "--min-per-class",
+        "4",
+        "--json",
+    )
     first = cli(*args)
     assert first.exit_code == 0, first.stderr
     out = json.loads(first.stdout)
@@ -175,7 +214,7 @@ def test_train_json_and_a_label_map_that_survives_a_new_class(cli, workdir, monk
     old = keras.saving.load_model(folder / "model.keras", compile=False)
     assert old.output_shape[-1] == 2
 
-    from agroml.registry import Registry
+    from agroml.lifecycle.registry import Registry
 
     with Registry(settings.models_dir) as registry:
         states = {r.run_id: r.state for r in registry.runs("pest")}
@@ -215,8 +254,9 @@ def test_from_scratch_photos_are_turned_by_any_angle_and_for_a_pretrained_base_b
         backbone = get_backbone("mobilenetv2")
         base = build_base(backbone, 32, "none", 0.35)
         model = build_model(backbone, base, 3, 32, scratch=scratch)
-        rotation = next(layer for layer in model.get_layer("augmentation").layers
-                        if isinstance(layer, keras.layers.RandomRotation))
+        rotation = next(
+            layer for layer in model.get_layer("augmentation").layers if isinstance(layer, keras.layers.RandomRotation)
+        )
         return tuple(float(f) * 360 for f in rotation.factor)
 
     assert turns(scratch=True) == (-180.0, 180.0)
@@ -233,8 +273,14 @@ def test_tflite_check_agrees_and_stays_quiet(tmp_path):
     from agroml.training import outputs
 
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Rescaling(1 / 255), keras.layers.Flatten(),
-                              keras.layers.Dense(3, activation="softmax")])
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            keras.layers.Rescaling(1 / 255),
+            keras.layers.Flatten(),
+            keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
     images = np.random.default_rng(0).integers(0, 256, (20, 8, 8, 3), dtype="uint8")
     outputs.export_tflite(model, tmp_path / "model.tflite", "float16", images)
     with warnings.catch_warnings(record=True) as caught:

@@ -10,10 +10,14 @@ from rich.table import Table
 
 from agroml.cli import output
 from agroml.cli.options import JsonOpt, ModelAllOpt, ModelOpt, ModelTypeOrAll, SeedOpt
+from agroml.core import config, schema
+from agroml.data.importing import import_folder
+from agroml.demo import rows as demo_data
 
 CountOpt = Annotated[int, typer.Option("--n", "-n", min=1, help="Rows (and photos) per model type.")]
-FolderArg = Annotated[Path, typer.Argument(help="Folder with one subfolder per class (the folder name is the label).",
-                                           show_default=False)]
+FolderArg = Annotated[
+    Path, typer.Argument(help="Folder with one subfolder per class (the folder name is the label).", show_default=False)
+]
 #: Skipped files listed in the table; --json lists them all.
 SHOWN_SKIPS = 20
 
@@ -45,30 +49,47 @@ def demo(
 
     Example: agroml demo --model pest --n 600 --seed 0
     """
-    from agroml import config, records
-    from agroml import demo as demo_data
 
     settings = config.resolve({})
     with output.progress() as progress:
-        summary = demo_data.generate(settings, records.expand_model_types(model.value), n=n, seed=seed,
-                                     progress=progress)
+        summary = demo_data.generate(
+            settings, schema.expand_model_types(model.value), n=n, seed=seed, progress=progress
+        )
     for message in summary.warnings:
         output.warn(message)
     if json_out:
         output.print_json(summary.as_dict())
     else:
         table = Table(title=f"demo data (seed {seed})", title_justify="left")
-        for name in ("model", "rows", "new", "updated", "unchanged", "images", "confirmed", "corrected",
-                     "rejected", "no feedback"):
+        for name in (
+            "model",
+            "rows",
+            "new",
+            "updated",
+            "unchanged",
+            "images",
+            "confirmed",
+            "corrected",
+            "rejected",
+            "no feedback",
+        ):
             table.add_column(name, justify="left" if name == "model" else "right")
         for m, s in summary.models.items():
             fb = s.feedback
-            table.add_row(m, str(s.rows), str(s.upsert.inserted), str(s.upsert.updated), str(s.upsert.unchanged),
-                          str(s.images), *(str(fb.get(k, 0)) for k in ("confirmed", "corrected", "rejected", "none")))
+            table.add_row(
+                m,
+                str(s.rows),
+                str(s.upsert.inserted),
+                str(s.upsert.updated),
+                str(s.upsert.unchanged),
+                str(s.images),
+                *(str(fb.get(k, 0)) for k in ("confirmed", "corrected", "rejected", "none")),
+            )
         output.stdout.print(table)
         output.stdout.print(_class_table("true class of the photos", {m: s.classes for m, s in summary.models.items()}))
-        output.stdout.print(f"store {summary.store_path} · images {summary.image_dir} · {summary.seconds:.1f} s",
-                            highlight=False)
+        output.stdout.print(
+            f"store {summary.store_path} · images {summary.image_dir} · {summary.seconds:.1f} s", highlight=False
+        )
     first = next(iter(summary.models))
     output.hint(f"next: `agroml stats` to see readiness, `agroml train --model {first}` to train")
 
@@ -88,8 +109,6 @@ def import_(
 
     Example: agroml import ~/datasets/maize_pests --model pest
     """
-    from agroml import config
-    from agroml.importing import import_folder
 
     settings = config.resolve({})
     with output.progress() as progress:
@@ -100,9 +119,13 @@ def import_(
         output.print_json(summary.as_dict())
     else:
         u = summary.upsert
-        output.stdout.print(_class_table(f"imported {summary.rows} rows from {summary.folder} "
-                                         f"({u.inserted} new, {u.updated} updated, {u.unchanged} unchanged)",
-                                         {summary.model_type: summary.classes}))
+        output.stdout.print(
+            _class_table(
+                f"imported {summary.rows} rows from {summary.folder} "
+                f"({u.inserted} new, {u.updated} updated, {u.unchanged} unchanged)",
+                {summary.model_type: summary.classes},
+            )
+        )
         if summary.skipped_files:
             skipped = Table(title=f"skipped {len(summary.skipped_files)} file(s)", title_justify="left")
             skipped.add_column("file")
@@ -112,8 +135,9 @@ def import_(
             if len(summary.skipped_files) > SHOWN_SKIPS:
                 skipped.add_row(f"… {len(summary.skipped_files) - SHOWN_SKIPS} more (see --json)", "")
             output.stdout.print(skipped)
-        output.stdout.print(f"store {summary.store_path} · images {summary.image_dir} · {summary.seconds:.1f} s",
-                            highlight=False)
+        output.stdout.print(
+            f"store {summary.store_path} · images {summary.image_dir} · {summary.seconds:.1f} s", highlight=False
+        )
     output.hint(f"next: `agroml stats --model {summary.model_type}`, `agroml train --model {summary.model_type}`")
 
 

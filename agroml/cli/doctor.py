@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.table import Table
 
 from agroml.cli import output
 from agroml.cli.options import JsonOpt
+from agroml.ops import doctor as lib
 
 _STYLE = {"ok": ("✔", "green"), "warn": ("!", "yellow"), "fail": ("✘", "bold red")}
 
@@ -25,7 +27,6 @@ def doctor(
 
     Example: agroml doctor --offline --strict
     """
-    from agroml import doctor as lib
 
     report = lib.diagnose(offline=offline)
     code = lib.doctor_exit_code(report.checks, strict)
@@ -37,7 +38,6 @@ def doctor(
 
 
 def _render(report) -> None:
-    from rich.table import Table
 
     table = Table(title="agroml doctor", title_justify="left")
     for column in ("", "check", "detail", "fix"):
@@ -55,8 +55,9 @@ def _render(report) -> None:
         output.stdout.print(settings, highlight=False)
     counts = report.counts()
     verdict = "[green]ready[/]" if report.ok else "[bold red]not ready[/]"
-    output.stdout.print(f"{verdict}: {counts['ok']} ok, {counts['warn']} warnings, {counts['fail']} failed",
-                        highlight=False)
+    output.stdout.print(
+        f"{verdict}: {counts['ok']} ok, {counts['warn']} warnings, {counts['fail']} failed", highlight=False
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -10,6 +10,9 @@ import typer
 
 from agroml.cli import output
 from agroml.cli.options import JsonOpt, ModelAllOpt, ModelTypeOrAll, OutDirOpt, SinceOpt, SourceOpt, UntilOpt
+from agroml.core import config
+from agroml.data.exporting import export_records
+from agroml.data.sources import open_source
 
 
 class Scope(StrEnum):
@@ -23,13 +26,24 @@ class Format(StrEnum):
     parquet = "parquet"
 
 
-ScopeOpt = Annotated[Scope, typer.Option(
-    "--scope", help="training: valid rows with a training label (confirmed or corrected); all: every row, "
-                    "invalid ones with their invalid_reason.")]
-FormatOpt = Annotated[Format, typer.Option(
-    "--format", "-f", help="parquet keeps types; csv and json (JSON Lines) write ISO-8601 UTC times.")]
-PersonalOpt = Annotated[bool, typer.Option(
-    "--include-personal", help="Also export the raw farmer_id (personal data; default: only the salted farmer_key).")]
+ScopeOpt = Annotated[
+    Scope,
+    typer.Option(
+        "--scope",
+        help="training: valid rows with a training label (confirmed or corrected); all: every row, "
+        "invalid ones with their invalid_reason.",
+    ),
+]
+FormatOpt = Annotated[
+    Format,
+    typer.Option("--format", "-f", help="parquet keeps types; csv and json (JSON Lines) write ISO-8601 UTC times."),
+]
+PersonalOpt = Annotated[
+    bool,
+    typer.Option(
+        "--include-personal", help="Also export the raw farmer_id (personal data; default: only the salted farmer_key)."
+    ),
+]
 
 
 def _excluded_hint(model: str, excluded: dict[str, int]) -> str:
@@ -56,14 +70,20 @@ def export(
 
     Example: agroml export --model pest --scope training --format parquet --out exports/
     """
-    from agroml import config
-    from agroml.exporting import export_records
-    from agroml.sources import open_source
 
     settings = config.resolve({"source": source, "exports_dir": out})
     with contextlib.closing(open_source(settings)) as src, output.progress() as progress:
-        result = export_records(src, model.value, scope.value, fmt.value, settings.exports_dir,
-                                include_personal=include_personal, since=since, until=until, progress=progress)
+        result = export_records(
+            src,
+            model.value,
+            scope.value,
+            fmt.value,
+            settings.exports_dir,
+            include_personal=include_personal,
+            since=since,
+            until=until,
+            progress=progress,
+        )
     for message in result.warnings:
         output.warn(message)
     for file in result.files:
@@ -74,8 +94,7 @@ def export(
         return
     width = max(len(str(f.path)) for f in result.files) if result.files else 0
     for file in result.files:
-        output.stdout.print(f"{file.path!s:<{width}}  {file.rows} rows", highlight=False, markup=False,
-                            soft_wrap=True)
+        output.stdout.print(f"{file.path!s:<{width}}  {file.rows} rows", highlight=False, markup=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -14,8 +14,8 @@ import typer
 from typer.core import TyperGroup
 
 from agroml import __version__
-from agroml.cli import output
-from agroml.errors import AgromlError
+from agroml.cli import data, doctor, export, models, output, pull, stats, train
+from agroml.core.errors import AgromlError
 
 # TensorFlow's C++ logging goes to stderr; keep it to errors so --json users see only data.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -42,9 +42,9 @@ app = typer.Typer(
     add_completion=False,
     rich_markup_mode="markdown",
     help="Turn AgroShield farmers' feedback into better crop pest, disease and storage models.\n\n"
-         "Start with **agroml demo** (synthetic data, no account needed), then "
-         "**agroml stats** and **agroml train --model pest**. Settings come from flags, the "
-         "environment and .env; **agroml doctor** shows them.",
+    "Start with **agroml demo** (synthetic data, no account needed), then "
+    "**agroml stats** and **agroml train --model pest**. Settings come from flags, the "
+    "environment and .env; **agroml doctor** shows them.",
 )
 
 
@@ -56,15 +56,15 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="Show the version and exit.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
 ) -> None:
     """Turn AgroShield farmers' feedback into better crop pest, disease and storage models."""
 
 
 def _register() -> None:
     # Each module adds its commands; imported here so `agroml --help` lists them in this order.
-    from agroml.cli import data, doctor, export, models, pull, stats, train
 
     for module in (data, stats, export, pull, train, models, doctor):
         module.register(app)

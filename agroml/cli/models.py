@@ -6,17 +6,26 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
+from rich.table import Table
 
 from agroml.cli import output
 from agroml.cli.options import JsonOpt, ModelOpt, ModelType
+from agroml.core import config
+from agroml.lifecycle.evaluation import evaluate as run_evaluation
+from agroml.lifecycle.predicting import predict as run_predict
+from agroml.lifecycle.registry import Registry
 
-RunArg = Annotated[str | None, typer.Argument(
-    help="Run id, `production`, or a model folder \\[default: the newest succeeded run].", show_default=False)]
+RunArg = Annotated[
+    str | None,
+    typer.Argument(
+        help="Run id, `production`, or a model folder \\[default: the newest succeeded run].", show_default=False
+    ),
+]
 BatchOpt = Annotated[int, typer.Option("--batch-size", help="Images per model call.")]
 
 
 def _settings() -> Any:
-    from agroml import config
 
     return config.resolve({})
 
@@ -33,18 +42,16 @@ def _duration(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m" if hours else (f"{minutes}m{secs:02d}s" if minutes else f"{secs}s")
 
 
-def runs(model: Annotated[ModelType | None, typer.Option("--model", "-m", help="Only this model type.")] = None,
-         json_: JsonOpt = False) -> None:
+def runs(
+    model: Annotated[ModelType | None, typer.Option("--model", "-m", help="Only this model type.")] = None,
+    json_: JsonOpt = False,
+) -> None:
     """List every training run, newest first: state, time taken, test accuracy and macro F1, folder.
 
     A run whose process died without finishing (killed, power loss) is shown as interrupted.
 
     Example: agroml runs --model pest
     """
-    from rich import box
-    from rich.table import Table
-
-    from agroml.registry import Registry
 
     with Registry(_settings().models_dir, create=False) as registry:
         found = registry.runs(model.value if model else None)
@@ -63,9 +70,17 @@ def runs(model: Annotated[ModelType | None, typer.Option("--model", "-m", help="
     colors = {"succeeded": "green", "failed": "red", "interrupted": "yellow", "running": "cyan"}
     for r in found:
         state = f"[{colors.get(r.state, 'white')}]{r.state}[/]" + (" [bold]production[/]" if r.production else "")
-        table.add_row(r.run_id, r.model_type, r.arch or "", state, (r.to_dict()["started_at"] or "")[:16],
-                      _duration(r.duration_s), _fmt(r.test_metric("accuracy")), _fmt(r.test_metric("macro_f1")),
-                      *([r.path or ""] if wide else []))
+        table.add_row(
+            r.run_id,
+            r.model_type,
+            r.arch or "",
+            state,
+            (r.to_dict()["started_at"] or "")[:16],
+            _duration(r.duration_s),
+            _fmt(r.test_metric("accuracy")),
+            _fmt(r.test_metric("macro_f1")),
+            *([r.path or ""] if wide else []),
+        )
     output.stdout.print(table)
     if not wide:
         output.hint("run folders: <models dir>/<model>/<run id>/ (each path is in `agroml runs --json`)")
@@ -78,7 +93,6 @@ def status(json_: JsonOpt = False) -> None:
 
     Example: agroml status --json
     """
-    from agroml.registry import Registry
 
     with Registry(_settings().models_dir, create=False) as registry:
         running = registry.status()
@@ -90,19 +104,23 @@ def status(json_: JsonOpt = False) -> None:
         return
     for r in running:
         shown = ", ".join(f"{k} {_fmt(v)}" for k, v in r.metrics.items() if isinstance(v, int | float))
-        output.stdout.print(f"[bold]{r.model_type}[/] run {r.run_id} ({r.arch or '?'}), pid {r.pid} on {r.host}, "
-                            f"running for {_duration(r.duration_s)}, epoch {_fmt(r.epoch) or '-'}"
-                            + (f": {shown}" if shown else ""), soft_wrap=True)
+        output.stdout.print(
+            f"[bold]{r.model_type}[/] run {r.run_id} ({r.arch or '?'}), pid {r.pid} on {r.host}, "
+            f"running for {_duration(r.duration_s)}, epoch {_fmt(r.epoch) or '-'}" + (f": {shown}" if shown else ""),
+            soft_wrap=True,
+        )
 
 
 def evaluate(
     run: RunArg = None,
     model: ModelOpt = ModelType.pest,
-    newer: Annotated[bool, typer.Option("--newer", help="Rows created after the run's data instead of its test split.")]
-    = False,
+    newer: Annotated[
+        bool, typer.Option("--newer", help="Rows created after the run's data instead of its test split.")
+    ] = False,
     batch_size: BatchOpt = 32,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for the report \\[default: RUN/eval_TIME].")]
-    = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Folder for the report \\[default: RUN/eval_TIME].")
+    ] = None,
     json_: JsonOpt = False,
 ) -> None:
     """Measure a saved model on rows it never trained on: its recorded test split, or rows newer than its data.
@@ -115,11 +133,11 @@ def evaluate(
 
     Example: agroml evaluate production --model pest
     """
-    from agroml.evaluation import evaluate as run_evaluation
 
     with output.progress() as progress:
-        result = run_evaluation(_settings(), model.value, run, newer=newer, batch_size=batch_size, out=out,
-                                progress=progress)
+        result = run_evaluation(
+            _settings(), model.value, run, newer=newer, batch_size=batch_size, out=out, progress=progress
+        )
     for message in result.warnings:
         output.warn(message)
     if json_:
@@ -130,14 +148,16 @@ def evaluate(
 
 
 def _render_evaluation(result: Any) -> None:
-    from rich.table import Table
 
     m, lat = result.metrics, result.latency_ms
     output.stdout.print(
         f"[bold]{result.model_type}[/] run {result.run_id} on {m['n']} {result.rows} rows: accuracy "
         f"{m['accuracy']:.3f}, top-{m['top_k']} {m['top3_accuracy']:.3f}, macro F1 {m['macro_f1']:.3f}, "
         f"ECE {m['ece']:.3f}; latency p50 {_fmt(lat['p50'], 1)} ms, p95 {_fmt(lat['p95'], 1)} ms per image; "
-        f"model {result.model_size_bytes / 1e6:.1f} MB", highlight=False, soft_wrap=True)
+        f"model {result.model_size_bytes / 1e6:.1f} MB",
+        highlight=False,
+        soft_wrap=True,
+    )
     per_class = Table("class", "precision", "recall", "F1", "support")
     for name, row in m["per_class"].items():
         per_class.add_row(name, _fmt(row["precision"]), _fmt(row["recall"]), _fmt(row["f1"]), str(row["support"]))
@@ -153,8 +173,10 @@ def _render_evaluation(result: Any) -> None:
 def predict(
     images: Annotated[list[str], typer.Argument(help="Image files or URLs.", show_default=False)],
     model: ModelOpt = ModelType.pest,
-    run: Annotated[str | None, typer.Option("--run", help="Run id, `production` or a model folder "
-                                                          "\\[default: the newest succeeded run].")] = None,
+    run: Annotated[
+        str | None,
+        typer.Option("--run", help="Run id, `production` or a model folder \\[default: the newest succeeded run]."),
+    ] = None,
     top: Annotated[int, typer.Option("--top", help="Classes shown per image.")] = 3,
     batch_size: BatchOpt = 32,
     json_: JsonOpt = False,
@@ -167,7 +189,6 @@ def predict(
 
     Example: agroml predict leaf1.jpg leaf2.jpg --model pest --run production --top 3
     """
-    from agroml.predicting import predict as run_predict
 
     result = run_predict(_settings(), model.value, images, ref=run, top=top, batch_size=batch_size)
     for message in result.warnings:
@@ -199,7 +220,6 @@ def promote(
 
     Example: agroml promote 20260301T101500Z-mobilenetv2 --model pest
     """
-    from agroml.registry import Registry
 
     with Registry(_settings().models_dir) as registry:
         result = registry.promote(model.value, run)

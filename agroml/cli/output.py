@@ -7,49 +7,24 @@ tests can rely on stdout being pure data.
 from __future__ import annotations
 
 import contextlib
-import json
-import math
 import sys
 from collections.abc import Iterator
-from datetime import date, datetime
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from agroml.progress import ProgressFn, no_progress
+from agroml.core.files import json_text
+from agroml.core.progress import ProgressFn, no_progress
 
 # Width fixed when not a terminal so CliRunner output and logs from cron are stable.
 stdout = Console(soft_wrap=False, width=None if sys.stdout.isatty() else 120)
 stderr = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 120)
 
 
-def _default(value: Any) -> Any:
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "item"):  # numpy scalars: the old system's log crashed on these
-        return value.item()
-    if isinstance(value, set | tuple):
-        return list(value)
-    raise TypeError(f"cannot encode {type(value).__name__} as JSON")
-
-
-def _clean(value: Any) -> Any:
-    """NaN/inf are not JSON: turn them into null rather than emitting invalid output."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    return value
-
-
 def to_json(data: Any) -> str:
-    return json.dumps(_clean(data), default=_default, indent=2, ensure_ascii=False)
+    """The one JSON encoding (agroml.core.files): NaN -> null, numpy scalars, paths and times made plain."""
+    return json_text(data)
 
 
 def print_json(data: Any) -> None:
@@ -87,8 +62,15 @@ def progress(enabled: bool | None = None) -> Iterator[ProgressFn]:
     if not enabled:
         yield no_progress
         return
-    bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TextColumn("{task.fields[info]}"), console=stderr, transient=False)
+    bars = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=stderr,
+        transient=False,
+    )
     tasks: dict[str, TaskID] = {}
 
     def update(task: str, done: int, total: int | None = None, info: str = "") -> None:

@@ -9,6 +9,8 @@ from rich.table import Table
 
 from agroml.cli import output
 from agroml.cli.options import JsonOpt, ModelAllOpt, ModelTypeOrAll, SinceOpt, UntilOpt
+from agroml.core import config
+from agroml.data.pulling import pull as run_pull
 
 NoImagesOpt = Annotated[bool, typer.Option("--no-images", help="Copy rows only; fetch no images.")]
 
@@ -26,8 +28,11 @@ def _tables(result: dict[str, Any]) -> None:
         output.stdout.print("images: not fetched (--no-images)", highlight=False)
         return
     reasons = ", ".join(f"{n} {r}" for r, n in images["reasons"].items())
-    output.stdout.print(f"images: {images['fetched']} fetched, {images['cached']} already cached, "
-                        f"{images['failed']} failed" + (f" ({reasons})" if reasons else ""), highlight=False)
+    output.stdout.print(
+        f"images: {images['fetched']} fetched, {images['cached']} already cached, "
+        f"{images['failed']} failed" + (f" ({reasons})" if reasons else ""),
+        highlight=False,
+    )
 
 
 def pull(
@@ -47,8 +52,6 @@ def pull(
 
     Example: agroml pull --model pest --since 2025-01-01
     """
-    from agroml import config
-    from agroml.pulling import pull as run_pull
 
     settings = config.resolve({})
     with output.progress() as progress:

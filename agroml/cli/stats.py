@@ -23,6 +23,11 @@ from agroml.cli.options import (
     SourceOpt,
     UntilOpt,
 )
+from agroml.core import config, schema
+from agroml.data import analysis
+from agroml.data.analysis import readiness_verdict
+from agroml.data.sources import open_source
+from agroml.lifecycle.plots import distribution_png
 
 
 class ByKey(StrEnum):
@@ -34,10 +39,13 @@ class ByKey(StrEnum):
 
 
 ByOpt = Annotated[ByKey, typer.Option("--by", help="Count rows by this key (region = the farm location).")]
-PlotOpt = Annotated[Path | None, typer.Option("--plot", help="Also write a PNG chart to this file.",
-                                              dir_okay=False)]
-TimezoneOpt = Annotated[str | None, typer.Option(
-    "--timezone", help="Farm local time zone for seasons and months [default: AGROML_TIMEZONE or Africa/Nairobi].")]
+PlotOpt = Annotated[Path | None, typer.Option("--plot", help="Also write a PNG chart to this file.", dir_okay=False)]
+TimezoneOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--timezone", help="Farm local time zone for seasons and months [default: AGROML_TIMEZONE or Africa/Nairobi]."
+    ),
+]
 
 
 def _pct(value: float | None) -> str:
@@ -52,28 +60,56 @@ def _when(report: dict[str, Any]) -> str:
 
 
 def _stats_tables(report: dict[str, Any]) -> None:
-    from agroml.analysis import readiness_verdict
 
     summary = Table(title="Feedback per model type", title_justify="left")
-    for name in ("model", "rows", "confirmed", "corrected", "rejected", "no feedback", "trainable",
-                 "feedback rate", "feedback accuracy", "invalid"):
+    for name in (
+        "model",
+        "rows",
+        "confirmed",
+        "corrected",
+        "rejected",
+        "no feedback",
+        "trainable",
+        "feedback rate",
+        "feedback accuracy",
+        "invalid",
+    ):
         summary.add_column(name, justify="left" if name == "model" else "right")
     for model, s in report["models"].items():
-        summary.add_row(model, str(s["total"]), str(s["confirmed"]), str(s["corrected"]), str(s["rejected"]),
-                        str(s["no_feedback"]), str(s["trainable"]), _pct(s["feedback_rate"]),
-                        _pct(s["feedback_accuracy"]), str(sum(s["invalid"].values())))
+        summary.add_row(
+            model,
+            str(s["total"]),
+            str(s["confirmed"]),
+            str(s["corrected"]),
+            str(s["rejected"]),
+            str(s["no_feedback"]),
+            str(s["trainable"]),
+            _pct(s["feedback_rate"]),
+            _pct(s["feedback_accuracy"]),
+            str(sum(s["invalid"].values())),
+        )
     output.stdout.print(summary)
     for model, s in report["models"].items():
         ready = s["ready"]
         table = Table(title=f"{model}: classes", title_justify="left")
-        for name, justify in (("class", "left"), ("predicted", "right"), ("trainable", "right"),
-                              ("", "left"), ("feedback accuracy", "right")):
+        for name, justify in (
+            ("class", "left"),
+            ("predicted", "right"),
+            ("trainable", "right"),
+            ("", "left"),
+            ("feedback accuracy", "right"),
+        ):
             table.add_column(name, justify=justify)
         peak = max((c["trainable"] for c in s["classes"].values()), default=0)
         for label, c in s["classes"].items():
             short = label in ready["short_classes"]
-            table.add_row(f"[yellow]{label}[/]" if short else label, str(c["predicted"]), str(c["trainable"]),
-                          output.bar(c["trainable"], peak), _pct(c["feedback_accuracy"]))
+            table.add_row(
+                f"[yellow]{label}[/]" if short else label,
+                str(c["predicted"]),
+                str(c["trainable"]),
+                output.bar(c["trainable"], peak),
+                _pct(c["feedback_accuracy"]),
+            )
         if s["classes"]:
             output.stdout.print(table)
         color = "green" if ready["ok"] else "yellow"
@@ -83,19 +119,26 @@ def _stats_tables(report: dict[str, Any]) -> None:
 
 def _distribution_tables(report: dict[str, Any]) -> None:
     by = report["by"]
-    title = f"{report['model_type']}: rows by {by}" + (" (rows: predicted class; trainable: training label)"
-                                                         if by == "class" else "")
+    title = f"{report['model_type']}: rows by {by}" + (
+        " (rows: predicted class; trainable: training label)" if by == "class" else ""
+    )
     table = Table(title=title, title_justify="left")
     for name, justify in ((by, "left"), ("rows", "right"), ("", "left"), ("trainable", "right"), ("share", "right")):
         table.add_column(name, justify=justify)
     peak = max((c["rows"] for c in report["counts"]), default=0)
     for c in report["counts"]:
-        table.add_row(str(c["key"]), str(c["rows"]), output.bar(c["rows"], peak), str(c["trainable"]),
-                      _pct(c["rows"] / report["total"] if report["total"] else None))
+        table.add_row(
+            str(c["key"]),
+            str(c["rows"]),
+            output.bar(c["rows"], peak),
+            str(c["trainable"]),
+            _pct(c["rows"] / report["total"] if report["total"] else None),
+        )
     output.stdout.print(table)
 
-    cross = Table(title=f"predicted class x season, rows (trainable) · local time {report['timezone']}",
-                  title_justify="left")
+    cross = Table(
+        title=f"predicted class x season, rows (trainable) · local time {report['timezone']}", title_justify="left"
+    )
     cross.add_column("class")
     for season in report["seasons"]:
         cross.add_column(season, justify="right")
@@ -111,8 +154,9 @@ def _distribution_tables(report: dict[str, Any]) -> None:
     for m in report["months"]:
         months.add_row(m["month"], str(m["rows"]), output.bar(m["rows"], peak), str(m["trainable"]))
     output.stdout.print(months)
-    output.stdout.print(f"[dim]{report['total']} rows, {report['trainable']} trainable · {_when(report)}[/]",
-                        highlight=False)
+    output.stdout.print(
+        f"[dim]{report['total']} rows, {report['trainable']} trainable · {_when(report)}[/]", highlight=False
+    )
 
 
 def stats(
@@ -132,13 +176,12 @@ def stats(
 
     Example: agroml stats --model pest --since 2025-01-01 --min-total 200
     """
-    from agroml import analysis, config, records
-    from agroml.sources import open_source
 
     settings = config.resolve({"source": source, "min_total": min_total, "min_per_class": min_per_class})
     with contextlib.closing(open_source(settings)) as src:
-        report = analysis.stats_report(src, records.expand_model_types(model.value), since, until,
-                                       settings.min_total, settings.min_per_class)
+        report = analysis.stats_report(
+            src, schema.expand_model_types(model.value), since, until, settings.min_total, settings.min_per_class
+        )
     for message in report["warnings"]:
         output.warn(message)
     if json_out:
@@ -165,15 +208,11 @@ def distribution(
 
     Example: agroml distribution --model disease --by season --plot disease_seasons.png
     """
-    from agroml import analysis, config
-    from agroml.sources import open_source
 
     settings = config.resolve({"source": source, "timezone": timezone})
     with contextlib.closing(open_source(settings)) as src:
         report = analysis.distribution_report(src, model.value, by.value, since, until, settings.timezone)
     if plot is not None:
-        from agroml.plots import distribution_png
-
         report["plot"] = str(distribution_png(report, plot))
     for message in report["warnings"]:
         output.warn(message)
@@ -189,4 +228,3 @@ def register(app: typer.Typer) -> None:
     """Add this module's commands to ``app``."""
     app.command("stats")(stats)
     app.command("distribution")(distribution)
-

@@ -6,9 +6,12 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.table import Table
 
 from agroml.cli import output
 from agroml.cli.options import JsonOpt, MinPerClassOpt, ModelOpt, SeedOpt
+from agroml.core import config
+from agroml.training.run import train
 
 if TYPE_CHECKING:
     from agroml.training.run import TrainResult
@@ -21,7 +24,6 @@ class TfliteMode(StrEnum):
 
 def _summary(result: TrainResult) -> None:
     """Test figures, then per-class figures, to stdout; where the run is and what to do next, to stderr."""
-    from rich.table import Table
 
     test = result.metrics.get("test") or {}
     val = result.metrics.get("val") or {}
@@ -36,16 +38,27 @@ def _summary(result: TrainResult) -> None:
     for col in ("class", "train", "precision", "recall", "F1", "support"):
         per_class.add_column(col, justify="left" if col == "class" else "right")
     for name, m in test.get("per_class", {}).items():
-        per_class.add_row(name, str(result.counts["train"].get(name, 0)), f"{m['precision']:.3f}",
-                          f"{m['recall']:.3f}", f"{m['f1']:.3f}", str(m["support"]))
+        per_class.add_row(
+            name,
+            str(result.counts["train"].get(name, 0)),
+            f"{m['precision']:.3f}",
+            f"{m['recall']:.3f}",
+            f"{m['f1']:.3f}",
+            str(m["support"]),
+        )
     output.stdout.print(per_class)
     output.stdout.print(f"saved to {result.path} in {result.seconds:.0f} s", highlight=False)
     if result.tflite:
         t = result.tflite
-        output.stdout.print(f"model.tflite ({t['mode']}): {t['size_bytes'] / 1e6:.1f} MB, top-1 agreement "
-                            f"{t['top1_agreement']:.3f}, p50 {t['latency_ms_p50']:.1f} ms", highlight=False)
-    output.hint(f"next: agroml evaluate {result.run_id} --model {result.model_type}   "
-                f"then: agroml promote {result.run_id} --model {result.model_type}")
+        output.stdout.print(
+            f"model.tflite ({t['mode']}): {t['size_bytes'] / 1e6:.1f} MB, top-1 agreement "
+            f"{t['top1_agreement']:.3f}, p50 {t['latency_ms_p50']:.1f} ms",
+            highlight=False,
+        )
+    output.hint(
+        f"next: agroml evaluate {result.run_id} --model {result.model_type}   "
+        f"then: agroml promote {result.run_id} --model {result.model_type}"
+    )
 
 
 def register(app: typer.Typer) -> None:
@@ -54,24 +67,37 @@ def register(app: typer.Typer) -> None:
     @app.command("train")
     def train_cmd(
         model: ModelOpt,
-        arch: Annotated[str, typer.Option("--arch", help="Backbone: mobilenetv2, resnet50 or "
-                                          "efficientnetb0.")] = "mobilenetv2",
-        weights: Annotated[str, typer.Option("--weights", help="imagenet (downloaded once), none (train from "
-                                             "scratch) or PATH (a weights file for the backbone).")] = "imagenet",
+        arch: Annotated[
+            str, typer.Option("--arch", help="Backbone: mobilenetv2, resnet50 or efficientnetb0.")
+        ] = "mobilenetv2",
+        weights: Annotated[
+            str,
+            typer.Option(
+                "--weights",
+                help="imagenet (downloaded once), none (train from scratch) or PATH (a weights file for the backbone).",
+            ),
+        ] = "imagenet",
         image_size: Annotated[int | None, typer.Option("--image-size", help="Input pixels [default: 224].")] = None,
-        epochs: Annotated[int | None, typer.Option("--epochs", help="Phase 1 epochs [default: 15; 150 with "
-                                                   "--weights none].")] = None,
-        batch_size: Annotated[int | None, typer.Option("--batch-size", help="[default: 32; 16 with --weights "
-                                                       "none].")] = None,
-        learning_rate: Annotated[float | None, typer.Option("--lr", help="[default: 1e-3; 5e-3 with --weights none, "
-                                                            "warmup then cosine decay]")] = None,
-        alpha: Annotated[float | None, typer.Option("--alpha", help="MobileNetV2 width [default: 1.0; 0.35 with "
-                                                    "--weights none].")] = None,
-        fine_tune_layers: Annotated[int, typer.Option("--fine-tune-layers", help="Phase 2: unfreeze the top N "
-                                                      "base layers.")] = 0,
+        epochs: Annotated[
+            int | None, typer.Option("--epochs", help="Phase 1 epochs [default: 15; 150 with --weights none].")
+        ] = None,
+        batch_size: Annotated[
+            int | None, typer.Option("--batch-size", help="[default: 32; 16 with --weights none].")
+        ] = None,
+        learning_rate: Annotated[
+            float | None,
+            typer.Option("--lr", help="[default: 1e-3; 5e-3 with --weights none, warmup then cosine decay]"),
+        ] = None,
+        alpha: Annotated[
+            float | None, typer.Option("--alpha", help="MobileNetV2 width [default: 1.0; 0.35 with --weights none].")
+        ] = None,
+        fine_tune_layers: Annotated[
+            int, typer.Option("--fine-tune-layers", help="Phase 2: unfreeze the top N base layers.")
+        ] = 0,
         fine_tune_epochs: Annotated[int, typer.Option("--fine-tune-epochs", help="Phase 2 epochs.")] = 0,
-        aug_views: Annotated[int, typer.Option("--aug-views", help="Fast path: views per image (1 clean + "
-                                               "K-1 augmented).")] = 2,
+        aug_views: Annotated[
+            int, typer.Option("--aug-views", help="Fast path: views per image (1 clean + K-1 augmented).")
+        ] = 2,
         fast: Annotated[bool, typer.Option("--fast/--slow", help="Phase 1 on cached base features.")] = True,
         seed: SeedOpt = 0,
         strict: Annotated[bool, typer.Option("--strict", help="Fail instead of leaving out small classes.")] = False,
@@ -88,16 +114,29 @@ def register(app: typer.Typer) -> None:
 
         Example: agroml train --model pest --weights none --image-size 96
         """
-        from agroml import config
-        from agroml.training.run import train
 
         settings = config.resolve({"min_per_class": min_per_class})
         with output.progress(enabled=None if not json_ else False) as progress:
-            result = train(settings, model.value, arch, weights, image_size=image_size, epochs=epochs,
-                           batch_size=batch_size, learning_rate=learning_rate, alpha=alpha,
-                           fine_tune_layers=fine_tune_layers, fine_tune_epochs=fine_tune_epochs, aug_views=aug_views,
-                           fast=fast, seed=seed, strict=strict, min_per_class=min_per_class,
-                           tflite=tflite.value if tflite else None, progress=progress)
+            result = train(
+                settings,
+                model.value,
+                arch,
+                weights,
+                image_size=image_size,
+                epochs=epochs,
+                batch_size=batch_size,
+                learning_rate=learning_rate,
+                alpha=alpha,
+                fine_tune_layers=fine_tune_layers,
+                fine_tune_epochs=fine_tune_epochs,
+                aug_views=aug_views,
+                fast=fast,
+                seed=seed,
+                strict=strict,
+                min_per_class=min_per_class,
+                tflite=tflite.value if tflite else None,
+                progress=progress,
+            )
         for message in result.warnings:
             output.warn(message)
         if json_:
@@ -107,5 +146,10 @@ def register(app: typer.Typer) -> None:
 
 
 def _as_json(result: TrainResult) -> dict[str, Any]:
-    return {"run_id": result.run_id, "path": str(result.path), "metrics": result.metrics,
-            "tflite": result.tflite, "warnings": result.warnings}
+    return {
+        "run_id": result.run_id,
+        "path": str(result.path),
+        "metrics": result.metrics,
+        "tflite": result.tflite,
+        "warnings": result.warnings,
+    }

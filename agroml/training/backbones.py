@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agroml.errors import TrainingError, UsageError
+from agroml.core.errors import TrainingError, UsageError
 
 #: Caffe-style ImageNet means, in BGR order (what keras.applications.resnet50.preprocess_input uses).
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
@@ -42,22 +42,23 @@ class Backbone:
 def _mobilenetv2(size: int, weights: str | None, alpha: float) -> Any:
     import keras
 
-    return keras.applications.MobileNetV2(input_shape=(size, size, 3), include_top=False, weights=weights,
-                                          pooling="avg", alpha=alpha)
+    return keras.applications.MobileNetV2(
+        input_shape=(size, size, 3), include_top=False, weights=weights, pooling="avg", alpha=alpha
+    )
 
 
 def _resnet50(size: int, weights: str | None, alpha: float) -> Any:
     import keras
 
-    return keras.applications.ResNet50(input_shape=(size, size, 3), include_top=False, weights=weights,
-                                       pooling="avg")
+    return keras.applications.ResNet50(input_shape=(size, size, 3), include_top=False, weights=weights, pooling="avg")
 
 
 def _efficientnetb0(size: int, weights: str | None, alpha: float) -> Any:
     import keras
 
-    return keras.applications.EfficientNetB0(input_shape=(size, size, 3), include_top=False, weights=weights,
-                                             pooling="avg")
+    return keras.applications.EfficientNetB0(
+        input_shape=(size, size, 3), include_top=False, weights=weights, pooling="avg"
+    )
 
 
 def _to_minus_one_one() -> list[Any]:
@@ -75,9 +76,14 @@ def _caffe_bgr() -> list[Any]:
     for out_channel, in_channel in enumerate((2, 1, 0)):  # B <- R[2], G <- G, R <- B
         kernel[0, 0, in_channel, out_channel] = 1.0
     bias = -np.asarray(CAFFE_MEAN_BGR, dtype="float32")
-    conv = keras.layers.Conv2D(3, 1, name="caffe_bgr_mean", trainable=False,
-                               kernel_initializer=keras.initializers.Constant(kernel),
-                               bias_initializer=keras.initializers.Constant(bias))
+    conv = keras.layers.Conv2D(
+        3,
+        1,
+        name="caffe_bgr_mean",
+        trainable=False,
+        kernel_initializer=keras.initializers.Constant(kernel),
+        bias_initializer=keras.initializers.Constant(bias),
+    )
     return [conv]
 
 
@@ -97,19 +103,23 @@ def get_backbone(name: str) -> Backbone:
     """The backbone called ``name``, or a UsageError listing the valid ones."""
     key = (name or "").strip().lower()
     if key not in BACKBONES:
-        raise UsageError(f"unknown backbone {name!r}: valid backbones are {', '.join(BACKBONES)}",
-                         fix="use --arch " + "|".join(BACKBONES))
+        raise UsageError(
+            f"unknown backbone {name!r}: valid backbones are {', '.join(BACKBONES)}",
+            fix="use --arch " + "|".join(BACKBONES),
+        )
     return BACKBONES[key]
 
 
 def weights_mode(weights: str | None) -> str:
-    """"imagenet", "none" or "path" for a --weights value (a path must exist)."""
+    """ "imagenet", "none" or "path" for a --weights value (a path must exist)."""
     value = (weights or "none").strip()
     if value.lower() in ("imagenet", "none"):
         return value.lower()
     if not Path(value).is_file():
-        raise UsageError(f"--weights {value!r} is neither imagenet, none nor an existing weights file",
-                         fix="use --weights imagenet|none|PATH")
+        raise UsageError(
+            f"--weights {value!r} is neither imagenet, none nor an existing weights file",
+            fix="use --weights imagenet|none|PATH",
+        )
     return "path"
 
 
@@ -128,16 +138,20 @@ def build_base(backbone: Backbone, size: int, weights: str | None, alpha: float 
         if mode == "imagenet" and ("fetch failure" in str(exc) or isinstance(exc, OSError)):
             raise TrainingError(
                 f"cannot download the ImageNet weights for {backbone.name} ({_first_line(exc)})",
-                fix="train offline with --weights PATH (a weights file for this backbone) or --weights none") from None
-        raise TrainingError(f"cannot build {backbone.name} at {size}px: {_first_line(exc)}",
-                            fix="choose another --image-size (at least 32)") from None
+                fix="train offline with --weights PATH (a weights file for this backbone) or --weights none",
+            ) from None
+        raise TrainingError(
+            f"cannot build {backbone.name} at {size}px: {_first_line(exc)}",
+            fix="choose another --image-size (at least 32)",
+        ) from None
     if mode == "path":
         try:
             base.load_weights(str(weights))
         except Exception as exc:
-            raise TrainingError(f"--weights {weights}: not a weights file for {backbone.name} at {size}px "
-                                f"({_first_line(exc)})",
-                                fix="pass the weights of the same backbone, or --weights none") from None
+            raise TrainingError(
+                f"--weights {weights}: not a weights file for {backbone.name} at {size}px ({_first_line(exc)})",
+                fix="pass the weights of the same backbone, or --weights none",
+            ) from None
     if mode == "none":
         set_bn_momentum(base, SCRATCH_BN_MOMENTUM)
         base.trainable = True

@@ -23,14 +23,15 @@ from typing import Any
 
 import numpy as np
 
-from agroml.errors import NotEnoughDataError, UsageError
-from agroml.progress import ProgressFn, no_progress
+from agroml.core.errors import NotEnoughDataError, UsageError
+from agroml.core.progress import ProgressFn, no_progress
+from agroml.data.store import Store
+from agroml.images.cache import ImageCache
+from agroml.images.pixels import check_image, decode_resize
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
-#: Formats TensorFlow decodes natively (tf.io.decode_image, plus decode_webp).
-TF_FORMATS = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "GIF": "gif", "BMP": "bmp", "WEBP": "webp"}
-# reasons an image is left out, counted in TrainingData.skipped
-NOT_CACHED, CORRUPT, UNSUPPORTED = "image_not_cached", "corrupt_image", "unsupported_format"
+# reasons an image is left out, counted in TrainingData.skipped (with pixels.CORRUPT, pixels.UNSUPPORTED)
+NOT_CACHED = "image_not_cached"
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,6 @@ class TrainingData:
 # --- rows and images ------------------------------------------------------------------------------
 def read_labelled_rows(settings: Any, model_type: str) -> list[tuple[str, str, str | None, str | None]]:
     """(row id, label, image hash, image url) of every valid, labelled row of ``model_type``."""
-    from agroml.sources.local import Store
 
     with Store(settings.db_path, create=False) as store:
         frame = store.read(model_type, valid_only=True, columns=["id", "label", "image_hash", "image_url"])
@@ -90,31 +90,10 @@ def read_labelled_rows(settings: Any, model_type: str) -> list[tuple[str, str, s
     return list(frame[["id", "label", "image_hash", "image_url"]].itertuples(index=False, name=None))
 
 
-def check_image(path: Path, size: int = 64) -> str | None:
-    """None if ``path`` decodes completely in a format TensorFlow reads, else the reason it is left out.
-
-    JPEG draft mode decodes at a reduced scale: it still reads every byte (truncation is caught) at a
-    fraction of the cost of a full decode.
-    """
-    from PIL import Image
-
-    try:
-        with Image.open(path) as img:
-            if img.format not in TF_FORMATS:
-                return UNSUPPORTED
-            if img.format == "JPEG":
-                img.draft("RGB", (size, size))
-            img.load()
-    except Exception:  # PIL raises many types (OSError, SyntaxError, ValueError...) for bad bytes
-        return CORRUPT
-    return None
-
-
-def resolve_images(settings: Any, rows: Sequence[tuple[str, str, str | None, str | None]],
-                   progress: ProgressFn = no_progress) -> tuple[list[Example], Counter]:
+def resolve_images(
+    settings: Any, rows: Sequence[tuple[str, str, str | None, str | None]], progress: ProgressFn = no_progress
+) -> tuple[list[Example], Counter]:
     """Examples whose image is cached and decodes; the rest counted by reason."""
-    from agroml.images import ImageCache
-
     skipped: Counter = Counter()
     found: list[tuple[str, str, Path]] = []
     with ImageCache(settings.image_dir) as cache:
@@ -140,34 +119,52 @@ def resolve_images(settings: Any, rows: Sequence[tuple[str, str, str | None, str
 
 
 # --- class minimums and the split -----------------------------------------------------------------
-def apply_minimums(examples: list[Example], model_type: str, min_per_class: int, min_total: int,
-                   strict: bool, skipped: Counter | None = None) -> tuple[list[Example], dict[str, int], list[str]]:
+def apply_minimums(
+    examples: list[Example],
+    model_type: str,
+    min_per_class: int,
+    min_total: int,
+    strict: bool,
+    skipped: Counter | None = None,
+) -> tuple[list[Example], dict[str, int], list[str]]:
     """Drop classes under ``min_per_class`` (or fail with --strict); fail under ``min_total`` or < 2 classes."""
     counts = Counter(e.label for e in examples)
     short = {c: n for c, n in sorted(counts.items()) if n < min_per_class}
     listed = ", ".join(f"{c} ({n})" for c, n in short.items())
     if short and strict:
-        raise NotEnoughDataError(f"{model_type}: classes under the minimum of {min_per_class} images: {listed}",
-                                 fix="add images, lower --min-per-class, or drop --strict to leave them out")
-    warnings = [f"left out {len(short)} {model_type} class(es) under the minimum of {min_per_class} images: "
-                f"{listed}"] if short else []
+        raise NotEnoughDataError(
+            f"{model_type}: classes under the minimum of {min_per_class} images: {listed}",
+            fix="add images, lower --min-per-class, or drop --strict to leave them out",
+        )
+    warnings = (
+        [f"left out {len(short)} {model_type} class(es) under the minimum of {min_per_class} images: {listed}"]
+        if short
+        else []
+    )
     kept = [e for e in examples if e.label not in short]
     kept_classes = {e.label for e in kept}
     if len(kept) < min_total or len(kept_classes) < 2:
-        why = (f"only {len(kept)} trainable {model_type} images with a cached, readable image "
-               f"(minimum {min_total}, AGROML_MIN_TOTAL)") if len(kept) < min_total else \
-              f"only {len(kept_classes)} {model_type} class(es) with at least {min_per_class} images (need 2)"
+        why = (
+            (
+                f"only {len(kept)} trainable {model_type} images with a cached, readable image "
+                f"(minimum {min_total}, AGROML_MIN_TOTAL)"
+            )
+            if len(kept) < min_total
+            else f"only {len(kept_classes)} {model_type} class(es) with at least {min_per_class} images (need 2)"
+        )
         if short:
             why += f"; classes under the minimum of {min_per_class}: {listed}"
         if skipped:
             why += "; skipped: " + ", ".join(f"{n} {r.replace('_', ' ')}" for r, n in sorted(skipped.items()))
-        raise NotEnoughDataError(why, fix="collect more feedback (agroml pull) or lower --min-per-class / "
-                                          "AGROML_MIN_TOTAL")
+        raise NotEnoughDataError(
+            why, fix="collect more feedback (agroml pull) or lower --min-per-class / AGROML_MIN_TOTAL"
+        )
     return kept, short, warnings
 
 
-def split_examples(examples: list[Example], seed: int = 0,
-                   fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)) -> dict[str, list[Example]]:
+def split_examples(
+    examples: list[Example], seed: int = 0, fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+) -> dict[str, list[Example]]:
     """Stratified train/val/test split, fixed by ``seed``, identical images (same hash) kept together.
 
     Groups of identical images are assigned as a unit, class by class (a group's class is its most
@@ -190,19 +187,28 @@ def split_examples(examples: list[Example], seed: int = 0,
         n = len(keys)
         n_val = max(1, round(fractions[1] * n)) if n >= 3 and fractions[1] > 0 else 0
         n_test = max(1, round(fractions[2] * n)) if n >= 3 and fractions[2] > 0 else 0
-        parts = {"val": keys[:n_val], "test": keys[n_val:n_val + n_test], "train": keys[n_val + n_test:]}
+        parts = {"val": keys[:n_val], "test": keys[n_val : n_val + n_test], "train": keys[n_val + n_test :]}
         for split, part in parts.items():
             out[split].extend(m for k in part for m in groups[k])
     return out
 
 
-def load_training_data(settings: Any, model_type: str, *, min_per_class: int | None = None, strict: bool = False,
-                       seed: int = 0, progress: ProgressFn = no_progress) -> TrainingData:
+def load_training_data(
+    settings: Any,
+    model_type: str,
+    *,
+    min_per_class: int | None = None,
+    strict: bool = False,
+    seed: int = 0,
+    progress: ProgressFn = no_progress,
+) -> TrainingData:
     """Everything ``train`` needs to know about the data of ``model_type``, split and counted."""
     rows = read_labelled_rows(settings, model_type)
     if not rows:
-        raise NotEnoughDataError(f"no labelled {model_type} rows in {settings.db_path}",
-                                 fix="run `agroml demo` or `agroml pull`; only confirmed or corrected rows train")
+        raise NotEnoughDataError(
+            f"no labelled {model_type} rows in {settings.db_path}",
+            fix="run `agroml demo` or `agroml pull`; only confirmed or corrected rows train",
+        )
     examples, skipped = resolve_images(settings, rows, progress)
     min_per_class = settings.min_per_class if min_per_class is None else min_per_class
     kept, dropped, warnings = apply_minimums(examples, model_type, min_per_class, settings.min_total, strict, skipped)
@@ -213,22 +219,15 @@ def load_training_data(settings: Any, model_type: str, *, min_per_class: int | N
 
 
 # --- tf.data --------------------------------------------------------------------------------------
-def decode_resize(path: Any, image_size: int) -> Any:
-    """A file path tensor -> (size, size, 3) uint8 RGB, resized with antialiasing (the whole image kept)."""
-    import tensorflow as tf
-
-    data = tf.io.read_file(path)
-    is_webp = tf.strings.regex_full_match(tf.strings.lower(path), r".*\.webp")
-    # decode_image does not read WebP (phones upload it); decode_webp gives RGBA, the alpha is dropped
-    image = tf.cond(is_webp, lambda: tf.io.decode_webp(data, channels=4)[..., :3],
-                    lambda: tf.io.decode_image(data, channels=3, expand_animations=False))
-    image = tf.ensure_shape(image, [None, None, 3])
-    image = tf.image.resize(image, [image_size, image_size], antialias=True)
-    return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
-
-
-def make_dataset(paths: Sequence[str], labels: Sequence[int] | np.ndarray | None, image_size: int,
-                 batch_size: int = 32, shuffle: bool = False, seed: int = 0, repeat: bool = False) -> Any:
+def make_dataset(
+    paths: Sequence[str],
+    labels: Sequence[int] | np.ndarray | None,
+    image_size: int,
+    batch_size: int = 32,
+    shuffle: bool = False,
+    seed: int = 0,
+    repeat: bool = False,
+) -> Any:
     """A batched, prefetched tf.data.Dataset of uint8 images (and labels, when given) read from files.
 
     Decoding is parallel and lazy: at most a few batches are decoded at any time. Without
@@ -241,28 +240,29 @@ def make_dataset(paths: Sequence[str], labels: Sequence[int] | np.ndarray | None
     paths = [str(p) for p in paths]
     if labels is None:
         ds = tf.data.Dataset.from_tensor_slices(paths)
-        ds = ds.map(lambda p: decode_resize(p, image_size), num_parallel_calls=tf.data.AUTOTUNE,
-                    deterministic=True)
+        ds = ds.map(lambda p: decode_resize(p, image_size), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     else:
         ds = tf.data.Dataset.from_tensor_slices((paths, np.asarray(labels, dtype="int32")))
         if shuffle:
             ds = ds.shuffle(max(1, len(paths)), seed=seed, reshuffle_each_iteration=True)
-        ds = ds.map(lambda p, y: (decode_resize(p, image_size), y), num_parallel_calls=tf.data.AUTOTUNE,
-                    deterministic=not shuffle)
+        ds = ds.map(
+            lambda p, y: (decode_resize(p, image_size), y),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=not shuffle,
+        )
     if repeat:
         ds = ds.repeat()
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def load_image_array(path: str | Path, image_size: int) -> np.ndarray:
-    """One file as a (size, size, 3) uint8 array, resized exactly as training resized it."""
-    import tensorflow as tf
-
-    return decode_resize(tf.constant(str(path)), image_size).numpy()
-
-
-def load_split_dataset(settings: Any, model_type: str, row_ids: Sequence[str], class_names: Sequence[str],
-                       image_size: int, batch_size: int = 32) -> tuple[Any, np.ndarray, list[str], dict[str, int]]:
+def load_split_dataset(
+    settings: Any,
+    model_type: str,
+    row_ids: Sequence[str],
+    class_names: Sequence[str],
+    image_size: int,
+    batch_size: int = 32,
+) -> tuple[Any, np.ndarray, list[str], dict[str, int]]:
     """(dataset of images in order, integer labels, kept row ids, skipped counts) for given row ids.
 
     For evaluation on a run's recorded test split: rows whose label is not one of ``class_names``

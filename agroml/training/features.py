@@ -16,14 +16,22 @@ from typing import Any
 
 import numpy as np
 
-from agroml.progress import ProgressFn, no_progress
+from agroml.core.progress import ProgressFn, no_progress
 from agroml.training.data import make_dataset
 from agroml.training.loop import EpochFn, TrainConfig, callbacks, history_rows
 from agroml.training.model import augmentation, build_head, compile_model
 
 
-def extract_features(extractor: Any, paths: list[str], image_size: int, batch_size: int, *,
-                     augment: Any = None, task: str = "features", progress: ProgressFn = no_progress) -> np.ndarray:
+def extract_features(
+    extractor: Any,
+    paths: list[str],
+    image_size: int,
+    batch_size: int,
+    *,
+    augment: Any = None,
+    task: str = "features",
+    progress: ProgressFn = no_progress,
+) -> np.ndarray:
     """The extractor's output for every file, in order, as a float32 array (n, feature_dim)."""
     import tensorflow as tf
 
@@ -43,8 +51,9 @@ def extract_features(extractor: Any, paths: list[str], image_size: int, batch_si
     return np.concatenate(out).astype("float32") if out else np.zeros((0, dim), dtype="float32")
 
 
-def train_and_val_features(extractor: Any, train_paths: list[str], val_paths: list[str], cfg: TrainConfig,
-                           progress: ProgressFn = no_progress) -> tuple[np.ndarray, np.ndarray]:
+def train_and_val_features(
+    extractor: Any, train_paths: list[str], val_paths: list[str], cfg: TrainConfig, progress: ProgressFn = no_progress
+) -> tuple[np.ndarray, np.ndarray]:
     """(train views (views, n, dim), val features (m, dim)): view 0 of train and the val features in one
     pass, then views 1.. of train with the model's augmentation in training mode.
 
@@ -52,13 +61,23 @@ def train_and_val_features(extractor: Any, train_paths: list[str], val_paths: li
     MobileNetV2 on a 2-core CPU, as long as the base needs for 50 images).
     """
     size, batch = int(cfg.image_size), int(cfg.batch_size)
-    clean = extract_features(extractor, train_paths + val_paths, size, batch, task="features (train + val)",
-                             progress=progress)
-    views = [clean[:len(train_paths)]]
+    clean = extract_features(
+        extractor, train_paths + val_paths, size, batch, task="features (train + val)", progress=progress
+    )
+    views = [clean[: len(train_paths)]]
     for k in range(1, max(1, cfg.aug_views)):
-        views.append(extract_features(extractor, train_paths, size, batch, augment=augmentation(cfg.seed + 100 * k),
-                                      task=f"features (view {k + 1})", progress=progress))
-    return np.stack(views), clean[len(train_paths):]
+        views.append(
+            extract_features(
+                extractor,
+                train_paths,
+                size,
+                batch,
+                augment=augmentation(cfg.seed + 100 * k),
+                task=f"features (view {k + 1})",
+                progress=progress,
+            )
+        )
+    return np.stack(views), clean[len(train_paths) :]
 
 
 def feature_stats(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -66,10 +85,18 @@ def feature_stats(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return feats.mean(axis=0), feats.std(axis=0)
 
 
-def fit_head_on_features(train_feats: np.ndarray, y_train: np.ndarray, val_feats: np.ndarray, y_val: np.ndarray,
-                         n_classes: int, cfg: TrainConfig, class_weight: dict[int, float], workdir: Path,
-                         progress: ProgressFn = no_progress, on_epoch: EpochFn | None = None,
-                         ) -> tuple[Any, list[dict[str, Any]]]:
+def fit_head_on_features(
+    train_feats: np.ndarray,
+    y_train: np.ndarray,
+    val_feats: np.ndarray,
+    y_val: np.ndarray,
+    n_classes: int,
+    cfg: TrainConfig,
+    class_weight: dict[int, float],
+    workdir: Path,
+    progress: ProgressFn = no_progress,
+    on_epoch: EpochFn | None = None,
+) -> tuple[Any, list[dict[str, Any]]]:
     """Train the head on cached features: each epoch draws one view of every training image at random.
 
     Returns the head (best weights restored) and its history rows.
@@ -80,15 +107,25 @@ def fit_head_on_features(train_feats: np.ndarray, y_train: np.ndarray, val_feats
     flat = train_feats.reshape(views * n, dim)
     labels = np.tile(y_train, views)
     weights = np.asarray([class_weight.get(int(c), 1.0) for c in labels], dtype="float32")
-    train_ds = (tf.data.Dataset.from_tensor_slices((flat, labels, weights))
-                .shuffle(len(flat), seed=cfg.seed, reshuffle_each_iteration=True)
-                .repeat().batch(cfg.batch_size).prefetch(tf.data.AUTOTUNE))
+    train_ds = (
+        tf.data.Dataset.from_tensor_slices((flat, labels, weights))
+        .shuffle(len(flat), seed=cfg.seed, reshuffle_each_iteration=True)
+        .repeat()
+        .batch(cfg.batch_size)
+        .prefetch(tf.data.AUTOTUNE)
+    )
     steps = max(1, math.ceil(n / cfg.batch_size))
     val_ds = tf.data.Dataset.from_tensor_slices((val_feats, y_val)).batch(256)
     head = build_head(dim, n_classes, cfg.dropout, feature_stats(train_feats[0]))
     compile_model(head, float(cfg.learning_rate or 1e-3), n_classes)
     epochs = int(cfg.epochs or 15)
-    history = head.fit(train_ds, validation_data=val_ds, epochs=epochs, steps_per_epoch=steps, verbose=0,
-                       shuffle=False,  # tf.data shuffles itself; keras warns otherwise
-                       callbacks=callbacks("head", cfg, epochs, steps, workdir, progress, on_epoch, 0))
+    history = head.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=epochs,
+        steps_per_epoch=steps,
+        verbose=0,
+        shuffle=False,  # tf.data shuffles itself; keras warns otherwise
+        callbacks=callbacks("head", cfg, epochs, steps, workdir, progress, on_epoch, 0),
+    )
     return head, history_rows("head", history, 0)

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from agroml.progress import ProgressFn, no_progress
+from agroml.core.progress import ProgressFn, no_progress
 
 #: Called after every epoch with (epoch number across phases, that epoch's metrics).
 EpochFn = Callable[[int, dict[str, float]], None]
@@ -29,23 +29,23 @@ class TrainConfig:
     model_type: str
     arch: str = "mobilenetv2"
     weights: str = "imagenet"
-    alpha: float | None = None          # MobileNetV2 width; default 1.0 pretrained, 0.35 from scratch
-    image_size: int | None = None       # default: the backbone's (224)
-    epochs: int | None = None           # phase 1 / scratch; default 15 head, 150 scratch
-    batch_size: int | None = None       # default 32; 16 from scratch (more steps for a random network)
+    alpha: float | None = None  # MobileNetV2 width; default 1.0 pretrained, 0.35 from scratch
+    image_size: int | None = None  # default: the backbone's (224)
+    epochs: int | None = None  # phase 1 / scratch; default 15 head, 150 scratch
+    batch_size: int | None = None  # default 32; 16 from scratch (more steps for a random network)
     learning_rate: float | None = None  # default 1e-3 head; 5e-3 scratch (peak of warmup + cosine)
     fine_tune_layers: int = 0
     fine_tune_epochs: int = 0
     fine_tune_learning_rate: float = 1e-5
-    aug_views: int = 2                  # fast path: views per image (1 clean + K-1 augmented)
-    fast: bool = True                   # phase 1 on cached features when the base is frozen
-    patience: int | None = None         # EarlyStopping of pretrained phases (default 4); unused from scratch
+    aug_views: int = 2  # fast path: views per image (1 clean + K-1 augmented)
+    fast: bool = True  # phase 1 on cached features when the base is frozen
+    patience: int | None = None  # EarlyStopping of pretrained phases (default 4); unused from scratch
     dropout: float = 0.2
     seed: int = 0
     strict: bool = False
     min_per_class: int | None = None
     tflite: str | None = None
-    run_eagerly: bool = False           # Keras eager mode: no graph tracing (tiny runs, debugging)
+    run_eagerly: bool = False  # Keras eager mode: no graph tracing (tiny runs, debugging)
 
     @property
     def scratch(self) -> bool:
@@ -75,8 +75,15 @@ class EpochReporter:
         import keras
 
         class _Reporter(keras.callbacks.Callback):
-            def __init__(self, phase: str, epochs: int, steps: int | None, progress: ProgressFn,
-                         on_epoch: EpochFn | None, first_epoch: int) -> None:
+            def __init__(
+                self,
+                phase: str,
+                epochs: int,
+                steps: int | None,
+                progress: ProgressFn,
+                on_epoch: EpochFn | None,
+                first_epoch: int,
+            ) -> None:
                 super().__init__()
                 self.phase, self.epochs, self.steps = phase, epochs, steps
                 self.progress, self.on_epoch, self.first_epoch = progress, on_epoch, first_epoch
@@ -112,14 +119,25 @@ def scratch_schedule(learning_rate: float, epochs: int, steps: int) -> Any:
 
     total = max(1, epochs * steps)
     warmup = min(5 * steps, total // 10)
-    return keras.optimizers.schedules.CosineDecay(learning_rate / 10 if warmup else learning_rate,
-                                                  max(1, total - warmup), alpha=0.0,
-                                                  warmup_target=learning_rate if warmup else None,
-                                                  warmup_steps=warmup)
+    return keras.optimizers.schedules.CosineDecay(
+        learning_rate / 10 if warmup else learning_rate,
+        max(1, total - warmup),
+        alpha=0.0,
+        warmup_target=learning_rate if warmup else None,
+        warmup_steps=warmup,
+    )
 
 
-def callbacks(phase: str, cfg: TrainConfig, epochs: int, steps: int | None, workdir: Path,
-              progress: ProgressFn, on_epoch: EpochFn | None, first_epoch: int) -> list[Any]:
+def callbacks(
+    phase: str,
+    cfg: TrainConfig,
+    epochs: int,
+    steps: int | None,
+    workdir: Path,
+    progress: ProgressFn,
+    on_epoch: EpochFn | None,
+    first_epoch: int,
+) -> list[Any]:
     """Pretrained phases: EarlyStopping (best weights restored) and ReduceLROnPlateau. Both: the best
     checkpoint and the progress reporter.
 
@@ -131,14 +149,21 @@ def callbacks(phase: str, cfg: TrainConfig, epochs: int, steps: int | None, work
     import keras
 
     patience = int(cfg.patience or 4)
-    stopping = [] if phase == "scratch" else [
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True),
-        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(2, patience // 3),
-                                          min_lr=1e-6)]
+    stopping = (
+        []
+        if phase == "scratch"
+        else [
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True),
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_loss", factor=0.5, patience=max(2, patience // 3), min_lr=1e-6
+            ),
+        ]
+    )
     return [
         *stopping,
-        keras.callbacks.ModelCheckpoint(str(workdir / f"best_{phase}.weights.h5"), monitor="val_loss",
-                                        save_best_only=True, save_weights_only=True),
+        keras.callbacks.ModelCheckpoint(
+            str(workdir / f"best_{phase}.weights.h5"), monitor="val_loss", save_best_only=True, save_weights_only=True
+        ),
         EpochReporter(phase, epochs, steps, progress, on_epoch, first_epoch),
     ]
 
@@ -147,15 +172,34 @@ def history_rows(phase: str, history: Any, first_epoch: int) -> list[dict[str, A
     """A Keras History as rows {epoch, phase, metric: value...} for history.csv and curves.png."""
     hist = history.history
     n = len(next(iter(hist.values()), []))
-    return [{"epoch": first_epoch + i + 1, "phase": phase, **{k: float(v[i]) for k, v in hist.items()}}
-            for i in range(n)]
+    return [
+        {"epoch": first_epoch + i + 1, "phase": phase, **{k: float(v[i]) for k, v in hist.items()}} for i in range(n)
+    ]
 
 
-def fit_phase(model: Any, phase: str, cfg: TrainConfig, train_ds: Any, val_ds: Any, epochs: int,
-              steps: int, class_weight: dict[int, float], workdir: Path, progress: ProgressFn = no_progress,
-              on_epoch: EpochFn | None = None, first_epoch: int = 0) -> list[dict[str, Any]]:
+def fit_phase(
+    model: Any,
+    phase: str,
+    cfg: TrainConfig,
+    train_ds: Any,
+    val_ds: Any,
+    epochs: int,
+    steps: int,
+    class_weight: dict[int, float],
+    workdir: Path,
+    progress: ProgressFn = no_progress,
+    on_epoch: EpochFn | None = None,
+    first_epoch: int = 0,
+) -> list[dict[str, Any]]:
     """model.fit over the image pipeline for one phase; returns its history rows."""
-    history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, steps_per_epoch=steps,
-                        class_weight=class_weight, verbose=0, shuffle=False,  # tf.data shuffles itself
-                        callbacks=callbacks(phase, cfg, epochs, steps, workdir, progress, on_epoch, first_epoch))
+    history = model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=epochs,
+        steps_per_epoch=steps,
+        class_weight=class_weight,
+        verbose=0,
+        shuffle=False,  # tf.data shuffles itself
+        callbacks=callbacks(phase, cfg, epochs, steps, workdir, progress, on_epoch, first_epoch),
+    )
     return history_rows(phase, history, first_epoch)

@@ -27,8 +27,13 @@ COLOR_AUGMENT = 0.2
 def augmentation_settings(scratch: bool = False) -> dict[str, Any]:
     """What a run's augmentation does: the one source for both the layers and config.json."""
     rotation, zoom = SCRATCH_AUGMENT if scratch else PRETRAINED_AUGMENT
-    return {"flip": "horizontal_and_vertical", "rotation_turns": rotation, "zoom": zoom,
-            "contrast": COLOR_AUGMENT, "brightness": COLOR_AUGMENT}
+    return {
+        "flip": "horizontal_and_vertical",
+        "rotation_turns": rotation,
+        "zoom": zoom,
+        "contrast": COLOR_AUGMENT,
+        "brightness": COLOR_AUGMENT,
+    }
 
 
 def augmentation(seed: int = 0, scratch: bool = False) -> Any:
@@ -40,13 +45,16 @@ def augmentation(seed: int = 0, scratch: bool = False) -> Any:
     import keras
 
     aug = augmentation_settings(scratch)
-    return keras.Sequential([
-        keras.layers.RandomFlip(aug["flip"], seed=seed),
-        keras.layers.RandomRotation(aug["rotation_turns"], fill_mode="reflect", seed=seed + 1),
-        keras.layers.RandomZoom(aug["zoom"], fill_mode="reflect", seed=seed + 2),
-        keras.layers.RandomContrast(aug["contrast"], value_range=(0, 255), seed=seed + 3),
-        keras.layers.RandomBrightness(aug["brightness"], value_range=(0, 255), seed=seed + 4),
-    ], name="augmentation")
+    return keras.Sequential(
+        [
+            keras.layers.RandomFlip(aug["flip"], seed=seed),
+            keras.layers.RandomRotation(aug["rotation_turns"], fill_mode="reflect", seed=seed + 1),
+            keras.layers.RandomZoom(aug["zoom"], fill_mode="reflect", seed=seed + 2),
+            keras.layers.RandomContrast(aug["contrast"], value_range=(0, 255), seed=seed + 3),
+            keras.layers.RandomBrightness(aug["brightness"], value_range=(0, 255), seed=seed + 4),
+        ],
+        name="augmentation",
+    )
 
 
 def feature_norm(stats: tuple[Any, Any] | None) -> list[Any]:
@@ -67,9 +75,18 @@ def feature_norm(stats: tuple[Any, Any] | None) -> list[Any]:
     return [keras.layers.Rescaling((1.0 / std).tolist(), offset=(-mean / std).tolist(), name="feature_norm")]
 
 
-def build_model(backbone: Backbone, base: Any, n_classes: int, image_size: int, *, scratch: bool,
-                dropout: float = 0.2, seed: int = 0, augment: bool = True,
-                stats: tuple[Any, Any] | None = None) -> Any:
+def build_model(
+    backbone: Backbone,
+    base: Any,
+    n_classes: int,
+    image_size: int,
+    *,
+    scratch: bool,
+    dropout: float = 0.2,
+    seed: int = 0,
+    augment: bool = True,
+    stats: tuple[Any, Any] | None = None,
+) -> Any:
     """The whole network taking raw pixels.
 
     With a pretrained base the base is called with ``training=False``: its BatchNorm layers stay in
@@ -159,5 +176,10 @@ def compile_model(model: Any, learning_rate: Any, n_classes: int, run_eagerly: b
     if n_classes > 3:
         metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(k=3, name="top3_accuracy"))
     # jit_compile=False: XLA-compiling a whole backbone on a CPU costs more than the few epochs it speeds up
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy",
-                  metrics=metrics, jit_compile=False, run_eagerly=run_eagerly)
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=metrics,
+        jit_compile=False,
+        run_eagerly=run_eagerly,
+    )

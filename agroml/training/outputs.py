@@ -9,43 +9,22 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import platform
 import tempfile
 import time
 import warnings
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from agroml.errors import TrainingError, UsageError
-from agroml.images import atomic_write
+from agroml.core.errors import TrainingError, UsageError
+from agroml.core.files import atomic_write
 
 TFLITE_MODES = ("float16", "int8")
 #: Top-1 agreement a TFLite model must reach against the Keras model on the test split.
 TFLITE_MIN_AGREEMENT = 0.99
-
-
-def jsonable(value: Any) -> Any:
-    """Plain JSON: numpy scalars/arrays, tuples, Paths; NaN/inf become None."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def write_json(path: Path, data: Any) -> None:
-    atomic_write(path, (json.dumps(jsonable(data), indent=2, ensure_ascii=False) + "\n").encode())
 
 
 def write_history_csv(path: Path, rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
@@ -61,8 +40,6 @@ def write_history_csv(path: Path, rows: list[dict[str, Any]]) -> dict[str, list[
 
 
 def package_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
     out = {"python": platform.python_version()}
     for name in ("agroml", "tensorflow", "keras", "numpy", "pillow"):
         try:
@@ -72,45 +49,69 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def model_card(run_id: str, model_type: str, config: dict[str, Any], counts: dict[str, dict[str, int]],
-               metrics: dict[str, Any], dropped: dict[str, int], skipped: dict[str, int]) -> str:
+def model_card(
+    run_id: str,
+    model_type: str,
+    config: dict[str, Any],
+    counts: dict[str, dict[str, int]],
+    metrics: dict[str, Any],
+    dropped: dict[str, int],
+    skipped: dict[str, int],
+) -> str:
     """MODEL_CARD.md: what the model is, what it was trained on, how good it is per class, and its limits."""
     test = metrics.get("test") or {}
     lines = [
-        f"# {model_type} classifier {run_id}", "",
+        f"# {model_type} classifier {run_id}",
+        "",
         f"Backbone **{config['arch']}** ({config['weights']} weights) at {config['image_size']}x"
-        f"{config['image_size']} px; input: raw RGB uint8 pixels (preprocessing is inside the model).", "",
+        f"{config['image_size']} px; input: raw RGB uint8 pixels (preprocessing is inside the model).",
+        "",
         "## Intended use",
         f"Suggest the {model_type} shown in a farmer's crop photo in the AgroShield app, as a ranked list with",
-        "probabilities for a person to confirm. Not a diagnosis: treatment decisions need a human check.", "",
+        "probabilities for a person to confirm. Not a diagnosis: treatment decisions need a human check.",
+        "",
         "## Data",
         f"Farmer-confirmed and farmer-corrected rows of the local store (fingerprint `{config['data_fingerprint']}`), "
-        f"split {config['split']} by seed {config['seed']}, identical images kept in one split.", "",
-        "| class | train | val | test |", "|---|---:|---:|---:|",
+        f"split {config['split']} by seed {config['seed']}, identical images kept in one split.",
+        "",
+        "| class | train | val | test |",
+        "|---|---:|---:|---:|",
     ]
     for c in counts["train"]:
         lines.append(f"| {c} | {counts['train'][c]} | {counts['val'][c]} | {counts['test'][c]} |")
     if dropped:
-        lines += ["", "Classes left out (under the per-class minimum): "
-                  + ", ".join(f"{c} ({n})" for c, n in dropped.items()) + "."]
+        lines += [
+            "",
+            "Classes left out (under the per-class minimum): "
+            + ", ".join(f"{c} ({n})" for c, n in dropped.items())
+            + ".",
+        ]
     if skipped:
         lines += ["", "Rows skipped: " + ", ".join(f"{n} {r.replace('_', ' ')}" for r, n in skipped.items()) + "."]
     lines += ["", "## Metrics (test split, never seen in training)"]
     if test:
-        lines += [f"accuracy {test['accuracy']:.3f}, macro F1 {test['macro_f1']:.3f}, "
-                  f"top-{test.get('top_k', 3)} accuracy {test['top3_accuracy']:.3f}, ECE {test.get('ece', 0):.3f} "
-                  f"on {test.get('n', 0)} images.", "", "| class | precision | recall | F1 | support |",
-                  "|---|---:|---:|---:|---:|"]
+        lines += [
+            f"accuracy {test['accuracy']:.3f}, macro F1 {test['macro_f1']:.3f}, "
+            f"top-{test.get('top_k', 3)} accuracy {test['top3_accuracy']:.3f}, ECE {test.get('ece', 0):.3f} "
+            f"on {test.get('n', 0)} images.",
+            "",
+            "| class | precision | recall | F1 | support |",
+            "|---|---:|---:|---:|---:|",
+        ]
         for c, m in test.get("per_class", {}).items():
             lines.append(f"| {c} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |")
     else:
         lines.append("No test images (too few per class).")
-    lines += ["", "## Limits",
-              "- Knows only the classes above; a photo of anything else still gets one of them.",
-              "- Labels come from farmers' feedback; confirmations of wrong predictions are label noise.",
-              "- Test figures come from a few images per class: expect a few points either way in the field.",
-              "- Trained on the photo conditions of this data (crops, regions, phones, seasons); re-evaluate "
-              "(`agroml evaluate`) on newer rows before promoting.", ""]
+    lines += [
+        "",
+        "## Limits",
+        "- Knows only the classes above; a photo of anything else still gets one of them.",
+        "- Labels come from farmers' feedback; confirmations of wrong predictions are label noise.",
+        "- Test figures come from a few images per class: expect a few points either way in the field.",
+        "- Trained on the photo conditions of this data (crops, regions, phones, seasons); re-evaluate "
+        "(`agroml evaluate`) on newer rows before promoting.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -127,15 +128,19 @@ def export_tflite(model: Any, path: Path, mode: str, sample: np.ndarray) -> None
         if mode == "float16":
             converter.target_spec.supported_types = [tf.float16]
         else:
+
             def representative() -> Any:
                 for image in sample[:100]:
                     yield [image[None].astype("float32")]
+
             converter.representative_dataset = representative
         try:
             data = converter.convert()
         except Exception as exc:  # the converter raises ConverterError and others
-            raise TrainingError(f"TFLite {mode} conversion failed: {str(exc).splitlines()[0][:200]}",
-                                fix="train without --tflite, or try the other --tflite mode") from None
+            raise TrainingError(
+                f"TFLite {mode} conversion failed: {str(exc).splitlines()[0][:200]}",
+                fix="train without --tflite, or try the other --tflite mode",
+            ) from None
     atomic_write(path, data)
 
 
@@ -171,6 +176,12 @@ def check_tflite(path: Path, images: np.ndarray, keras_probs: np.ndarray) -> dic
         preds.append(int(np.argmax(interpreter.get_tensor(out["index"])[0])))
     agree = float(np.mean(np.asarray(preds) == keras_probs.argmax(axis=1))) if len(preds) else None
     ms = np.asarray(times) * 1000 if times else np.zeros(1)
-    return {"path": path.name, "size_bytes": path.stat().st_size, "top1_agreement": agree, "n": len(preds),
-            "latency_ms_p50": float(np.percentile(ms, 50)), "latency_ms_p95": float(np.percentile(ms, 95)),
-            "ok": agree is not None and agree >= TFLITE_MIN_AGREEMENT}
+    return {
+        "path": path.name,
+        "size_bytes": path.stat().st_size,
+        "top1_agreement": agree,
+        "n": len(preds),
+        "latency_ms_p50": float(np.percentile(ms, 50)),
+        "latency_ms_p95": float(np.percentile(ms, 95)),
+        "ok": agree is not None and agree >= TFLITE_MIN_AGREEMENT,
+    }

@@ -19,11 +19,16 @@ from typing import Any
 
 import numpy as np
 
-from agroml.config import Settings
-from agroml.errors import UsageError
-from agroml.progress import ProgressFn, no_progress
-from agroml.records import check_model_type
-from agroml.training import outputs
+from agroml.core.config import Settings
+from agroml.core.errors import UsageError
+from agroml.core.files import to_jsonable, write_json
+from agroml.core.progress import ProgressFn, no_progress
+from agroml.core.schema import check_model_type
+from agroml.images.pixels import load_image_array
+from agroml.lifecycle import plots
+from agroml.lifecycle.metrics import compute_metrics
+from agroml.lifecycle.registry import Registry
+from agroml.training import features, outputs
 from agroml.training.backbones import Backbone, build_base, get_backbone, weights_mode
 from agroml.training.data import TrainingData, load_training_data, make_dataset
 from agroml.training.loop import EpochFn, TrainConfig, fit_phase, scratch_schedule
@@ -82,35 +87,77 @@ def validate(cfg: TrainConfig) -> Backbone:
     return backbone
 
 
-def train(settings: Settings, model_type: str, arch: str = "mobilenetv2", weights: str = "imagenet", *,
-          image_size: int | None = None, epochs: int | None = None, batch_size: int | None = None,
-          learning_rate: float | None = None, alpha: float | None = None, fine_tune_layers: int = 0,
-          fine_tune_epochs: int = 0, aug_views: int = 2, fast: bool = True, seed: int = 0, strict: bool = False,
-          min_per_class: int | None = None, tflite: str | None = None, run_eagerly: bool = False,
-          progress: ProgressFn = no_progress) -> TrainResult:
+def train(
+    settings: Settings,
+    model_type: str,
+    arch: str = "mobilenetv2",
+    weights: str = "imagenet",
+    *,
+    image_size: int | None = None,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    learning_rate: float | None = None,
+    alpha: float | None = None,
+    fine_tune_layers: int = 0,
+    fine_tune_epochs: int = 0,
+    aug_views: int = 2,
+    fast: bool = True,
+    seed: int = 0,
+    strict: bool = False,
+    min_per_class: int | None = None,
+    tflite: str | None = None,
+    run_eagerly: bool = False,
+    progress: ProgressFn = no_progress,
+) -> TrainResult:
     """Train one model of ``model_type`` and write its run folder; see :class:`TrainConfig` for the knobs."""
-    from agroml.registry import Registry
 
-    cfg = TrainConfig(model_type, arch.lower(), str(weights), alpha, image_size, epochs, batch_size, learning_rate,
-                      fine_tune_layers, fine_tune_epochs, aug_views=aug_views, fast=fast, seed=seed, strict=strict,
-                      min_per_class=min_per_class, tflite=tflite, run_eagerly=run_eagerly)
+    cfg = TrainConfig(
+        model_type,
+        arch.lower(),
+        str(weights),
+        alpha,
+        image_size,
+        epochs,
+        batch_size,
+        learning_rate,
+        fine_tune_layers,
+        fine_tune_epochs,
+        aug_views=aug_views,
+        fast=fast,
+        seed=seed,
+        strict=strict,
+        min_per_class=min_per_class,
+        tflite=tflite,
+        run_eagerly=run_eagerly,
+    )
     backbone = validate(cfg)
     cfg = cfg.resolved(backbone.default_size)
-    data = load_training_data(settings, model_type, min_per_class=min_per_class, strict=strict, seed=seed,
-                              progress=progress)
+    data = load_training_data(
+        settings, model_type, min_per_class=min_per_class, strict=strict, seed=seed, progress=progress
+    )
     warnings = list(data.warnings)
     if cfg.scratch and cfg.fine_tune_layers:
         warnings.append("--fine-tune-layers ignored with --weights none: the whole network trains from the start")
     run_id = make_run_id(backbone.name)
-    config = {"run_id": run_id, **asdict(cfg), "augmentation": augmentation_settings(cfg.scratch),
-              "split": list(SPLIT_FRACTIONS), "classes": data.classes,
-              "data_fingerprint": data.fingerprint(), "counts": data.counts(), "skipped": data.skipped,
-              "dropped_classes": data.dropped_classes, "class_weights": data.class_weights(),
-              "versions": outputs.package_versions()}
+    config = {
+        "run_id": run_id,
+        **asdict(cfg),
+        "augmentation": augmentation_settings(cfg.scratch),
+        "split": list(SPLIT_FRACTIONS),
+        "classes": data.classes,
+        "data_fingerprint": data.fingerprint(),
+        "counts": data.counts(),
+        "skipped": data.skipped,
+        "dropped_classes": data.dropped_classes,
+        "class_weights": data.class_weights(),
+        "versions": outputs.package_versions(),
+    }
     type_dir = Path(settings.models_dir) / model_type
     start = time.time()
-    with Registry(settings.models_dir) as registry, \
-            registry.start(model_type, run_id, backbone.name, outputs.jsonable(config)) as handle:
+    with (
+        Registry(settings.models_dir) as registry,
+        registry.start(model_type, run_id, backbone.name, to_jsonable(config)) as handle,
+    ):
         _remove_stale_partials(type_dir)  # the registry just proved no other training of this type is alive
         partial = type_dir / f".{run_id}.partial"
         partial.mkdir(parents=True)
@@ -121,9 +168,20 @@ def train(settings: Settings, model_type: str, arch: str = "mobilenetv2", weight
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
             raise
-        handle.finish("succeeded", outputs.jsonable(result["metrics"]), path=final)
-    return TrainResult(run_id, final, model_type, data.classes, result["metrics"], data.counts(), config,
-                       time.time() - start, result["tflite"], warnings + result["warnings"], result["model"])
+        handle.finish("succeeded", to_jsonable(result["metrics"]), path=final)
+    return TrainResult(
+        run_id,
+        final,
+        model_type,
+        data.classes,
+        result["metrics"],
+        data.counts(),
+        config,
+        time.time() - start,
+        result["tflite"],
+        warnings + result["warnings"],
+        result["model"],
+    )
 
 
 def _remove_stale_partials(type_dir: Path) -> None:
@@ -132,16 +190,20 @@ def _remove_stale_partials(type_dir: Path) -> None:
             shutil.rmtree(stale, ignore_errors=True)
 
 
-def build_and_fit(cfg: TrainConfig, backbone: Backbone, data: TrainingData, workdir: Path,
-                  progress: ProgressFn = no_progress, on_epoch: EpochFn | None = None) -> tuple[Any, list[dict]]:
+def build_and_fit(
+    cfg: TrainConfig,
+    backbone: Backbone,
+    data: TrainingData,
+    workdir: Path,
+    progress: ProgressFn = no_progress,
+    on_epoch: EpochFn | None = None,
+) -> tuple[Any, list[dict]]:
     """Build the network and run the recipe's phases; returns (the trained model, history rows).
 
     The model has the best weights of a pretrained phase (EarlyStopping restores them), or from scratch
     the last weights of the schedule (see loop.callbacks for why).
     """
     import keras
-
-    from agroml.training import features
 
     keras.utils.set_random_seed(cfg.seed)
     size, n_classes = int(cfg.image_size), len(data.classes)
@@ -158,34 +220,52 @@ def build_and_fit(cfg: TrainConfig, backbone: Backbone, data: TrainingData, work
     rows: list[dict] = []
     if cfg.scratch:
         model = build_model(backbone, base, n_classes, size, scratch=True, dropout=cfg.dropout, seed=cfg.seed)
-        compile_model(model, scratch_schedule(float(cfg.learning_rate), int(cfg.epochs), steps), n_classes,
-                      cfg.run_eagerly)
-        rows += fit_phase(model, "scratch", cfg, train_ds(), val_ds, int(cfg.epochs), steps, class_weight, workdir,
-                          progress, on_epoch)
+        compile_model(
+            model, scratch_schedule(float(cfg.learning_rate), int(cfg.epochs), steps), n_classes, cfg.run_eagerly
+        )
+        rows += fit_phase(
+            model, "scratch", cfg, train_ds(), val_ds, int(cfg.epochs), steps, class_weight, workdir, progress, on_epoch
+        )
         return model, rows
     extractor = build_feature_extractor(backbone, base, size)
     if cfg.fast:
         train_feats, val_feats = features.train_and_val_features(extractor, train_paths, val_paths, cfg, progress)
         stats = features.feature_stats(train_feats[0])
     else:  # one pass for the head's feature standardization, then every epoch through the whole network
-        stats = features.feature_stats(features.extract_features(extractor, train_paths, size, cfg.batch_size,
-                                                                 task="features (train)", progress=progress))
-    model = build_model(backbone, base, n_classes, size, scratch=False, dropout=cfg.dropout, seed=cfg.seed,
-                        stats=stats)
+        stats = features.feature_stats(
+            features.extract_features(
+                extractor, train_paths, size, cfg.batch_size, task="features (train)", progress=progress
+            )
+        )
+    model = build_model(backbone, base, n_classes, size, scratch=False, dropout=cfg.dropout, seed=cfg.seed, stats=stats)
     if cfg.fast:
-        head, rows = features.fit_head_on_features(train_feats, y_train, val_feats, y_val, n_classes, cfg,
-                                                   class_weight, workdir, progress, on_epoch)
+        head, rows = features.fit_head_on_features(
+            train_feats, y_train, val_feats, y_val, n_classes, cfg, class_weight, workdir, progress, on_epoch
+        )
         copy_head(head, model)
     else:
         compile_model(model, float(cfg.learning_rate), n_classes, cfg.run_eagerly)
-        rows += fit_phase(model, "head", cfg, train_ds(), val_ds, int(cfg.epochs), steps, class_weight, workdir,
-                          progress, on_epoch)
+        rows += fit_phase(
+            model, "head", cfg, train_ds(), val_ds, int(cfg.epochs), steps, class_weight, workdir, progress, on_epoch
+        )
     if cfg.fine_tune_layers > 0 and cfg.fine_tune_epochs > 0:
         unfreeze_top(base, cfg.fine_tune_layers)
         # recompiled: Keras fixes the trainable variables at compile time
         compile_model(model, cfg.fine_tune_learning_rate, n_classes, cfg.run_eagerly)
-        rows += fit_phase(model, "fine_tune", cfg, train_ds(), val_ds, cfg.fine_tune_epochs, steps, class_weight,
-                          workdir, progress, on_epoch, first_epoch=len(rows))
+        rows += fit_phase(
+            model,
+            "fine_tune",
+            cfg,
+            train_ds(),
+            val_ds,
+            cfg.fine_tune_epochs,
+            steps,
+            class_weight,
+            workdir,
+            progress,
+            on_epoch,
+            first_epoch=len(rows),
+        )
     return model, rows
 
 
@@ -198,11 +278,16 @@ def predict_split(model: Any, data: TrainingData, split: str, size: int, batch_s
     return labels, np.asarray(probs)
 
 
-def _train_into(folder: Path, cfg: TrainConfig, backbone: Backbone, data: TrainingData, config: dict[str, Any],
-                progress: ProgressFn, on_epoch: EpochFn) -> dict[str, Any]:
+def _train_into(
+    folder: Path,
+    cfg: TrainConfig,
+    backbone: Backbone,
+    data: TrainingData,
+    config: dict[str, Any],
+    progress: ProgressFn,
+    on_epoch: EpochFn,
+) -> dict[str, Any]:
     """Train and write every output file into ``folder`` (the .partial folder)."""
-    from agroml import plots
-    from agroml.evaluation import compute_metrics
 
     trained, rows = build_and_fit(cfg, backbone, data, folder, progress, on_epoch)
     model = inference_model(trained)
@@ -218,10 +303,10 @@ def _train_into(folder: Path, cfg: TrainConfig, backbone: Backbone, data: Traini
         if not len(y):
             warnings.append(f"no {split} images (classes too small for a {split} share): no {split} metrics")
     model.save(folder / "model.keras")
-    outputs.write_json(folder / "labels.json", data.classes)
-    outputs.write_json(folder / "config.json", config)
-    outputs.write_json(folder / "split.json", data.split_ids())
-    outputs.write_json(folder / "metrics.json", metrics)
+    write_json(folder / "labels.json", data.classes)
+    write_json(folder / "config.json", config)
+    write_json(folder / "split.json", data.split_ids())
+    write_json(folder / "metrics.json", metrics)
     history = outputs.write_history_csv(folder / "history.csv", rows)
     plots.training_curves_png(history, folder / "curves.png")
     if metrics["test"]:
@@ -230,18 +315,20 @@ def _train_into(folder: Path, cfg: TrainConfig, backbone: Backbone, data: Traini
     if cfg.tflite:
         tflite = _tflite(model, folder, cfg, data)
         if not tflite["ok"]:
-            warnings.append(f"TFLite top-1 agreement {tflite['top1_agreement']} is under "
-                            f"{outputs.TFLITE_MIN_AGREEMENT}: do not ship model.tflite")
-        outputs.write_json(folder / "tflite.json", tflite)
-    card = outputs.model_card(config["run_id"], cfg.model_type, config, data.counts(), metrics,
-                              data.dropped_classes, data.skipped)
+            warnings.append(
+                f"TFLite top-1 agreement {tflite['top1_agreement']} is under "
+                f"{outputs.TFLITE_MIN_AGREEMENT}: do not ship model.tflite"
+            )
+        write_json(folder / "tflite.json", tflite)
+    card = outputs.model_card(
+        config["run_id"], cfg.model_type, config, data.counts(), metrics, data.dropped_classes, data.skipped
+    )
     (folder / "MODEL_CARD.md").write_text(card, encoding="utf-8")
     return {"metrics": metrics, "tflite": tflite, "warnings": warnings, "model": model}
 
 
 def _tflite(model: Any, folder: Path, cfg: TrainConfig, data: TrainingData) -> dict[str, Any]:
     """model.tflite, checked against the Keras model on the test split (val if test is empty)."""
-    from agroml.training.data import load_image_array
 
     split = "test" if data.splits["test"] else "val"
     paths, _ = data.arrays(split)

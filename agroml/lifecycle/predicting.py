@@ -16,9 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from agroml.config import Settings
-from agroml.errors import ImageError, ModelNotFoundError, UsageError
-from agroml.progress import ProgressFn, no_progress
+from agroml.core.config import Settings
+from agroml.core.errors import ImageError, ModelNotFoundError, UsageError
+from agroml.core.progress import ProgressFn, no_progress
+from agroml.images.cache import ImageCache
+from agroml.images.fetch import fetch_images
+from agroml.images.pixels import load_image
+from agroml.lifecycle.registry import Registry
 
 
 @dataclass
@@ -40,12 +44,15 @@ def read_labels(folder: Path) -> list[str]:
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise ModelNotFoundError(f"{path} is missing or unreadable ({exc.__class__.__name__})",
-                                 fix="use a run folder written by `agroml train` (see `agroml runs`)") from None
+        raise ModelNotFoundError(
+            f"{path} is missing or unreadable ({exc.__class__.__name__})",
+            fix="use a run folder written by `agroml train` (see `agroml runs`)",
+        ) from None
     classes = data.get("classes") if isinstance(data, dict) else data
     if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
-        raise ModelNotFoundError(f"{path} holds no list of class names",
-                                 fix="use a run folder written by `agroml train`")
+        raise ModelNotFoundError(
+            f"{path} holds no list of class names", fix="use a run folder written by `agroml train`"
+        )
     return classes
 
 
@@ -58,8 +65,10 @@ def _input_size(model: Any, config: dict[str, Any]) -> tuple[int, int]:
         return size, size
     if isinstance(size, list | tuple) and len(size) == 2:
         return int(size[0]), int(size[1])
-    raise ModelNotFoundError("the model has no fixed input size and its config.json no image_size",
-                             fix="use a run folder written by `agroml train`")
+    raise ModelNotFoundError(
+        "the model has no fixed input size and its config.json no image_size",
+        fix="use a run folder written by `agroml train`",
+    )
 
 
 def load_saved_model(folder: Path) -> SavedModel:
@@ -78,62 +87,36 @@ def load_saved_model(folder: Path) -> SavedModel:
     try:
         model = keras.saving.load_model(model_file, compile=False)
     except Exception as exc:  # Keras raises many types for a damaged or foreign file
-        raise ModelNotFoundError(f"{model_file} cannot be loaded: {exc.__class__.__name__}: {str(exc)[:200]}",
-                                 fix="retrain, or evaluate another run (`agroml runs`)") from None
+        raise ModelNotFoundError(
+            f"{model_file} cannot be loaded: {exc.__class__.__name__}: {str(exc)[:200]}",
+            fix="retrain, or evaluate another run (`agroml runs`)",
+        ) from None
     outputs = model.outputs[0].shape[-1]
     if outputs != len(classes):
-        raise ModelNotFoundError(f"{model_file} has {outputs} outputs but labels.json names {len(classes)} classes",
-                                 fix="the run folder is inconsistent: retrain or pick another run")
+        raise ModelNotFoundError(
+            f"{model_file} has {outputs} outputs but labels.json names {len(classes)} classes",
+            fix="the run folder is inconsistent: retrain or pick another run",
+        )
     run_id = str(config.get("run_id") or folder.name)
     try:
         marker = json.loads((folder / "PROMOTED.json").read_text())
         run_id = str(marker.get("run_id") or run_id)
     except (OSError, ValueError):
         pass
-    return SavedModel(folder=folder, run_id=run_id, classes=classes, image_size=_input_size(model, config),
-                      config=config, model=model, size_bytes=model_file.stat().st_size)
+    return SavedModel(
+        folder=folder,
+        run_id=run_id,
+        classes=classes,
+        image_size=_input_size(model, config),
+        config=config,
+        model=model,
+        size_bytes=model_file.stat().st_size,
+    )
 
 
-def load_image(path: Path, size: tuple[int, int]) -> np.ndarray:
-    """An image file as (height, width, 3) uint8 RGB at ``size``, resized exactly as training resized it.
-
-    Why training's own loader first: the same decode and the same antialiased resize as at training
-    time, so `evaluate` on a run's test split reproduces the test figures in its metrics.json. Files
-    TensorFlow cannot decode go through Pillow, which either reads them (TIFF, say) or says why not.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ImageError(f"{path}: no such file")
-    if size[0] == size[1]:
-        try:
-            from agroml.training.data import load_image_array
-        except ImportError:  # a build without the training package: Pillow decodes alone
-            pass
-        else:
-            try:
-                return load_image_array(path, size[0])
-            except Exception:  # TensorFlow raises InvalidArgumentError and kin; Pillow tells why below
-                pass
-    return _pil_load(path, size)
-
-
-def _pil_load(path: Path, size: tuple[int, int]) -> np.ndarray:
-    import tensorflow as tf
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            pixels = np.asarray(img.convert("RGB"), dtype=np.uint8)
-    except UnidentifiedImageError:
-        raise ImageError(f"{path}: not an image") from None
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise ImageError(f"{path}: does not decode ({exc})") from None
-    resized = tf.image.resize(pixels, size, antialias=True)
-    return np.asarray(tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8))
-
-
-def predict_files(saved: SavedModel, files: list[Path], batch_size: int = 32,
-                  progress: ProgressFn = no_progress) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, int]]:
+def predict_files(
+    saved: SavedModel, files: list[Path], batch_size: int = 32, progress: ProgressFn = no_progress
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, int]]:
     """(probabilities of the readable images, readable mask, a few decoded images, {error: count}).
 
     Images are decoded a batch at a time, so memory stays at one batch whatever the number of files.
@@ -144,7 +127,7 @@ def predict_files(saved: SavedModel, files: list[Path], batch_size: int = 32,
     errors: dict[str, int] = {}
     for start in range(0, len(files), batch_size):
         batch, where = [], []
-        for i, path in enumerate(files[start:start + batch_size], start=start):
+        for i, path in enumerate(files[start : start + batch_size], start=start):
             try:
                 batch.append(load_image(path, saved.image_size))
                 where.append(i)
@@ -182,9 +165,14 @@ class PredictResult:
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"run_id": self.run_id, "model_path": self.model_path, "classes": self.classes,
-                "failed": self.failed, "warnings": self.warnings,
-                "predictions": [p.__dict__ for p in self.predictions]}
+        return {
+            "run_id": self.run_id,
+            "model_path": self.model_path,
+            "classes": self.classes,
+            "failed": self.failed,
+            "warnings": self.warnings,
+            "predictions": [p.__dict__ for p in self.predictions],
+        }
 
 
 def _is_url(text: str) -> bool:
@@ -192,15 +180,12 @@ def _is_url(text: str) -> bool:
 
 
 def _fetch_urls(settings: Settings, urls: list[str]) -> tuple[dict[str, Path], dict[str, str]]:
-    """({url: cached file}, {url: error}) through the image cache, with agroml.fetch's host allow-list.
+    """({url: cached file}, {url: error}) through the image cache, with agroml.images.fetch's host allow-list.
 
     Why through the cache: a photo asked about twice is downloaded once, and the bytes are verified
     (size cap, full decode) before the model sees them. Only SUPABASE_URL's host and
     AGROML_IMAGE_HOSTS are fetched from, as for `agroml pull`.
     """
-    from agroml.errors import ImageError
-    from agroml.fetch import fetch_images
-    from agroml.images import ImageCache
 
     with ImageCache(settings.image_dir, max_bytes=int(settings.image_max_mb * 1_000_000)) as cache:
         try:
@@ -208,15 +193,24 @@ def _fetch_urls(settings: Settings, urls: list[str]) -> tuple[dict[str, Path], d
         except ImageError as exc:  # e.g. another process holds the cache's fill lock
             return {}, {u: f"could not fetch: {exc}" for u in urls}
     files = {u: Path(p) for u, p in summary.paths.items()}
-    errors = {u: f"could not fetch: {summary.details.get(u) or summary.failures.get(u) or 'unknown reason'}"
-              for u in urls if u not in files}
+    errors = {
+        u: f"could not fetch: {summary.details.get(u) or summary.failures.get(u) or 'unknown reason'}"
+        for u in urls
+        if u not in files
+    }
     return files, errors
 
 
-def predict(settings: Settings, model_type: str, images: list[str], ref: str | None = None, top: int = 3,
-            batch_size: int = 32, progress: ProgressFn = no_progress) -> PredictResult:
+def predict(
+    settings: Settings,
+    model_type: str,
+    images: list[str],
+    ref: str | None = None,
+    top: int = 3,
+    batch_size: int = 32,
+    progress: ProgressFn = no_progress,
+) -> PredictResult:
     """Top ``top`` classes for each image (files, or URLs through the cache); unreadable ones are reported."""
-    from agroml.registry import Registry
 
     if not images:
         raise UsageError("no images given", fix="pass one or more image files or URLs")
@@ -244,14 +238,21 @@ def predict(settings: Settings, model_type: str, images: list[str], ref: str | N
         p = probs[row]
         row += 1
         order = np.argsort(-p, kind="stable")[:k]
-        predictions.append(Prediction(image, True, top=[{"label": saved.classes[j], "probability": float(p[j])}
-                                                        for j in order]))
+        predictions.append(
+            Prediction(image, True, top=[{"label": saved.classes[j], "probability": float(p[j])} for j in order])
+        )
     failed = sum(1 for p in predictions if not p.ok)
     warnings = [f"{failed} of {len(images)} image(s) could not be read"] if failed else []
     if top > len(saved.classes):
         warnings.append(f"--top {top} is more than the model's {len(saved.classes)} classes: showing all")
-    return PredictResult(run_id=saved.run_id, model_path=str(folder), classes=saved.classes,
-                         predictions=predictions, failed=failed, warnings=warnings)
+    return PredictResult(
+        run_id=saved.run_id,
+        model_path=str(folder),
+        classes=saved.classes,
+        predictions=predictions,
+        failed=failed,
+        warnings=warnings,
+    )
 
 
 def _why_unreadable(path: Path, size: tuple[int, int]) -> str:

@@ -21,21 +21,36 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from agroml import MODEL_TYPES
-from agroml.config import Settings, jwt_payload, key_role, mask_secret
-from agroml.errors import AgromlError, ConfigError, NoDataError
+from agroml.core import config
+from agroml.core.config import Settings, jwt_payload, key_role, mask_secret
+from agroml.core.errors import AgromlError, ConfigError, NoDataError, SourceError
+from agroml.core.schema import MODEL_TYPES, table_spec
+from agroml.data.analysis import readiness, readiness_verdict
+from agroml.data.store import Store
+from agroml.data.supabase import KEY_FIX, SupabaseSource
+from agroml.images.fetch import probe_image
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 STATUSES: tuple[str, ...] = (OK, WARN, FAIL)
 
 #: Distributions agroml needs at run time (their import names differ for pillow and python-dotenv).
-PACKAGES: tuple[str, ...] = ("typer", "rich", "supabase", "tensorflow", "pillow", "numpy", "pandas", "pyarrow",
-                             "python-dotenv", "matplotlib")
+PACKAGES: tuple[str, ...] = (
+    "typer",
+    "rich",
+    "supabase",
+    "tensorflow",
+    "pillow",
+    "numpy",
+    "pandas",
+    "pyarrow",
+    "python-dotenv",
+    "matplotlib",
+)
 MIN_PYTHON = (3, 11)
 #: Below this much free space a demo data set plus one training run may not fit.
 MIN_FREE_BYTES = 1 << 30
@@ -94,8 +109,12 @@ def check_python() -> Check:
     found = ".".join(map(str, sys.version_info[:3]))
     if sys.version_info[:2] < MIN_PYTHON:
         need = ".".join(map(str, MIN_PYTHON))
-        return Check("python", FAIL, f"Python {found} ({sys.executable}); agroml needs >= {need}",
-                     f"create the virtual environment with Python {need} or newer")
+        return Check(
+            "python",
+            FAIL,
+            f"Python {found} ({sys.executable}); agroml needs >= {need}",
+            f"create the virtual environment with Python {need} or newer",
+        )
     return Check("python", OK, f"Python {found} ({sys.executable})")
 
 
@@ -135,8 +154,9 @@ def check_packages() -> Check:
             old.append(f"{name} {version} < {'.'.join(map(str, need))}")
         found.append(f"{name} {version}")
     if missing or old:
-        problems = ([f"missing: {', '.join(missing)}"] if missing else []) + ([f"too old: {', '.join(old)}"]
-                                                                              if old else [])
+        problems = ([f"missing: {', '.join(missing)}"] if missing else []) + (
+            [f"too old: {', '.join(old)}"] if old else []
+        )
         return Check("packages", FAIL, "; ".join(problems), PACKAGE_FIX)
     return Check("packages", OK, ", ".join(found))
 
@@ -186,8 +206,7 @@ def check_folder(label: str, path: Path, env: str, target: str = "a writable fol
         return Check(name, FAIL, f"{path} is a file, not a folder", f"move it aside or set {env} to {target}")
     parent = _nearest_existing(path)
     if not parent.is_dir():
-        return Check(name, FAIL, f"cannot create {path}: {parent} is a file, not a folder",
-                     f"set {env} to {target}")
+        return Check(name, FAIL, f"cannot create {path}: {parent} is a file, not a folder", f"set {env} to {target}")
     problem = _can_write_in(parent)
     if problem:
         where = str(path) if parent == path.absolute() else f"{parent} (to create {path})"
@@ -202,15 +221,18 @@ def check_disk(settings: Settings) -> Check:
     free = shutil.disk_usage(parent).free
     detail = f"{free / (1 << 30):.1f} GB free on the disk of {parent}"
     if free < MIN_FREE_BYTES:
-        return Check("disk", WARN, detail + " (under 1 GB)",
-                     "free disk space or set AGROML_DATA_DIR / AGROML_MODELS_DIR to a bigger disk")
+        return Check(
+            "disk",
+            WARN,
+            detail + " (under 1 GB)",
+            "free disk space or set AGROML_DATA_DIR / AGROML_MODELS_DIR to a bigger disk",
+        )
     return Check("disk", OK, detail)
 
 
 # --- the local store and readiness ----------------------------------------------------------------
 def check_store(settings: Settings) -> tuple[Check, dict[str, Any] | None]:
     """The store's schema version and rows per model type; also its feedback counts for readiness."""
-    from agroml.sources.local import Store
 
     path = Path(settings.db_path)
     if not path.exists():
@@ -235,10 +257,6 @@ def check_readiness(settings: Settings, counts: dict[str, Any] | None) -> list[C
     need = f"needs {settings.min_total} trainable rows and {settings.min_per_class} per class"
     if counts is None:
         return [Check(f"readiness {m}", WARN, f"no local data ({need})", DATA_FIX) for m in MODEL_TYPES]
-    try:
-        from agroml.analysis import readiness, readiness_verdict
-    except ImportError:
-        return [Check("readiness", WARN, "readiness check not available (agroml.analysis missing)", PACKAGE_FIX)]
     out = []
     for model in MODEL_TYPES:
         result = readiness(counts[model], settings.min_total, settings.min_per_class)
@@ -246,9 +264,14 @@ def check_readiness(settings: Settings, counts: dict[str, Any] | None) -> list[C
         if result["ok"]:
             out.append(Check(f"readiness {model}", OK, verdict))
             continue
-        out.append(Check(f"readiness {model}", WARN, f"{verdict} ({need})",
-                         "collect more farmer feedback (`agroml pull`), or lower AGROML_MIN_TOTAL / "
-                         "AGROML_MIN_PER_CLASS"))
+        out.append(
+            Check(
+                f"readiness {model}",
+                WARN,
+                f"{verdict} ({need})",
+                "collect more farmer feedback (`agroml pull`), or lower AGROML_MIN_TOTAL / AGROML_MIN_PER_CLASS",
+            )
+        )
     return out
 
 
@@ -259,7 +282,6 @@ def settings_rows(settings: Settings) -> list[dict[str, str]]:
 
 def check_settings(settings: Settings) -> Check:
     """Summarize where the settings came from; the table mappings must resolve (a typo fails here)."""
-    from agroml.records import table_spec
 
     rows = settings.describe()
     changed = [f"{n} ({o})" for n, _, o in rows if o != "default"]
@@ -268,8 +290,9 @@ def check_settings(settings: Settings) -> Check:
             table_spec(model, settings.schema_overrides)
         except ConfigError as exc:
             return Check("settings", FAIL, exc.message, exc.fix or "fix or remove the AGROML_<MODEL>_COL_* setting")
-    detail = f"{len(rows)} settings; not default: {', '.join(changed)}" if changed else \
-        f"{len(rows)} settings, all defaults"
+    detail = (
+        f"{len(rows)} settings; not default: {', '.join(changed)}" if changed else f"{len(rows)} settings, all defaults"
+    )
     return Check("settings", OK, detail)
 
 
@@ -278,28 +301,49 @@ def check_supabase_key(settings: Settings) -> Check:
     var = settings.key_var or "SUPABASE_SERVICE_KEY"
     if not key:
         if settings.source == "supabase":
-            return Check(name, WARN, "AGROML_SOURCE is supabase but no key is set",
-                         "set SUPABASE_SERVICE_KEY (the service-role key) in the environment or .env")
+            return Check(
+                name,
+                WARN,
+                "AGROML_SOURCE is supabase but no key is set",
+                "set SUPABASE_SERVICE_KEY (the service-role key) in the environment or .env",
+            )
         return Check(name, OK, "not configured (local only)")
     where = f"from {var} ({mask_secret(key)})"
     role = key_role(key)
     if role is None:
-        return Check(name, WARN, f"key {where}: cannot read its role (neither a JWT nor an sb_ key)",
-                     f"check that {var} holds the service-role key from the Supabase dashboard")
+        return Check(
+            name,
+            WARN,
+            f"key {where}: cannot read its role (neither a JWT nor an sb_ key)",
+            f"check that {var} holds the service-role key from the Supabase dashboard",
+        )
     if role == "anon":
-        return Check(name, WARN, f"anon key {where}: row-level security shows only a farmer's own rows; use the "
-                                 "service-role key", "set SUPABASE_SERVICE_KEY to the service-role key")
+        return Check(
+            name,
+            WARN,
+            f"anon key {where}: row-level security shows only a farmer's own rows; use the service-role key",
+            "set SUPABASE_SERVICE_KEY to the service-role key",
+        )
     if role != "service_role":
-        return Check(name, WARN, f"key {where} has role {role!r}, not service_role",
-                     "set SUPABASE_SERVICE_KEY to the service-role key")
+        return Check(
+            name,
+            WARN,
+            f"key {where} has role {role!r}, not service_role",
+            "set SUPABASE_SERVICE_KEY to the service-role key",
+        )
     exp = (jwt_payload(key) or {}).get("exp")
     if isinstance(exp, int | float) and exp < datetime.now(UTC).timestamp():
         when = datetime.fromtimestamp(exp, UTC).date().isoformat()
-        return Check(name, FAIL, f"service_role key {where} expired on {when}",
-                     f"copy a current service-role key into {var}")
+        return Check(
+            name, FAIL, f"service_role key {where} expired on {when}", f"copy a current service-role key into {var}"
+        )
     url = "" if settings.supabase_url else "; SUPABASE_URL is not set"
-    return Check(name, WARN if url else OK, f"service_role key {where}{url}",
-                 "set SUPABASE_URL to https://<ref>.supabase.co" if url else "")
+    return Check(
+        name,
+        WARN if url else OK,
+        f"service_role key {where}{url}",
+        "set SUPABASE_URL to https://<ref>.supabase.co" if url else "",
+    )
 
 
 def check_online(settings: Settings, offline: bool) -> list[Check]:
@@ -309,11 +353,7 @@ def check_online(settings: Settings, offline: bool) -> list[Check]:
         return [Check(name, OK, "skipped (--offline)")]
     if not (settings.supabase_url and settings.supabase_key):
         return [Check(name, OK, "skipped (Supabase not configured)")]
-    try:
-        from agroml.sources.supabase import online_checks
-    except (ImportError, AttributeError):
-        return [Check(name, WARN, "online checks not available in this agroml", "upgrade agroml")]
-    return list(online_checks(settings))
+    return online_checks(settings)
 
 
 # --- ImageNet weights ------------------------------------------------------------------------------
@@ -341,8 +381,14 @@ def check_weights() -> list[Check]:
         if hits:
             out.append(Check(f"weights {backbone}", OK, f"ImageNet weights cached: {hits[0]}"))
         else:
-            out.append(Check(f"weights {backbone}", WARN, f"ImageNet weights not cached in {dirs[0]}",
-                             "run once online, or train with --weights PATH / --weights none"))
+            out.append(
+                Check(
+                    f"weights {backbone}",
+                    WARN,
+                    f"ImageNet weights not cached in {dirs[0]}",
+                    "run once online, or train with --weights PATH / --weights none",
+                )
+            )
     return out
 
 
@@ -351,8 +397,14 @@ def _guarded(name: str, fn: Callable[[], Check | Sequence[Check]]) -> list[Check
     try:
         result = fn()
     except Exception as exc:  # one broken check must not hide the others
-        return [Check(name, FAIL, f"check crashed: {type(exc).__name__}: {exc}",
-                      "report this as an agroml bug (AGROML_DEBUG=1 shows the traceback)")]
+        return [
+            Check(
+                name,
+                FAIL,
+                f"check crashed: {type(exc).__name__}: {exc}",
+                "report this as an agroml bug (AGROML_DEBUG=1 shows the traceback)",
+            )
+        ]
     return [result] if isinstance(result, Check) else list(result)
 
 
@@ -380,9 +432,11 @@ def run_checks(settings: Settings, offline: bool = False) -> list[Check]:
     """Every check, in the order a person fixes things: environment, folders, settings, data, Supabase."""
     checks = environment_checks()
     folder = "a writable folder"
-    folders = [("data", Path(settings.data_dir), "AGROML_DATA_DIR", folder),
-               ("models", Path(settings.models_dir), "AGROML_MODELS_DIR", folder),
-               ("exports", Path(settings.exports_dir), "AGROML_EXPORTS_DIR", folder)]
+    folders = [
+        ("data", Path(settings.data_dir), "AGROML_DATA_DIR", folder),
+        ("models", Path(settings.models_dir), "AGROML_MODELS_DIR", folder),
+        ("exports", Path(settings.exports_dir), "AGROML_EXPORTS_DIR", folder),
+    ]
     # the store and the image cache live in data/ unless their own settings move them elsewhere
     data = Path(settings.data_dir).absolute()
     if Path(settings.db_path).absolute().parent != data:
@@ -407,14 +461,17 @@ def run_checks(settings: Settings, offline: bool = False) -> list[Check]:
     return _redact(checks, [settings.supabase_key, settings.hash_salt])
 
 
-def diagnose(overrides: dict[str, Any] | None = None, offline: bool = False, env_file: str | Path | None = ".env",
-             environ: dict[str, str] | None = None) -> Report:
+def diagnose(
+    overrides: dict[str, Any] | None = None,
+    offline: bool = False,
+    env_file: str | Path | None = ".env",
+    environ: dict[str, str] | None = None,
+) -> Report:
     """Resolve the settings and run every check; a broken setting is a failed check, not a crash.
 
     Doctor is where people go when the settings are wrong, so a bad value (AGROML_PAGE_SIZE=abc) must
     show up as one line in the report while the checks that need no settings still run.
     """
-    from agroml import config
 
     try:
         settings = config.resolve(overrides, environ=environ, env_file=env_file)
@@ -422,3 +479,82 @@ def diagnose(overrides: dict[str, Any] | None = None, offline: bool = False, env
         checks = [Check("settings", FAIL, exc.message, exc.fix or "fix the setting in the environment or .env")]
         return Report(checks=environment_checks() + checks)
     return Report(checks=run_checks(settings, offline), settings=settings_rows(settings))
+
+
+# --- online (Supabase) checks ---------------------------------------------------------------------------------------
+_IMAGE_FIXES = {
+    "host_not_allowed": "add the image host to AGROML_IMAGE_HOSTS",
+    "private_address": "add the host to AGROML_IMAGE_HOSTS if it is yours",
+    "no_base_url": "set AGROML_IMAGE_BASE_URL to the host that served /uploads/...",
+    "not_found": "check the bucket (AGROML_IMAGE_BUCKET) and that the object exists",
+    "forbidden": KEY_FIX,
+}
+
+
+def online_checks(settings: Settings) -> list[Any]:
+    """``agroml doctor``'s Supabase checks: REST reachable and key accepted, each table with its mapped
+    columns (selected with limit=1), one image downloaded and decoded (nothing stored).
+
+    Retries are cut to 10 s and each request to 10 s, so doctor answers quickly on a dead network.
+    """
+    quick = replace(
+        settings, retry_max_seconds=min(settings.retry_max_seconds, 10.0), http_timeout=min(settings.http_timeout, 10.0)
+    )
+    try:
+        source = SupabaseSource(quick)
+    except AgromlError as exc:
+        return [Check("supabase", FAIL, exc.message, exc.fix or "")]
+    with source:
+        try:
+            source.probe_table(MODEL_TYPES[0])
+        except SourceError as exc:
+            if "network" in exc.message:
+                return [
+                    Check(
+                        "supabase rest",
+                        FAIL,
+                        f"cannot reach {settings.supabase_url}: {exc.message}",
+                        "check SUPABASE_URL and the network",
+                    )
+                ]
+        except ConfigError as exc:
+            if exc.message.startswith("Supabase rejected the key"):
+                return [
+                    Check("supabase rest", OK, f"{settings.supabase_url} answers"),
+                    Check("supabase key", FAIL, exc.message, exc.fix or ""),
+                ]
+        checks = [Check("supabase rest", OK, f"{settings.supabase_url} answers")]
+        if source.role == "anon":
+            checks.append(
+                Check("supabase key", WARN, "anon key: row-level security hides other farmers' rows", KEY_FIX)
+            )
+        else:
+            checks.append(Check("supabase key", OK, f"key accepted (role {source.role or 'unknown'})"))
+        for mt in MODEL_TYPES:
+            spec = source.spec(mt)
+            try:
+                source.probe_table(mt)
+            except AgromlError as exc:
+                checks.append(Check(f"table {mt}", FAIL, exc.message, exc.fix or ""))
+            else:
+                checks.append(
+                    Check(f"table {mt}", OK, f"{spec.table}: all {len(spec.select_columns())} mapped columns present")
+                )
+        try:
+            url = source.first_image_url()
+        except AgromlError:
+            url = None  # the table checks above already say what is wrong
+    if url is None:
+        return [*checks, Check("image", WARN, "no row with an image URL to try", "")]
+    reason, detail = probe_image(url, quick)
+    if reason is None:
+        return [*checks, Check("image", OK, f"downloaded and decoded one image ({detail})")]
+    return [
+        *checks,
+        Check(
+            "image",
+            FAIL,
+            f"{url}: {reason}: {detail}",
+            _IMAGE_FIXES.get(reason, "check that image URL and AGROML_IMAGE_HOSTS"),
+        ),
+    ]

@@ -19,76 +19,20 @@ from typing import Any
 
 import numpy as np
 
-from agroml.config import Settings
-from agroml.errors import ModelNotFoundError, NotEnoughDataError, OutputError, UsageError
-from agroml.progress import ProgressFn, no_progress
+from agroml.core.config import Settings
+from agroml.core.errors import ModelNotFoundError, NotEnoughDataError, OutputError, UsageError
+from agroml.core.files import atomic_write, write_json
+from agroml.core.progress import ProgressFn, no_progress
+from agroml.data.store import Store
+from agroml.images.cache import ImageCache
+from agroml.lifecycle.metrics import compute_metrics
+from agroml.lifecycle.plots import confusion_matrix_png
+from agroml.lifecycle.predicting import load_saved_model, predict_files
+from agroml.lifecycle.registry import Registry
 
-ECE_BINS = 10
 #: Single-image calls timed for latency (after warm-up): enough for a p95, cheap on a CPU.
 LATENCY_CALLS = 30
 LATENCY_WARMUP = 3
-
-
-def compute_metrics(y_true: np.ndarray, probs: np.ndarray, class_names: list[str]) -> dict[str, Any]:
-    """Accuracy, top-3, macro F1, per-class precision/recall/F1/support, confusion matrix, ECE, n.
-
-    ``y_true`` holds integer class indices into ``class_names``; ``probs`` is (n, k) with one column
-    per class. Top-k uses k = min(3, number of classes) and counts a row right when its true class is
-    among the k highest probabilities (ties broken by class order). Macro F1 averages the classes that
-    occur in the truth or the predictions (a class neither present nor predicted has no F1 to speak of;
-    this is scikit-learn's default). ECE: confidence = top probability, 10 equal-width bins (lo, hi],
-    sum over bins of (rows in bin / n) * |accuracy in bin - mean confidence in bin|.
-    """
-    y = np.asarray(y_true).astype(np.int64).reshape(-1)
-    p = np.asarray(probs, dtype=np.float64)
-    k = len(class_names)
-    if p.ndim != 2 or p.shape[0] != y.shape[0] or p.shape[1] != k:
-        raise UsageError(f"probabilities of shape {p.shape} do not match {y.shape[0]} labels and {k} classes")
-    n = int(y.shape[0])
-    if n == 0:
-        raise NotEnoughDataError("no rows to evaluate")
-    if y.min() < 0 or y.max() >= k:
-        raise UsageError(f"label index {int(y.max() if y.max() >= k else y.min())} is outside the {k} classes")
-
-    pred = p.argmax(axis=1)
-    topk = min(3, k)
-    ranked = np.argsort(-p, axis=1, kind="stable")[:, :topk]
-    cm = np.zeros((k, k), dtype=np.int64)
-    np.add.at(cm, (y, pred), 1)
-
-    tp = np.diag(cm).astype(np.float64)
-    support = cm.sum(axis=1)
-    predicted = cm.sum(axis=0)
-    precision = np.divide(tp, predicted, out=np.zeros(k), where=predicted > 0)
-    recall = np.divide(tp, support, out=np.zeros(k), where=support > 0)
-    denom = precision + recall
-    f1 = np.divide(2 * precision * recall, denom, out=np.zeros(k), where=denom > 0)
-    present = (support > 0) | (predicted > 0)
-
-    confidence = p.max(axis=1)
-    correct = pred == y
-    bins = np.clip(np.ceil(confidence * ECE_BINS).astype(np.int64) - 1, 0, ECE_BINS - 1)
-    ece = 0.0
-    for b in range(ECE_BINS):
-        in_bin = bins == b
-        if in_bin.any():
-            ece += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
-
-    return {
-        "n": n,
-        "accuracy": float(correct.mean()),
-        "top3_accuracy": float((ranked == y[:, None]).any(axis=1).mean()),
-        "top_k": topk,
-        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
-        "ece": float(ece),
-        "per_class": {
-            name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
-                   "support": int(support[i])}
-            for i, name in enumerate(class_names)
-        },
-        "confusion_matrix": cm.tolist(),
-        "class_names": list(class_names),
-    }
 
 
 @dataclass
@@ -117,23 +61,25 @@ def _split_ids(folder: Path) -> dict[str, list[str]]:
     try:
         split = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise ModelNotFoundError(f"{path} is missing or unreadable ({exc.__class__.__name__}): cannot tell which rows "
-                                 "the model never trained on", fix="evaluate a run made by `agroml train`") from None
+        raise ModelNotFoundError(
+            f"{path} is missing or unreadable ({exc.__class__.__name__}): cannot tell which rows "
+            "the model never trained on",
+            fix="evaluate a run made by `agroml train`",
+        ) from None
     return {name: [str(i) for i in split.get(name, [])] for name in ("train", "val", "test")}
 
 
-def select_rows(settings: Settings, model_type: str, folder: Path, classes: list[str], newer: bool,
-                skipped: dict[str, int]) -> tuple[list[str], list[Path], np.ndarray]:
+def select_rows(
+    settings: Settings, model_type: str, folder: Path, classes: list[str], newer: bool, skipped: dict[str, int]
+) -> tuple[list[str], list[Path], np.ndarray]:
     """(row ids, image files, class indices) for the rows to evaluate, counting every row left out."""
     import pandas as pd
 
-    from agroml.images import ImageCache
-    from agroml.sources.local import Store
-
     split = _split_ids(folder)
     with Store(settings.db_path, create=False) as store:
-        frame = store.read(model_type, columns=["source", "id", "label", "image_hash", "image_url", "created_at",
-                                                "invalid_reason"])
+        frame = store.read(
+            model_type, columns=["source", "id", "label", "image_hash", "image_url", "created_at", "invalid_reason"]
+        )
     keyed = frame.assign(key=frame["id"].astype(str))
     both = frame["source"].astype(str) + ":" + frame["id"].astype(str)
     if split["test"] and sum(1 for i in split["test"][:50] if ":" in i) == min(50, len(split["test"])):
@@ -142,8 +88,10 @@ def select_rows(settings: Settings, model_type: str, folder: Path, classes: list
         used = set(split["train"]) | set(split["val"]) | set(split["test"])
         seen = keyed[keyed["key"].isin(used)]
         if seen.empty:
-            raise NotEnoughDataError(f"none of the rows of {folder} are in the store, so 'newer' has no reference",
-                                     fix="evaluate its test split instead (drop --newer)")
+            raise NotEnoughDataError(
+                f"none of the rows of {folder} are in the store, so 'newer' has no reference",
+                fix="evaluate its test split instead (drop --newer)",
+            )
         cutoff = seen["created_at"].max()
         chosen = keyed[(keyed["created_at"] > cutoff) & ~keyed["key"].isin(used)]
     else:
@@ -214,8 +162,12 @@ def measure_latency(model: Any, images: np.ndarray, calls: int = LATENCY_CALLS) 
         start = time.perf_counter()
         np.asarray(model.predict_on_batch(images[i % len(images)][None]))
         times.append((time.perf_counter() - start) * 1000)
-    return {"p50": float(np.percentile(times, 50)), "p95": float(np.percentile(times, 95)), "calls": calls,
-            "method": f"single-image model.predict_on_batch calls after {LATENCY_WARMUP} warm-up calls"}
+    return {
+        "p50": float(np.percentile(times, 50)),
+        "p95": float(np.percentile(times, 95)),
+        "calls": calls,
+        "method": f"single-image model.predict_on_batch calls after {LATENCY_WARMUP} warm-up calls",
+    }
 
 
 def evaluate(
@@ -229,9 +181,6 @@ def evaluate(
     progress: ProgressFn = no_progress,
 ) -> EvalResult:
     """Evaluate a saved model (run id, ``production``, a path, or the newest succeeded run) on unseen rows."""
-    from agroml.plots import confusion_matrix_png
-    from agroml.predicting import load_saved_model, predict_files
-    from agroml.registry import Registry
 
     if batch_size < 1:
         raise UsageError(f"--batch-size {batch_size} must be at least 1")
@@ -243,15 +192,20 @@ def evaluate(
     if not ids:
         what = "rows newer than its data" if newer else "rows of its test split"
         left = ", ".join(f"{n} {r}" for r, n in skipped.items()) or "none found"
-        raise NotEnoughDataError(f"no {what} to evaluate {saved.run_id} on ({left})",
-                                 fix="pull or import newer rows (`agroml pull`)" if newer else
-                                 "check the image cache and the store (`agroml stats`)")
+        raise NotEnoughDataError(
+            f"no {what} to evaluate {saved.run_id} on ({left})",
+            fix="pull or import newer rows (`agroml pull`)"
+            if newer
+            else "check the image cache and the store (`agroml stats`)",
+        )
     probs, ok, sample, errors = predict_files(saved, files, batch_size=batch_size, progress=progress)
     for reason, count in errors.items():
         skipped[reason] = skipped.get(reason, 0) + count
     if not ok.any():
-        raise NotEnoughDataError(f"none of the {len(files)} images of {saved.run_id} could be read "
-                                 f"({', '.join(errors)})", fix="check the image cache folder (AGROML_IMAGE_DIR)")
+        raise NotEnoughDataError(
+            f"none of the {len(files)} images of {saved.run_id} could be read ({', '.join(errors)})",
+            fix="check the image cache folder (AGROML_IMAGE_DIR)",
+        )
     ids = [i for i, good in zip(ids, ok, strict=True) if good]
     y = y[ok]
     metrics = compute_metrics(y, probs, saved.classes)
@@ -268,19 +222,26 @@ def evaluate(
     if metrics["n"] < 30:
         warnings.append(f"only {metrics['n']} rows evaluated: the figures are rough")
     result = EvalResult(
-        run_id=saved.run_id, model_type=model_type, model_path=str(folder), rows="newer" if newer else "test",
-        metrics=metrics, latency_ms=latency, model_size_bytes=saved.size_bytes, out_dir=str(out_dir),
-        confusion_png=str(png), evaluated_ids=ids, skipped=skipped, warnings=warnings)
+        run_id=saved.run_id,
+        model_type=model_type,
+        model_path=str(folder),
+        rows="newer" if newer else "test",
+        metrics=metrics,
+        latency_ms=latency,
+        model_size_bytes=saved.size_bytes,
+        out_dir=str(out_dir),
+        confusion_png=str(png),
+        evaluated_ids=ids,
+        skipped=skipped,
+        warnings=warnings,
+    )
     _write_outputs(out_dir, result, y, probs, saved.classes)
     return result
 
 
 def _write_outputs(out_dir: Path, result: EvalResult, y: np.ndarray, probs: np.ndarray, classes: list[str]) -> None:
     """metrics.json and predictions.csv, each written whole through a temporary file and a rename."""
-    from agroml.images import atomic_write
-    from agroml.registry import to_jsonable
-
-    atomic_write(out_dir / "metrics.json", (json.dumps(to_jsonable(result.to_dict()), indent=2) + "\n").encode())
+    write_json(out_dir / "metrics.json", result.to_dict())
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(["id", "label", "predicted", "confidence", "correct"])

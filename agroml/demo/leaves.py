@@ -19,7 +19,7 @@ import math
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from agroml.demo_storage import draw_storage
+from agroml.demo.produce import draw_storage
 
 SIZE = 256
 #: Canonical leaf canvas (width, height) and the leaf's extent in it.
@@ -50,7 +50,7 @@ class Leaf:
         self.hwmax = float(rng.uniform(34, 72))
         self.a, self.b = float(rng.uniform(0.25, 0.6)), float(rng.uniform(0.45, 1.0))
         tpeak = self.a / (self.a + self.b)
-        self.fpeak = tpeak ** self.a * (1 - tpeak) ** self.b
+        self.fpeak = tpeak**self.a * (1 - tpeak) ** self.b
         self.bend = float(rng.uniform(-14, 14))
         self.nveins = int(rng.integers(7, 13))
         if textured:
@@ -66,8 +66,7 @@ class Leaf:
         ImageDraw.Draw(alpha).polygon(outline, fill=255)
         green = (int(rng.uniform(45, 95) + 120 * yellowing), int(rng.uniform(105, 165)), int(rng.uniform(25, 65)))
         rgb = Image.new("RGB", (_CW, _CH), green)
-        ImageDraw.Draw(rgb).line([self.point(t, 0.0) for t in ts], fill=tuple(min(255, c + 35) for c in green),
-                                 width=2)
+        ImageDraw.Draw(rgb).line([self.point(t, 0.0) for t in ts], fill=tuple(min(255, c + 35) for c in green), width=2)
         self.rgb, self.alpha = np.asarray(rgb), np.asarray(alpha)
 
     def _texture(self, rng: np.random.Generator, yellowing: float) -> None:
@@ -84,9 +83,13 @@ class Leaf:
 
         base = np.array([rng.uniform(45, 95), rng.uniform(105, 165), rng.uniform(25, 65)], f32)
         tipyellow = (np.clip((t - 0.75) / 0.25, 0, 1) * f32(rng.uniform(0, 0.5)) + f32(yellowing))[None, :, None]
-        shade = (1 + f32(0.07) * np.cos(f32(np.pi * self.nveins) * s) - f32(0.18) * s * s
-                 + f32(0.06) * smooth_noise(rng, _CH, _CW, 24)
-                 + rng.standard_normal((_CH, _CW), dtype=f32) * f32(0.025))
+        shade = (
+            1
+            + f32(0.07) * np.cos(f32(np.pi * self.nveins) * s)
+            - f32(0.18) * s * s
+            + f32(0.06) * smooth_noise(rng, _CH, _CW, 24)
+            + rng.standard_normal((_CH, _CW), dtype=f32) * f32(0.025)
+        )
         midrib = np.exp(-np.square(s * (hw / f32(2.2)))) * f32(rng.uniform(25, 55))
         col = base * (1 - tipyellow) + np.array([200, 190, 70], f32) * tipyellow
         rgb = col * shade[..., None] + midrib[..., None]
@@ -94,8 +97,9 @@ class Leaf:
 
     def half_width(self, t: np.ndarray | float) -> np.ndarray:
         tt = np.clip(t, 0, 1)
-        return np.where((np.asarray(t) > 0) & (np.asarray(t) < 1),
-                        self.hwmax * tt ** self.a * (1 - tt) ** self.b / self.fpeak, 0.0)
+        return np.where(
+            (np.asarray(t) > 0) & (np.asarray(t) < 1), self.hwmax * tt**self.a * (1 - tt) ** self.b / self.fpeak, 0.0
+        )
 
     def center(self, t: np.ndarray | float) -> np.ndarray:
         return _CY + self.bend * (4 * (np.asarray(t) - 0.5) ** 2 - 0.5)
@@ -103,7 +107,7 @@ class Leaf:
     def point(self, t: float, s: float) -> tuple[float, float]:
         """Canvas pixel of leaf coordinate (t along, s across); plain floats, it is called very often."""
         t, s = float(t), float(s)
-        hw = self.hwmax * t ** self.a * (1 - t) ** self.b / self.fpeak if 0.0 < t < 1.0 else 0.0
+        hw = self.hwmax * t**self.a * (1 - t) ** self.b / self.fpeak if 0.0 < t < 1.0 else 0.0
         return _X0 + t * _LEN, _CY + self.bend * (4 * (t - 0.5) ** 2 - 0.5) + s * hw
 
     def vein_s(self, rng: np.random.Generator) -> float:
@@ -115,8 +119,9 @@ class Leaf:
         return Image.fromarray(self.rgb, "RGB"), Image.fromarray(self.alpha, "L")
 
 
-def _blob(cx: float, cy: float, r: float, rng: np.random.Generator, jag: float = 0.4, n: int = 12,
-          stretch: float = 1.0) -> list[tuple[float, float]]:
+def _blob(
+    cx: float, cy: float, r: float, rng: np.random.Generator, jag: float = 0.4, n: int = 12, stretch: float = 1.0
+) -> list[tuple[float, float]]:
     """An irregular closed polygon around (cx, cy): ragged holes, pellets, mould patches."""
     ang = np.sort(rng.uniform(0, 2 * np.pi, n))
     rad = r * (1 - jag / 2 + jag * rng.random(n))
@@ -134,8 +139,9 @@ def _ellipse(cx: float, cy: float, rx: float, ry: float, angle: float = 0.0, n: 
 
 
 # --- pest symptoms ---------------------------------------------------------------------------------
-def _fall_armyworm(leaf: Leaf, rgb: ImageDraw.ImageDraw, alpha: ImageDraw.ImageDraw, rng: np.random.Generator,
-                   k: float) -> None:
+def _fall_armyworm(
+    leaf: Leaf, rgb: ImageDraw.ImageDraw, alpha: ImageDraw.ImageDraw, rng: np.random.Generator, k: float
+) -> None:
     """Large ragged chewed holes with brown rims, bitten edges, papery windows and dark frass."""
     holes = []
     for _ in range(max(2, round(k * rng.integers(2, 5)))):
@@ -158,8 +164,9 @@ def _fall_armyworm(leaf: Leaf, rgb: ImageDraw.ImageDraw, alpha: ImageDraw.ImageD
             rgb.polygon(_blob(px, py, rng.uniform(2.8, 4.8), rng, 0.5, 6), fill=_jitter(rng, (90, 60, 30), 16))
 
 
-def _aphids(leaf: Leaf, rgb: ImageDraw.ImageDraw, alpha: ImageDraw.ImageDraw, rng: np.random.Generator,
-            k: float) -> None:
+def _aphids(
+    leaf: Leaf, rgb: ImageDraw.ImageDraw, alpha: ImageDraw.ImageDraw, rng: np.random.Generator, k: float
+) -> None:
     """Colonies of small oval insects strung along veins, pale green or black, with a dark outline."""
     dark = rng.random() < 0.5
     body = (35, 35, 38) if dark else (225, 235, 130)
@@ -177,8 +184,9 @@ def _aphids(leaf: Leaf, rgb: ImageDraw.ImageDraw, alpha: ImageDraw.ImageDraw, rn
                 rgb.point((x - 0.8, y - 0.6), fill=(200, 200, 200) if dark else (225, 240, 190))
 
 
-def _stem_borer(leaf: Leaf, rgb: ImageDraw.ImageDraw, alpha: ImageDraw.ImageDraw, rng: np.random.Generator,
-                k: float) -> None:
+def _stem_borer(
+    leaf: Leaf, rgb: ImageDraw.ImageDraw, alpha: ImageDraw.ImageDraw, rng: np.random.Generator, k: float
+) -> None:
     """Rows of round shot holes across the blade (bored through the whorl) and pale sawdust frass.
 
     Each hole has a wide pale rim of dried tissue: at 96x96 a row reads as a chain of pale rings, unlike
@@ -202,8 +210,9 @@ def _stem_borer(leaf: Leaf, rgb: ImageDraw.ImageDraw, alpha: ImageDraw.ImageDraw
             rgb.ellipse((x - r, y - r, x + r, y + r), fill=_jitter(rng, (200, 170, 115), 20))
 
 
-def _leaf_miner(leaf: Leaf, rgb: ImageDraw.ImageDraw, alpha: ImageDraw.ImageDraw, rng: np.random.Generator,
-                k: float) -> None:
+def _leaf_miner(
+    leaf: Leaf, rgb: ImageDraw.ImageDraw, alpha: ImageDraw.ImageDraw, rng: np.random.Generator, k: float
+) -> None:
     """Pale winding serpentine mines, widening as the larva grows, with a dark frass line inside."""
     for _ in range(max(1, round(k * rng.integers(2, 4)))):
         t, s = rng.uniform(0.15, 0.75), rng.uniform(-0.5, 0.5)
@@ -229,12 +238,13 @@ def _leaf_miner(leaf: Leaf, rgb: ImageDraw.ImageDraw, alpha: ImageDraw.ImageDraw
             ex, ey = pts[i]
             rr = width / 2
             rgb.ellipse((ex - rr, ey - rr, ex + rr, ey + rr), fill=pale)
-        rgb.line(pts[:: 3], fill=(95, 95, 60), width=1)
+        rgb.line(pts[::3], fill=(95, 95, 60), width=1)
 
 
 # --- disease symptoms ------------------------------------------------------------------------------
-def _common_rust(leaf: Leaf, rgb: ImageDraw.ImageDraw, alpha: ImageDraw.ImageDraw, rng: np.random.Generator,
-                 k: float) -> None:
+def _common_rust(
+    leaf: Leaf, rgb: ImageDraw.ImageDraw, alpha: ImageDraw.ImageDraw, rng: np.random.Generator, k: float
+) -> None:
     """Many small raised cinnamon-orange pustules scattered over the blade, each with a dark rim."""
     color = (rng.uniform(160, 200), rng.uniform(75, 110), rng.uniform(20, 45))
     for _ in range(round(k * rng.integers(45, 120))):
@@ -245,8 +255,9 @@ def _common_rust(leaf: Leaf, rgb: ImageDraw.ImageDraw, alpha: ImageDraw.ImageDra
         rgb.point((x - 0.5, y - 0.5), fill=(235, 160, 90))
 
 
-def _gray_leaf_spot(leaf: Leaf, rgb: ImageDraw.ImageDraw, alpha: ImageDraw.ImageDraw, rng: np.random.Generator,
-                    k: float) -> None:
+def _gray_leaf_spot(
+    leaf: Leaf, rgb: ImageDraw.ImageDraw, alpha: ImageDraw.ImageDraw, rng: np.random.Generator, k: float
+) -> None:
     """Grey-tan rectangular lesions whose sides follow the veins (they cannot cross them)."""
     for _ in range(max(2, round(k * rng.integers(6, 20)))):
         t0 = rng.uniform(0.05, 0.85)
@@ -257,8 +268,9 @@ def _gray_leaf_spot(leaf: Leaf, rgb: ImageDraw.ImageDraw, alpha: ImageDraw.Image
         rgb.polygon(poly, fill=_jitter(rng, (150, 145, 125), 16), outline=_jitter(rng, (105, 95, 70), 10))
 
 
-def _northern_leaf_blight(leaf: Leaf, rgb: ImageDraw.ImageDraw, alpha: ImageDraw.ImageDraw,
-                          rng: np.random.Generator, k: float) -> None:
+def _northern_leaf_blight(
+    leaf: Leaf, rgb: ImageDraw.ImageDraw, alpha: ImageDraw.ImageDraw, rng: np.random.Generator, k: float
+) -> None:
     """A few long cigar-shaped tan necrotic lesions with a darker wavy margin and sooty spore patches."""
     for _ in range(max(1, round(k * rng.integers(1, 4)))):
         tc, sc = rng.uniform(0.25, 0.75), rng.uniform(-0.35, 0.35)
@@ -277,8 +289,9 @@ def _northern_leaf_blight(leaf: Leaf, rgb: ImageDraw.ImageDraw, alpha: ImageDraw
             rgb.polygon(_blob(x, y, rng.uniform(1.5, 3.0), rng, 0.5, 6), fill=(90, 85, 70))
 
 
-def _maize_streak(leaf: Leaf, rgb: ImageDraw.ImageDraw, alpha: ImageDraw.ImageDraw, rng: np.random.Generator,
-                  k: float) -> None:
+def _maize_streak(
+    leaf: Leaf, rgb: ImageDraw.ImageDraw, alpha: ImageDraw.ImageDraw, rng: np.random.Generator, k: float
+) -> None:
     """Narrow broken chlorotic (pale yellow) streaks running along the veins over much of the blade."""
     color = (rng.uniform(205, 235), rng.uniform(205, 230), rng.uniform(80, 130))
     for _ in range(round(k * rng.integers(30, 70))):
@@ -298,8 +311,13 @@ def _blemishes(leaf: Leaf, rgb: ImageDraw.ImageDraw, alpha: ImageDraw.ImageDraw,
 
 
 SYMPTOMS = {
-    "fall_armyworm": _fall_armyworm, "aphids": _aphids, "stem_borer": _stem_borer, "leaf_miner": _leaf_miner,
-    "common_rust": _common_rust, "gray_leaf_spot": _gray_leaf_spot, "northern_leaf_blight": _northern_leaf_blight,
+    "fall_armyworm": _fall_armyworm,
+    "aphids": _aphids,
+    "stem_borer": _stem_borer,
+    "leaf_miner": _leaf_miner,
+    "common_rust": _common_rust,
+    "gray_leaf_spot": _gray_leaf_spot,
+    "northern_leaf_blight": _northern_leaf_blight,
     "maize_streak": _maize_streak,
 }
 
@@ -311,8 +329,12 @@ def _background(rng: np.random.Generator) -> Image.Image:
     base = [(120, 85, 55), (95, 80, 60), (60, 60, 50)][kind]
     base = np.array(_jitter(rng, base, 24), np.float32)
     f32 = np.float32
-    tex = (1 + f32(0.22) * smooth_noise(rng, SIZE, SIZE, 32) + f32(0.12) * smooth_noise(rng, SIZE, SIZE, 6)
-           + rng.standard_normal((SIZE, SIZE), dtype=f32) * f32(0.06))
+    tex = (
+        1
+        + f32(0.22) * smooth_noise(rng, SIZE, SIZE, 32)
+        + f32(0.12) * smooth_noise(rng, SIZE, SIZE, 6)
+        + rng.standard_normal((SIZE, SIZE), dtype=f32) * f32(0.06)
+    )
     arr = base * tex[..., None]
     img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
     draw = ImageDraw.Draw(img)
@@ -321,16 +343,26 @@ def _background(rng: np.random.Generator) -> Image.Image:
         draw.polygon(_blob(x, y, rng.uniform(3, 14), rng, 0.5, 9), fill=_jitter(rng, (130, 120, 105), 25))
     for _ in range(int(rng.integers(0, 8))):  # straw
         x, y, a, n = *rng.uniform(0, SIZE, 2), rng.uniform(0, np.pi), rng.uniform(15, 60)
-        draw.line([(x, y), (x + n * math.cos(a), y + n * math.sin(a))], fill=_jitter(rng, (190, 165, 110), 25),
-                  width=int(rng.integers(1, 4)))
+        draw.line(
+            [(x, y), (x + n * math.cos(a), y + n * math.sin(a))],
+            fill=_jitter(rng, (190, 165, 110), 25),
+            width=int(rng.integers(1, 4)),
+        )
     for _ in range(int(rng.integers(0, 3))):  # neighbouring leaves, healthy and out of focus
         other = Leaf(rng, yellowing=rng.uniform(0, 0.3), textured=False)
         _place(img, other, rng, scale=rng.uniform(0.6, 1.0), blur=rng.uniform(1.0, 3.0), darken=rng.uniform(0.6, 0.9))
     return img
 
 
-def _place(canvas: Image.Image, leaf: Leaf, rng: np.random.Generator, scale: float, blur: float = 0.0,
-           darken: float = 1.0, layers: tuple[Image.Image, Image.Image] | None = None) -> None:
+def _place(
+    canvas: Image.Image,
+    leaf: Leaf,
+    rng: np.random.Generator,
+    scale: float,
+    blur: float = 0.0,
+    darken: float = 1.0,
+    layers: tuple[Image.Image, Image.Image] | None = None,
+) -> None:
     """Paste a canonical leaf onto ``canvas`` rotated, scaled and shifted (one inverse affine map)."""
     rgb, alpha = layers or leaf.images()
     if darken != 1.0:
@@ -349,7 +381,7 @@ def _place(canvas: Image.Image, leaf: Leaf, rng: np.random.Generator, scale: flo
     canvas.paste(moved, (0, 0), moved)
 
 
-_YY, _XX = (np.mgrid[0:SIZE, 0:SIZE].astype(np.float32) / SIZE - 0.5)
+_YY, _XX = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32) / SIZE - 0.5
 
 
 def _photograph(img: Image.Image, rng: np.random.Generator) -> bytes:
@@ -385,8 +417,9 @@ def draw_leaf(label: str, rng: np.random.Generator, intensity: float = 1.0) -> I
     return canvas
 
 
-def draw_photo(model_type: str, label: str, rng: np.random.Generator, intensity: float = 1.0,
-               crop: str | None = None) -> bytes:
+def draw_photo(
+    model_type: str, label: str, rng: np.random.Generator, intensity: float = 1.0, crop: str | None = None
+) -> bytes:
     """JPEG bytes of a 256x256 demo photo of class ``label`` (intensity ~0.6-1.4 scales symptom count)."""
     if model_type == "storage":
         img = draw_storage(label, rng, crop or "maize", SIZE)

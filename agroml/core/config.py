@@ -3,7 +3,7 @@
 Why one resolve(): every command needs the same answer to "where is the store, which source, which
 key", and ``agroml doctor`` must be able to say where each value came from. Table and column names
 per model type are settings too (``AGROML_PEST_TABLE``, ``AGROML_PEST_COL_PREDICTED``...), so a
-differently named schema needs no code change; their defaults live in :mod:`agroml.records`.
+differently named schema needs no code change; their defaults live in :mod:`agroml.data.records`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from typing import Any
 
 from dotenv import dotenv_values
 
-from agroml.errors import ConfigError
+from agroml.core.errors import ConfigError
+from agroml.core.schema import DEFAULT_SPECS, MODEL_TYPES, SPEC_FIELDS
 
 #: The environment names for the Supabase key, in the order they are tried.
 KEY_VARS: tuple[str, ...] = ("SUPABASE_SERVICE_KEY", "SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_KEY")
@@ -48,20 +49,44 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("supabase_key", KEY_VARS, None, "Service-role key (reads every farmer's rows).", str, True),
     Setting("page_size", ("AGROML_PAGE_SIZE",), 1000, "Rows per PostgREST page (keyset paging).", int),
     Setting("http_timeout", ("AGROML_HTTP_TIMEOUT",), 30.0, "Seconds before one HTTP request times out.", float),
-    Setting("retry_max_seconds", ("AGROML_RETRY_MAX_SECONDS",), 120.0,
-            "Total seconds one request may spend retrying 429/5xx/network errors.", float),
-    Setting("retry_base_seconds", ("AGROML_RETRY_BASE_SECONDS",), 0.5,
-            "First retry's largest wait; each retry doubles it (full jitter, 30 s cap).", float),
-    Setting("image_hosts", ("AGROML_IMAGE_HOSTS",), "",
-            "Comma-separated extra hosts images may be fetched from (SUPABASE_URL's host is always allowed)."),
-    Setting("image_base_url", ("AGROML_IMAGE_BASE_URL",), None,
-            "Base URL that relative /uploads/... image paths are resolved against."),
+    Setting(
+        "retry_max_seconds",
+        ("AGROML_RETRY_MAX_SECONDS",),
+        120.0,
+        "Total seconds one request may spend retrying 429/5xx/network errors.",
+        float,
+    ),
+    Setting(
+        "retry_base_seconds",
+        ("AGROML_RETRY_BASE_SECONDS",),
+        0.5,
+        "First retry's largest wait; each retry doubles it (full jitter, 30 s cap).",
+        float,
+    ),
+    Setting(
+        "image_hosts",
+        ("AGROML_IMAGE_HOSTS",),
+        "",
+        "Comma-separated extra hosts images may be fetched from (SUPABASE_URL's host is always allowed).",
+    ),
+    Setting(
+        "image_base_url",
+        ("AGROML_IMAGE_BASE_URL",),
+        None,
+        "Base URL that relative /uploads/... image paths are resolved against.",
+    ),
     Setting("image_bucket", ("AGROML_IMAGE_BUCKET",), "predictions", "Storage bucket for bare image paths."),
     Setting("image_concurrency", ("AGROML_IMAGE_CONCURRENCY",), 16, "Images downloaded at once.", int),
     Setting("image_max_mb", ("AGROML_IMAGE_MAX_MB",), 15.0, "Largest image accepted, in MB.", float),
     Setting("timezone", ("AGROML_TIMEZONE",), "Africa/Nairobi", "Farm local time zone for seasons and months."),
-    Setting("hash_salt", ("AGROML_HASH_SALT",), None,
-            "Salt for farmer_key hashes (default: a random salt kept in the store).", str, True),
+    Setting(
+        "hash_salt",
+        ("AGROML_HASH_SALT",),
+        None,
+        "Salt for farmer_key hashes (default: a random salt kept in the store).",
+        str,
+        True,
+    ),
     Setting("min_total", ("AGROML_MIN_TOTAL",), 100, "Trainable rows needed before training.", int),
     Setting("min_per_class", ("AGROML_MIN_PER_CLASS",), 10, "Trainable rows needed per class.", int),
 )
@@ -112,12 +137,20 @@ class Settings:
         for s in SETTINGS:
             value = getattr(self, s.name)
             shown = mask_secret(value) if s.secret else ("" if value is None else str(value))
-            rows.append((s.env[0] if len(s.env) == 1 else (self.key_var or s.env[0]), shown,
-                         self.origins.get(s.name, "default")))
+            rows.append(
+                (
+                    s.env[0] if len(s.env) == 1 else (self.key_var or s.env[0]),
+                    shown,
+                    self.origins.get(s.name, "default"),
+                )
+            )
         for model, spec in sorted(self.schema_overrides.items()):
             for key, value in sorted(spec.items()):
-                env = TABLE_ENV.format(model=model.upper()) if key == "table" else COLUMN_ENV.format(
-                    model=model.upper(), field=key.upper())
+                env = (
+                    TABLE_ENV.format(model=model.upper())
+                    if key == "table"
+                    else COLUMN_ENV.format(model=model.upper(), field=key.upper())
+                )
                 rows.append((env, value, self.origins.get(env, "env")))
         return rows
 
@@ -139,8 +172,9 @@ def _convert(setting: Setting, raw: Any) -> Any:
     except (TypeError, ValueError):
         env = setting.env[0]
         kind = {"int": "whole number", "float": "number"}.get(setting.kind.__name__, setting.kind.__name__)
-        raise ConfigError(f"{env}={raw!r} is not a valid {kind}",
-                          fix=f"set {env} in the environment or .env to a {kind}") from None
+        raise ConfigError(
+            f"{env}={raw!r} is not a valid {kind}", fix=f"set {env} in the environment or .env to a {kind}"
+        ) from None
 
 
 def resolve(
@@ -171,8 +205,15 @@ def resolve(
             continue
         # Variable order first, then environment before .env (python-dotenv's merge does the same): a
         # generic SUPABASE_KEY (often the anon key) in the environment must not hide SUPABASE_SERVICE_KEY in .env.
-        found = next(((e, layer, origin) for e in s.env for layer, origin in ((environ, "env"), (dotenv, ".env"))
-                      if layer.get(e, "").strip()), None)
+        found = next(
+            (
+                (e, layer, origin)
+                for e in s.env
+                for layer, origin in ((environ, "env"), (dotenv, ".env"))
+                if layer.get(e, "").strip()
+            ),
+            None,
+        )
         if found:
             hit, layer, origin = found
             values[s.name], origins[s.name] = _convert(s, layer[hit].strip()), origin
@@ -187,8 +228,10 @@ def resolve(
     if values["image_dir"] is None:
         values["image_dir"] = data_dir / "images"
     if values["source"] not in ("local", "supabase"):
-        raise ConfigError(f"unknown source {values['source']!r}: valid sources are local, supabase",
-                          fix="use --source local|supabase or set AGROML_SOURCE")
+        raise ConfigError(
+            f"unknown source {values['source']!r}: valid sources are local, supabase",
+            fix="use --source local|supabase or set AGROML_SOURCE",
+        )
     if values["page_size"] < 1:
         raise ConfigError(f"AGROML_PAGE_SIZE={values['page_size']} must be at least 1")
     if values["supabase_url"]:
@@ -207,13 +250,12 @@ def resolve(
 
 def _parse_schema_env(env: str) -> tuple[str, str] | None:
     """``AGROML_PEST_TABLE`` -> ("pest", "table"); ``AGROML_PEST_COL_PREDICTED`` -> ("pest", "predicted")."""
-    from agroml import MODEL_TYPES
 
     for model in MODEL_TYPES:
         prefix = f"AGROML_{model.upper()}_"
         if not env.startswith(prefix):
             continue
-        rest = env[len(prefix):]
+        rest = env[len(prefix) :]
         if rest == "TABLE":
             return model, "table"
         if rest.startswith("COL_") and len(rest) > 4:
@@ -229,16 +271,15 @@ def settings_fields() -> list[str]:
 def env_example_text() -> str:
     """The text of ``.env.example``: every setting with its default, then the table/column mapping.
 
-    Generated from :data:`SETTINGS` and ``records.DEFAULT_SPECS`` so the file cannot drift from the
+    Generated from :data:`SETTINGS` and ``schema.DEFAULT_SPECS`` so the file cannot drift from the
     code; tests/test_settings.py checks the committed file against this.
     """
-    from agroml.records import DEFAULT_SPECS, SPEC_FIELDS
 
     lines = [
         "# agroml settings. Copy this file to .env and uncomment what you change.",
         "# Precedence: command-line flag > environment > .env > the default shown here.",
         "# `agroml doctor` lists every value and where it came from (secrets masked).",
-        "# Generated by agroml.config.env_example_text(); tests/test_settings.py keeps it in step.",
+        "# Generated by agroml.core.config.env_example_text(); tests/test_settings.py keeps it in step.",
     ]
     for s in SETTINGS:
         lines += ["", f"# {s.help}"]
@@ -248,7 +289,8 @@ def env_example_text() -> str:
             lines.append("# Secret: never printed (doctor shows its last 4 characters at most).")
         lines.append(f"# {s.env[0]}={'' if s.default is None else s.default}")
     lines += [
-        "", "# --- Table and column names per model type (defaults: the AgroShield schema) ---",
+        "",
+        "# --- Table and column names per model type (defaults: the AgroShield schema) ---",
         "# AGROML_<MODEL>_TABLE renames a table; AGROML_<MODEL>_COL_<FIELD> renames the column of a field.",
         "# A column set to - (or none) means the table has no such column. COL_EXTRA is a comma-separated",
         "# list of columns kept verbatim in the record's JSON `extra` field.",

@@ -11,7 +11,9 @@ from typing import Any, Protocol
 
 import pandas as pd
 
-from agroml.config import Settings
+from agroml.core.config import Settings
+from agroml.data.store import Store
+from agroml.data.supabase import SupabaseSource
 
 
 class RecordSource(Protocol):
@@ -19,10 +21,18 @@ class RecordSource(Protocol):
 
     name: str  # "local" or "supabase": reported in outputs
 
-    def iter_records(self, model_type: str | None = None, since: Any = None, until: Any = None, *,
-                     columns: Sequence[str] | None = None, valid_only: bool = False,
-                     include_personal: bool = False, chunk_rows: int = 100_000) -> Iterator[pd.DataFrame]:
-        """Record frames (the schema of agroml.records), a chunk at a time."""
+    def iter_records(
+        self,
+        model_type: str | None = None,
+        since: Any = None,
+        until: Any = None,
+        *,
+        columns: Sequence[str] | None = None,
+        valid_only: bool = False,
+        include_personal: bool = False,
+        chunk_rows: int = 100_000,
+    ) -> Iterator[pd.DataFrame]:
+        """Record frames (the schema of agroml.data.records), a chunk at a time."""
         ...
 
     def feedback_counts(self, model_type: str | None = None, since: Any = None, until: Any = None) -> pd.DataFrame:
@@ -42,12 +52,12 @@ class LocalSource:
     name = "local"
 
     def __init__(self, settings: Settings) -> None:
-        from agroml.sources.local import Store
 
         self.store = Store(settings.db_path, create=False)
 
-    def iter_records(self, model_type: str | None = None, since: Any = None, until: Any = None,
-                     **kw: Any) -> Iterator[pd.DataFrame]:
+    def iter_records(
+        self, model_type: str | None = None, since: Any = None, until: Any = None, **kw: Any
+    ) -> Iterator[pd.DataFrame]:
         return self.store.iter_records(model_type, since, until, **kw)
 
     def feedback_counts(self, model_type: str | None = None, since: Any = None, until: Any = None) -> pd.DataFrame:
@@ -69,7 +79,5 @@ class LocalSource:
 def open_source(settings: Settings) -> RecordSource:
     """The source ``settings.source`` names (flag --source > AGROML_SOURCE > local)."""
     if settings.source == "supabase":
-        from agroml.sources.supabase import SupabaseSource
-
         return SupabaseSource(settings)
     return LocalSource(settings)

@@ -13,7 +13,7 @@ import math
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from agroml.records import STORAGE_CONDITIONS
+from agroml.core.schema import STORAGE_CONDITIONS
 
 #: crop -> (item colours, item size in px, aspect ratio)
 _PRODUCE: dict[str, tuple[tuple[tuple[int, int, int], ...], float, float]] = {
@@ -26,8 +26,9 @@ _DECAY = (90, 70, 40)
 _MOULD = ((120, 135, 95), (225, 225, 212), (70, 110, 100))
 
 
-def _outline(cx: np.ndarray, cy: np.ndarray, rx: np.ndarray, ry: np.ndarray, angle: np.ndarray,
-             wrinkle: np.ndarray) -> list[list[tuple[float, float]]]:
+def _outline(
+    cx: np.ndarray, cy: np.ndarray, rx: np.ndarray, ry: np.ndarray, angle: np.ndarray, wrinkle: np.ndarray
+) -> list[list[tuple[float, float]]]:
     """Polygons of n rotated ellipses whose radius is scaled per vertex by ``wrinkle`` (n, sides)."""
     a = np.linspace(0, 2 * np.pi, wrinkle.shape[1], endpoint=False)[None, :]
     x, y = rx[:, None] * np.cos(a) * wrinkle, ry[:, None] * np.sin(a) * wrinkle
@@ -38,8 +39,9 @@ def _outline(cx: np.ndarray, cy: np.ndarray, rx: np.ndarray, ry: np.ndarray, ang
 
 def _poly(cx: float, cy: float, rx: float, ry: float, angle: float, wrinkle: np.ndarray) -> list[tuple[float, float]]:
     """One rotated, optionally wrinkled ellipse (weevil bodies)."""
-    return _outline(np.array([cx]), np.array([cy]), np.array([rx]), np.array([ry]), np.array([angle]),
-                    wrinkle[None, :])[0]
+    return _outline(
+        np.array([cx]), np.array([cy]), np.array([rx]), np.array([ry]), np.array([angle]), wrinkle[None, :]
+    )[0]
 
 
 def _mix(a: tuple[int, ...], b: tuple[int, ...], f: float) -> tuple[int, int, int]:
@@ -77,7 +79,7 @@ def draw_storage(label: str, rng: np.random.Generator, crop: str, size: int) -> 
     shape = _outline(cx, cy, rx, ry, angle, 1 + rng.normal(0, 0.03 + 0.14 * decay, (n, sides)))
     gloss = _outline(cx - rx * 0.2, cy - ry * 0.25, rx * 0.45, ry * 0.35, angle, np.ones((n, 8)))
     color = np.array(base, float) * rng.uniform(0.85, 1.1, (n, 1))
-    rot = np.where(rng.random(n) < 0.02 + 0.85 * decay ** 1.5, rng.uniform(0.3, 0.85, n), 0.0)[:, None]
+    rot = np.where(rng.random(n) < 0.02 + 0.85 * decay**1.5, rng.uniform(0.3, 0.85, n), 0.0)[:, None]
     color = color * (1 - rot) + np.array(_DECAY) * rot
     color = color * (1 - 0.25 * decay) + np.array([128, 128, 120]) * 0.25 * decay  # dull, greyish with age
     edge = color * 0.45 + np.array([30, 25, 20]) * 0.55
@@ -105,8 +107,9 @@ def draw_storage(label: str, rng: np.random.Generator, crop: str, size: int) -> 
             mx, my = rng.uniform(0, size, 2)
             mr = rng.uniform(12, 40)
             mc = _MOULD[int(rng.integers(0, len(_MOULD)))]
-            for dx, dy, dr in zip(*rng.normal(0, mr / 2, (2, int(mr * 3))), rng.uniform(1.5, 4, int(mr * 3)),
-                                  strict=True):
+            for dx, dy, dr in zip(
+                *rng.normal(0, mr / 2, (2, int(mr * 3))), rng.uniform(1.5, 4, int(mr * 3)), strict=True
+            ):
                 ldraw.ellipse((mx + dx - dr, my + dy - dr, mx + dx + dr, my + dy + dr), fill=(*mc, 170))
         fuzzy = layer.filter(ImageFilter.GaussianBlur(1.2))
         img.paste(fuzzy, (0, 0), fuzzy)
@@ -117,6 +120,9 @@ def draw_storage(label: str, rng: np.random.Generator, crop: str, size: int) -> 
     for _ in range(int(rng.poisson(max(0.0, 10 * (decay - 0.6))))):
         x, y, a = *rng.uniform(10, size - 10, 2), rng.uniform(0, 2 * np.pi)
         draw.polygon(_poly(x, y, 5, 2.2, a, np.ones(10)), fill=(45, 30, 20), outline=(20, 12, 8))
-        draw.line([(x + 5 * math.cos(a), y + 5 * math.sin(a)), (x + 8 * math.cos(a), y + 8 * math.sin(a))],
-                  fill=(40, 28, 18), width=1)
+        draw.line(
+            [(x + 5 * math.cos(a), y + 5 * math.sin(a)), (x + 8 * math.cos(a), y + 8 * math.sin(a))],
+            fill=(40, 28, 18),
+            width=1,
+        )
     return img

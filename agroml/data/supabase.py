@@ -9,7 +9,7 @@ Why we send the request ourselves: supabase-py's ``execute()`` raises ``postgres
 body's code but without the HTTP status, and parses a cut body into a *string* instead of failing.
 We still let the official client build every request (URL, select, filters, order, auth headers,
 schema profile) and send exactly that request (``builder.request.send``) over the client's own httpx
-session, inside :mod:`agroml.retry`. That gives the status (429/5xx/520-524 retried, 401/404/400
+session, inside :mod:`agroml.core.retry`. That gives the status (429/5xx/520-524 retried, 401/404/400
 explained), a check that the body is a whole JSON array, and no hidden second retry loop (the
 client's built-in one is switched off with ``postgrest_client_retry=False``).
 """
@@ -23,20 +23,21 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from agroml import MODEL_TYPES
-from agroml import records as rec
-from agroml.config import COLUMN_ENV, TABLE_ENV, Settings, key_role
-from agroml.errors import ConfigError, SourceError, UsageError
-from agroml.progress import ProgressFn, no_progress
-from agroml.retry import RetriesExhausted, RetryPolicy, TransientError, is_retryable_status, retry_after_seconds
+from agroml.core import schema
+from agroml.core.config import COLUMN_ENV, TABLE_ENV, Settings, key_role
+from agroml.core.errors import ConfigError, SourceError, UsageError
+from agroml.core.progress import ProgressFn, no_progress
+from agroml.core.retry import RetriesExhausted, RetryPolicy, TransientError, is_retryable_status, retry_after_seconds
+from agroml.core.schema import MODEL_TYPES
+from agroml.data import records as rec
+from agroml.data.store import Store
 
 if TYPE_CHECKING:
     import httpx
 
 KEY_FIX = "set SUPABASE_SERVICE_KEY to the project's service_role key (Supabase: Project Settings > API)"
 _MISSING_TABLE_CODES = {"PGRST205", "42P01", "PGRST106"}
-_COLUMN_RE = (re.compile(r"column \"?(?:[\w]+\.)?\"?(\w+)\"? does not exist"),
-              re.compile(r"'(\w+)' column"))
+_COLUMN_RE = (re.compile(r"column \"?(?:[\w]+\.)?\"?(\w+)\"? does not exist"), re.compile(r"'(\w+)' column"))
 
 
 def utc_iso(value: Any) -> str:
@@ -65,8 +66,10 @@ class SupabaseSource:
 
     def __init__(self, settings: Settings) -> None:
         if not settings.supabase_url:
-            raise ConfigError("SUPABASE_URL is not set",
-                              fix="set SUPABASE_URL to https://<project-ref>.supabase.co in the environment or .env")
+            raise ConfigError(
+                "SUPABASE_URL is not set",
+                fix="set SUPABASE_URL to https://<project-ref>.supabase.co in the environment or .env",
+            )
         if not settings.supabase_key:
             raise ConfigError("no Supabase key: SUPABASE_SERVICE_KEY is not set", fix=KEY_FIX)
         import httpx
@@ -81,12 +84,17 @@ class SupabaseSource:
         timeout = httpx.Timeout(settings.http_timeout, connect=min(10.0, settings.http_timeout))
         self._http = httpx.Client(timeout=timeout, limits=httpx.Limits(max_keepalive_connections=4))
         try:
-            self.client = create_client(settings.supabase_url, settings.supabase_key, options=ClientOptions(
-                httpx_client=self._http, postgrest_client_retry=False))
+            self.client = create_client(
+                settings.supabase_url,
+                settings.supabase_key,
+                options=ClientOptions(httpx_client=self._http, postgrest_client_retry=False),
+            )
         except SupabaseException as exc:
             self._http.close()
-            raise ConfigError(f"SUPABASE_URL={settings.supabase_url!r} is not usable ({exc})",
-                              fix="set SUPABASE_URL to https://<project-ref>.supabase.co") from None
+            raise ConfigError(
+                f"SUPABASE_URL={settings.supabase_url!r} is not usable ({exc})",
+                fix="set SUPABASE_URL to https://<project-ref>.supabase.co",
+            ) from None
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def close(self) -> None:
@@ -98,11 +106,11 @@ class SupabaseSource:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def spec(self, model_type: str) -> rec.TableSpec:
-        return rec.table_spec(model_type, self.settings.schema_overrides)
+    def spec(self, model_type: str) -> schema.TableSpec:
+        return schema.table_spec(model_type, self.settings.schema_overrides)
 
     # -- one request -------------------------------------------------------------------------------
-    def _send(self, builder: Any, spec: rec.TableSpec) -> tuple[list[dict[str, Any]], int | None]:
+    def _send(self, builder: Any, spec: schema.TableSpec) -> tuple[list[dict[str, Any]], int | None]:
         """Send the request ``builder`` describes, with retries; (rows, total from Content-Range)."""
         import httpx
 
@@ -113,8 +121,9 @@ class SupabaseSource:
             except httpx.TransportError as exc:  # refused, reset, dropped, timed out, body cut short
                 raise TransientError("network", f"{type(exc).__name__}: {exc}") from None
             if is_retryable_status(resp.status_code):
-                raise TransientError(f"http_{resp.status_code}", resp.text[:200],
-                                     retry_after_seconds(resp.headers.get("retry-after")))
+                raise TransientError(
+                    f"http_{resp.status_code}", resp.text[:200], retry_after_seconds(resp.headers.get("retry-after"))
+                )
             if resp.status_code >= 400:
                 raise self._explain(resp, spec)
             try:
@@ -130,9 +139,10 @@ class SupabaseSource:
         except RetriesExhausted as exc:
             raise SourceError(
                 f"Supabase kept failing on table {spec.table!r}: {exc}",
-                fix="try again later, or allow longer with AGROML_RETRY_MAX_SECONDS") from None
+                fix="try again later, or allow longer with AGROML_RETRY_MAX_SECONDS",
+            ) from None
 
-    def _explain(self, resp: httpx.Response, spec: rec.TableSpec) -> Exception:
+    def _explain(self, resp: httpx.Response, spec: schema.TableSpec) -> Exception:
         """A 4xx answer as an error that says what to change."""
         try:
             body = resp.json()
@@ -146,36 +156,45 @@ class SupabaseSource:
         if code in _MISSING_TABLE_CODES or (resp.status_code == 404 and not code):
             return ConfigError(
                 f"table {spec.table!r} not found in Supabase ({code or resp.status_code}: {message})",
-                fix=f"set {TABLE_ENV.format(model=model)} to the table holding {spec.model_type} predictions")
+                fix=f"set {TABLE_ENV.format(model=model)} to the table holding {spec.model_type} predictions",
+            )
         if code == "42703" or code == "PGRST204":
             column = self._missing_column(message, spec)
             field_ = next((f for f, c in spec.columns.items() if c == column), None)
             env = COLUMN_ENV.format(model=model, field=(field_ or "extra").upper())
             return ConfigError(
                 f"column {column!r} not found in table {spec.table!r} ({code}: {message})",
-                fix=f"set {env} to the column's real name" + (", or - if the table has none" if field_ else ""))
+                fix=f"set {env} to the column's real name" + (", or - if the table has none" if field_ else ""),
+            )
         if resp.status_code == 403 or code == "42501":
-            return ConfigError(f"the key may not read table {spec.table!r} ({resp.status_code} {code}: {message})",
-                               fix=KEY_FIX)
-        return SourceError(f"Supabase answered {resp.status_code} {code} on table {spec.table!r}: {message}",
-                           fix="check the table and column settings with `agroml doctor`")
+            return ConfigError(
+                f"the key may not read table {spec.table!r} ({resp.status_code} {code}: {message})", fix=KEY_FIX
+            )
+        return SourceError(
+            f"Supabase answered {resp.status_code} {code} on table {spec.table!r}: {message}",
+            fix="check the table and column settings with `agroml doctor`",
+        )
 
     @staticmethod
-    def _missing_column(message: str, spec: rec.TableSpec) -> str:
+    def _missing_column(message: str, spec: schema.TableSpec) -> str:
         for pattern in _COLUMN_RE:
             if m := pattern.search(message):
                 return m.group(1)
         named = [c for c in spec.select_columns() if re.search(rf"(?<![\w]){re.escape(c)}(?![\w])", message)]
         return named[-1] if named else "?"
 
-    def _query(self, spec: rec.TableSpec, since: Any, until: Any, columns: Sequence[str] | None = None,
-               count: bool = False) -> Any:
-        builder = self.client.table(spec.table).select(",".join(columns or spec.select_columns()),
-                                                       count="exact" if count else None)
+    def _query(
+        self, spec: schema.TableSpec, since: Any, until: Any, columns: Sequence[str] | None = None, count: bool = False
+    ) -> Any:
+        builder = self.client.table(spec.table).select(
+            ",".join(columns or spec.select_columns()), count="exact" if count else None
+        )
         created = spec.column("created_at")
         if (since is not None or until is not None) and not created:
-            raise UsageError(f"--since/--until need a created_at column in {spec.table!r}",
-                             fix=f"set {COLUMN_ENV.format(model=spec.model_type.upper(), field='CREATED_AT')}")
+            raise UsageError(
+                f"--since/--until need a created_at column in {spec.table!r}",
+                fix=f"set {COLUMN_ENV.format(model=spec.model_type.upper(), field='CREATED_AT')}",
+            )
         if since is not None:
             builder = builder.gte(created, utc_iso(since))
         if until is not None:
@@ -183,8 +202,9 @@ class SupabaseSource:
         return builder
 
     # -- pages -------------------------------------------------------------------------------------
-    def fetch_rows(self, model_type: str, since: Any = None, until: Any = None,
-                   progress: ProgressFn = no_progress) -> Iterator[list[dict[str, Any]]]:
+    def fetch_rows(
+        self, model_type: str, since: Any = None, until: Any = None, progress: ProgressFn = no_progress
+    ) -> Iterator[list[dict[str, Any]]]:
         """Raw rows (source column names) of one model type, a page at a time, in id order.
 
         Stops only on an empty page. The first page asks for an exact count so progress has a total;
@@ -193,8 +213,10 @@ class SupabaseSource:
         spec = self.spec(model_type)
         id_col = spec.column("id")
         if not id_col:
-            raise ConfigError(f"no id column mapped for {spec.table!r}",
-                              fix=f"set {COLUMN_ENV.format(model=model_type.upper(), field='ID')}")
+            raise ConfigError(
+                f"no id column mapped for {spec.table!r}",
+                fix=f"set {COLUMN_ENV.format(model=model_type.upper(), field='ID')}",
+            )
         last: Any = None
         done, total = 0, None
         task = f"rows {model_type}"
@@ -208,9 +230,10 @@ class SupabaseSource:
                 break
             new_last = rows[-1].get(id_col)
             if new_last is None or new_last == last:
-                raise SourceError(f"paging on {spec.table}.{id_col} made no progress (last id {new_last!r})",
-                                  fix=f"map {COLUMN_ENV.format(model=model_type.upper(), field='ID')} to a unique "
-                                      "non-null column")
+                raise SourceError(
+                    f"paging on {spec.table}.{id_col} made no progress (last id {new_last!r})",
+                    fix=f"map {COLUMN_ENV.format(model=model_type.upper(), field='ID')} to a unique non-null column",
+                )
             last = new_last
             done += len(rows)
             progress(task, done, max(total, done) if total is not None else None)
@@ -219,9 +242,11 @@ class SupabaseSource:
             self._warn_anon(spec)
         progress(task, done, done)
 
-    def _warn_anon(self, spec: rec.TableSpec) -> None:
-        message = (f"no rows in {spec.table!r} with the anon key: row-level security hides other farmers' "
-                   "rows; set SUPABASE_SERVICE_KEY to the service_role key to read them all")
+    def _warn_anon(self, spec: schema.TableSpec) -> None:
+        message = (
+            f"no rows in {spec.table!r} with the anon key: row-level security hides other farmers' "
+            "rows; set SUPABASE_SERVICE_KEY to the service_role key to read them all"
+        )
         if message not in self.warnings:
             self.warnings.append(message)
 
@@ -235,8 +260,6 @@ class SupabaseSource:
             if self.settings.hash_salt:
                 self._salt = self.settings.hash_salt
             else:
-                from agroml.sources.local import Store
-
                 with Store(self.settings.db_path, create=True) as store:
                     self._salt = store.salt()
         return self._salt
@@ -245,12 +268,20 @@ class SupabaseSource:
         return rec.normalize_rows(rows, self.spec(model_type), self.name, self.salt(), include_personal=True)
 
     # -- RecordSource ------------------------------------------------------------------------------
-    def iter_records(self, model_type: str | None = None, since: Any = None, until: Any = None, *,
-                     columns: Sequence[str] | None = None, valid_only: bool = False,
-                     include_personal: bool = False, chunk_rows: int = 100_000,
-                     progress: ProgressFn = no_progress) -> Iterator[pd.DataFrame]:
+    def iter_records(
+        self,
+        model_type: str | None = None,
+        since: Any = None,
+        until: Any = None,
+        *,
+        columns: Sequence[str] | None = None,
+        valid_only: bool = False,
+        include_personal: bool = False,
+        chunk_rows: int = 100_000,
+        progress: ProgressFn = no_progress,
+    ) -> Iterator[pd.DataFrame]:
         """Record frames, model type by model type, about ``chunk_rows`` rows each."""
-        types = [rec.check_model_type(model_type)] if model_type else list(MODEL_TYPES)
+        types = [schema.check_model_type(model_type)] if model_type else list(MODEL_TYPES)
         for mt in types:
             buffer: list[dict[str, Any]] = []
             for page in self.fetch_rows(mt, since, until, progress):
@@ -261,8 +292,14 @@ class SupabaseSource:
             if buffer:
                 yield self._frame(buffer, mt, columns, valid_only, include_personal)
 
-    def _frame(self, rows: list[dict[str, Any]], model_type: str, columns: Sequence[str] | None,
-               valid_only: bool, include_personal: bool) -> pd.DataFrame:
+    def _frame(
+        self,
+        rows: list[dict[str, Any]],
+        model_type: str,
+        columns: Sequence[str] | None,
+        valid_only: bool,
+        include_personal: bool,
+    ) -> pd.DataFrame:
         df = self.normalize(rows, model_type).records
         if valid_only:
             df = rec.valid_only(df).reset_index(drop=True)
@@ -274,15 +311,13 @@ class SupabaseSource:
         """Rows per (model_type, predicted_label, feedback, label, actual_label, invalid_reason) as ``n``.
 
         PostgREST cannot group without a view or RPC, so the rows are read and counted here with
-        :func:`agroml.analysis.feedback_counts`, a chunk at a time, then the chunks' counts summed.
+        :func:`agroml.data.records.feedback_counts`, a chunk at a time, then the chunks' counts summed.
         """
-        from agroml.analysis import COUNT_KEYS, feedback_counts
-
-        parts = [feedback_counts(chunk) for chunk in self.iter_records(model_type, since, until)]
+        parts = [rec.feedback_counts(chunk) for chunk in self.iter_records(model_type, since, until)]
         parts = [p for p in parts if not p.empty]
         if len(parts) <= 1:
-            return parts[0] if parts else feedback_counts(rec.empty_records())
-        keys = list(COUNT_KEYS)
+            return parts[0] if parts else rec.feedback_counts(rec.empty_records())
+        keys = list(rec.COUNT_KEYS)
         counts = pd.concat(parts, ignore_index=True).groupby(keys, dropna=False, sort=False)["n"].sum().reset_index()
         counts = counts.astype({k: object for k in keys})
         counts[keys] = counts[keys].where(counts[keys].notna(), None)
@@ -318,71 +353,3 @@ class SupabaseSource:
             if url:
                 return url
         return None
-
-
-
-# --- doctor ---------------------------------------------------------------------------------------
-_IMAGE_FIXES = {
-    "host_not_allowed": "add the image host to AGROML_IMAGE_HOSTS",
-    "private_address": "add the host to AGROML_IMAGE_HOSTS if it is yours",
-    "no_base_url": "set AGROML_IMAGE_BASE_URL to the host that served /uploads/...",
-    "not_found": "check the bucket (AGROML_IMAGE_BUCKET) and that the object exists",
-    "forbidden": KEY_FIX,
-}
-
-
-def online_checks(settings: Settings) -> list[Any]:
-    """``agroml doctor``'s Supabase checks: REST reachable and key accepted, each table with its mapped
-    columns (selected with limit=1), one image downloaded and decoded (nothing stored).
-
-    Retries are cut to 10 s and each request to 10 s, so doctor answers quickly on a dead network.
-    """
-    from dataclasses import replace
-
-    from agroml.doctor import FAIL, OK, WARN, Check
-    from agroml.errors import AgromlError
-    from agroml.fetch import probe_image
-
-    quick = replace(settings, retry_max_seconds=min(settings.retry_max_seconds, 10.0),
-                    http_timeout=min(settings.http_timeout, 10.0))
-    try:
-        source = SupabaseSource(quick)
-    except AgromlError as exc:
-        return [Check("supabase", FAIL, exc.message, exc.fix or "")]
-    with source:
-        try:
-            source.probe_table(MODEL_TYPES[0])
-        except SourceError as exc:
-            if "network" in exc.message:
-                return [Check("supabase rest", FAIL, f"cannot reach {settings.supabase_url}: {exc.message}",
-                              "check SUPABASE_URL and the network")]
-        except ConfigError as exc:
-            if exc.message.startswith("Supabase rejected the key"):
-                return [Check("supabase rest", OK, f"{settings.supabase_url} answers"),
-                        Check("supabase key", FAIL, exc.message, exc.fix or "")]
-        checks = [Check("supabase rest", OK, f"{settings.supabase_url} answers")]
-        if source.role == "anon":
-            checks.append(Check("supabase key", WARN, "anon key: row-level security hides other farmers' rows",
-                                KEY_FIX))
-        else:
-            checks.append(Check("supabase key", OK, f"key accepted (role {source.role or 'unknown'})"))
-        for mt in MODEL_TYPES:
-            spec = source.spec(mt)
-            try:
-                source.probe_table(mt)
-            except AgromlError as exc:
-                checks.append(Check(f"table {mt}", FAIL, exc.message, exc.fix or ""))
-            else:
-                checks.append(Check(f"table {mt}", OK,
-                                    f"{spec.table}: all {len(spec.select_columns())} mapped columns present"))
-        try:
-            url = source.first_image_url()
-        except AgromlError:
-            url = None  # the table checks above already say what is wrong
-    if url is None:
-        return [*checks, Check("image", WARN, "no row with an image URL to try", "")]
-    reason, detail = probe_image(url, quick)
-    if reason is None:
-        return [*checks, Check("image", OK, f"downloaded and decoded one image ({detail})")]
-    return [*checks, Check("image", FAIL, f"{url}: {reason}: {detail}",
-                           _IMAGE_FIXES.get(reason, "check that image URL and AGROML_IMAGE_HOSTS"))]

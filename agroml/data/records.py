@@ -14,15 +14,14 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from agroml import MODEL_TYPES
-from agroml.errors import ConfigError, UsageError
+from agroml.core.schema import TableSpec
 
 # --- feedback -------------------------------------------------------------------------------------
 CONFIRMED, CORRECTED, REJECTED, NO_FEEDBACK = "confirmed", "corrected", "rejected", "none"
@@ -30,11 +29,15 @@ FEEDBACK_VALUES: tuple[str, ...] = (CONFIRMED, CORRECTED, REJECTED, NO_FEEDBACK)
 
 # --- invalid-row reasons (a row with one is kept in the store but out of analysis and training) ---
 NO_ID, NO_IMAGE, UNKNOWN_LABEL, BAD_CONFIDENCE, BAD_CREATED_AT = (
-    "no_id", "no_image", "unknown_label", "bad_confidence", "bad_created_at")
+    "no_id",
+    "no_image",
+    "unknown_label",
+    "bad_confidence",
+    "bad_created_at",
+)
 INVALID_REASONS: tuple[str, ...] = (NO_ID, NO_IMAGE, UNKNOWN_LABEL, BAD_CONFIDENCE, BAD_CREATED_AT)
 
 #: The storage model's classes are a fixed scale; pest and disease labels are open vocabularies.
-STORAGE_CONDITIONS: tuple[str, ...] = ("excellent", "good", "fair", "poor", "critical")
 
 # --- the normalized record ------------------------------------------------------------------------
 #: (name, Arrow type). ``farmer_id`` stays in the store; everything that leaves it uses farmer_key.
@@ -93,7 +96,8 @@ def coerce(df: pd.DataFrame) -> pd.DataFrame:
             # ISO8601: without it pandas guesses one format from the first value and turns times of
             # another precision (".5Z" after "Z") into NaT, silently
             out[name] = pd.to_datetime(out[name], utc=True, errors="coerce", format="ISO8601").astype(
-                "datetime64[us, UTC]")
+                "datetime64[us, UTC]"
+            )
         elif name in STRING_FIELDS or name in PERSONAL_FIELDS:
             col = out[name].astype(object)
             out[name] = col.where(col.notna(), None)
@@ -139,95 +143,6 @@ def derive_feedback(user_confirmed: bool | None, predicted: str | None, actual: 
     if user_confirmed:
         return CONFIRMED, predicted
     return REJECTED, None
-
-
-# --- table specs ----------------------------------------------------------------------------------
-#: Record fields a spec maps to a source column (None = the table has no such column).
-SPEC_FIELDS: tuple[str, ...] = (
-    "id", "farmer_id", "image_url", "predicted", "confidence", "user_confirmed", "actual",
-    "feedback_text", "crop", "location", "latitude", "longitude", "severity", "growth_stage", "created_at",
-)
-_CORE = {
-    "id": "id", "farmer_id": "farmer_id", "image_url": "image_url", "confidence": "confidence_score",
-    "user_confirmed": "user_confirmed", "feedback_text": "user_feedback", "location": "farm_location",
-    "latitude": "latitude", "longitude": "longitude", "created_at": "created_at",
-}
-
-
-@dataclass(frozen=True)
-class TableSpec:
-    """Where one model type's rows live and what its columns are called."""
-
-    model_type: str
-    table: str
-    columns: Mapping[str, str | None]
-    #: Nested or type-specific columns kept verbatim in the record's JSON ``extra`` field.
-    extra: tuple[str, ...] = ()
-    #: A closed label vocabulary, or None for an open one.
-    vocabulary: tuple[str, ...] | None = None
-
-    def column(self, field_: str) -> str | None:
-        return self.columns.get(field_)
-
-    def select_columns(self) -> list[str]:
-        """The source columns to ask for: only what is mapped, each once, in a stable order."""
-        cols = [c for f in SPEC_FIELDS if (c := self.columns.get(f))] + list(self.extra)
-        return list(dict.fromkeys(cols))
-
-
-DEFAULT_SPECS: dict[str, TableSpec] = {
-    "pest": TableSpec("pest", "pest_predictions", {
-        **_CORE, "predicted": "pest_detected", "actual": "actual_pest", "crop": "crop_affected",
-        "severity": "severity", "growth_stage": None,
-    }, extra=("image_metadata", "alternative_predictions")),
-    "disease": TableSpec("disease", "disease_predictions", {
-        **_CORE, "predicted": "disease_detected", "actual": "actual_disease", "crop": "crop_affected",
-        "severity": "severity", "growth_stage": "growth_stage",
-    }, extra=("image_metadata", "alternative_predictions", "weather_conditions", "estimated_yield_loss",
-              "contagion_risk", "treatment_applied", "treatment_effectiveness")),
-    "storage": TableSpec("storage", "storage_predictions", {
-        **_CORE, "predicted": "storage_condition", "actual": None, "crop": "crop_stored",
-        "severity": None, "growth_stage": None,
-    }, extra=("storage_type", "temperature", "humidity", "actual_outcome"), vocabulary=STORAGE_CONDITIONS),
-}
-
-
-def check_model_type(model_type: str, allow_all: bool = False) -> str:
-    """Raise a UsageError listing the valid model types when ``model_type`` is not one."""
-    valid = (*MODEL_TYPES, "all") if allow_all else MODEL_TYPES
-    if model_type not in valid:
-        raise UsageError(f"unknown model type {model_type!r}: valid types are {', '.join(valid)}")
-    return model_type
-
-
-def expand_model_types(model_type: str) -> list[str]:
-    """``"all"`` -> every model type; anything else -> [it], checked."""
-    check_model_type(model_type, allow_all=True)
-    return list(MODEL_TYPES) if model_type == "all" else [model_type]
-
-
-def table_spec(model_type: str, overrides: Mapping[str, Mapping[str, str]] | None = None) -> TableSpec:
-    """The spec for ``model_type`` with the settings' overrides applied.
-
-    A column override of ``-`` (or ``none``) declares the column absent; ``COL_EXTRA`` is a
-    comma-separated list. Unknown field names are an error, so a typo never silently maps nothing.
-    """
-    spec = DEFAULT_SPECS[check_model_type(model_type)]
-    mine = dict((overrides or {}).get(model_type, {}))
-    if not mine:
-        return spec
-    table = mine.pop("table", spec.table)
-    extra = spec.extra
-    if "extra" in mine:
-        extra = tuple(c.strip() for c in mine.pop("extra").split(",") if c.strip() and c.strip() != "-")
-    unknown = set(mine) - set(SPEC_FIELDS)
-    if unknown:
-        env = ", ".join(f"AGROML_{model_type.upper()}_COL_{u.upper()}" for u in sorted(unknown))
-        raise ConfigError(f"unknown column setting(s) {env}: valid fields are {', '.join(SPEC_FIELDS)}, extra")
-    columns = dict(spec.columns)
-    for key, value in mine.items():
-        columns[key] = None if value.lower() in ("-", "none") else value
-    return replace(spec, table=table, columns=columns, extra=extra)
 
 
 # --- normalization --------------------------------------------------------------------------------
@@ -305,8 +220,10 @@ def normalize_rows(
     urls = col("image_url").map(lambda v: None if v is None or str(v).strip() == "" else str(v).strip())
 
     # pandas 3 maps None to NaN in these str columns: NaN is "no label", not a correction
-    fb = [derive_feedback(c, None if pd.isna(p) else p, None if pd.isna(a) else a)
-          for c, p, a in zip(confirmed, predicted, actual, strict=True)]
+    fb = [
+        derive_feedback(c, None if pd.isna(p) else p, None if pd.isna(a) else a)
+        for c, p, a in zip(confirmed, predicted, actual, strict=True)
+    ]
     reason = pd.Series([None] * n, index=raw.index, dtype=object)
     checks = (
         (NO_ID, ids.isna()),
@@ -322,9 +239,15 @@ def normalize_rows(
     extra_cols = [c for c in spec.extra if c in raw.columns]
     if extra_cols:
         extra = [
-            json.dumps({c: _json_text(v) for c, v in zip(extra_cols, values, strict=True)
-                        if v is not None and not (isinstance(v, float) and np.isnan(v))},
-                       default=str, sort_keys=True)
+            json.dumps(
+                {
+                    c: _json_text(v)
+                    for c, v in zip(extra_cols, values, strict=True)
+                    if v is not None and not (isinstance(v, float) and np.isnan(v))
+                },
+                default=str,
+                sort_keys=True,
+            )
             for values in raw[extra_cols].astype(object).itertuples(index=False, name=None)
         ]
         extra = [None if e == "{}" else e for e in extra]
@@ -332,31 +255,34 @@ def normalize_rows(
         extra = [None] * n
 
     farmer_ids = col("farmer_id").map(lambda v: None if v is None else str(v))
-    records = pd.DataFrame({
-        "id": ids,
-        "source": source,
-        "model_type": spec.model_type,
-        "image_url": urls,
-        "image_hash": None,
-        "predicted_label": predicted,
-        "confidence": confidence,
-        "user_confirmed": confirmed,
-        "actual_label": actual,
-        "feedback": [f for f, _ in fb],
-        "label": [lab for _, lab in fb],
-        "feedback_text": col("feedback_text"),
-        "crop": col("crop").map(normalize_label),
-        "location": col("location").map(lambda v: None if v is None else str(v).strip() or None),
-        "latitude": pd.to_numeric(col("latitude"), errors="coerce"),
-        "longitude": pd.to_numeric(col("longitude"), errors="coerce"),
-        "severity": col("severity").map(normalize_label),
-        "growth_stage": col("growth_stage").map(normalize_label),
-        "farmer_id": farmer_ids,
-        "farmer_key": farmer_ids.map(lambda v: farmer_key(v, salt)),
-        "created_at": created,
-        "invalid_reason": reason,
-        "extra": extra,
-    }, index=raw.index)
+    records = pd.DataFrame(
+        {
+            "id": ids,
+            "source": source,
+            "model_type": spec.model_type,
+            "image_url": urls,
+            "image_hash": None,
+            "predicted_label": predicted,
+            "confidence": confidence,
+            "user_confirmed": confirmed,
+            "actual_label": actual,
+            "feedback": [f for f, _ in fb],
+            "label": [lab for _, lab in fb],
+            "feedback_text": col("feedback_text"),
+            "crop": col("crop").map(normalize_label),
+            "location": col("location").map(lambda v: None if v is None else str(v).strip() or None),
+            "latitude": pd.to_numeric(col("latitude"), errors="coerce"),
+            "longitude": pd.to_numeric(col("longitude"), errors="coerce"),
+            "severity": col("severity").map(normalize_label),
+            "growth_stage": col("growth_stage").map(normalize_label),
+            "farmer_id": farmer_ids,
+            "farmer_key": farmer_ids.map(lambda v: farmer_key(v, salt)),
+            "created_at": created,
+            "invalid_reason": reason,
+            "extra": extra,
+        },
+        index=raw.index,
+    )
     records = coerce(records.reset_index(drop=True))
     if not include_personal:
         records = records.drop(columns=list(PERSONAL_FIELDS))
@@ -387,9 +313,27 @@ def make_records(rows: Iterable[Mapping[str, Any]], include_personal: bool = Tru
         if name not in frame.columns:
             frame[name] = None
     # pandas fills a missing actual_label with NaN when other rows have one: NaN is "no correction"
-    fb = [derive_feedback(None if pd.isna(c) else bool(c), None if pd.isna(p) else p, None if pd.isna(a) else a)
-          for c, p, a in zip(frame["user_confirmed"], frame["predicted_label"], frame["actual_label"], strict=True)]
+    fb = [
+        derive_feedback(None if pd.isna(c) else bool(c), None if pd.isna(p) else p, None if pd.isna(a) else a)
+        for c, p, a in zip(frame["user_confirmed"], frame["predicted_label"], frame["actual_label"], strict=True)
+    ]
     frame["feedback"] = [f for f, _ in fb]
     frame["label"] = [lab for _, lab in fb]
     frame = coerce(frame[names])
     return frame if include_personal else frame.drop(columns=list(PERSONAL_FIELDS))
+
+
+# --- feedback counts ------------------------------------------------------------------------------
+#: The groups ``stats`` counts rows in: the local store with SQL, other sources with :func:`feedback_counts`.
+COUNT_KEYS: tuple[str, ...] = ("model_type", "predicted_label", "feedback", "label", "actual_label", "invalid_reason")
+
+
+def feedback_counts(records: pd.DataFrame) -> pd.DataFrame:
+    """The shape of ``Store.feedback_counts`` computed from a record frame (the Supabase path)."""
+    if records.empty:
+        return pd.DataFrame({**{k: pd.Series([], dtype=object) for k in COUNT_KEYS}, "n": pd.Series([], dtype="int64")})
+    grouped = records.groupby(list(COUNT_KEYS), dropna=False, sort=False).size().reset_index(name="n")
+    for key in COUNT_KEYS:  # None, not NaN, for a missing value: the same as the store's rows
+        column = grouped[key].astype(object)
+        grouped[key] = column.where(column.notna(), None)
+    return grouped.astype({"n": "int64"})

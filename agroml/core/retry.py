@@ -88,8 +88,10 @@ class RetryPolicy:
     def from_settings(cls, settings: object, max_seconds: float | None = None) -> RetryPolicy:
         """The policy the settings describe (``max_seconds`` may shorten it, e.g. for doctor)."""
         total = float(getattr(settings, "retry_max_seconds", 120.0))
-        return cls(max_seconds=total if max_seconds is None else min(total, max_seconds),
-                   base=float(getattr(settings, "retry_base_seconds", 0.5)))
+        return cls(
+            max_seconds=total if max_seconds is None else min(total, max_seconds),
+            base=float(getattr(settings, "retry_base_seconds", 0.5)),
+        )
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
         """The wait before retry number ``attempt`` (0-based): uniform in [0, min(cap, base * 2**attempt)]."""

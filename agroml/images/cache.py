@@ -5,16 +5,14 @@ identical images together, and a file's name proves its content. Every write goe
 file in the same folder and is renamed into place, so a killed process never leaves a partial image
 where a reader could find it. Bytes are accepted only if Pillow decodes them completely within a
 pixel budget (decompression bombs, truncated JPEGs and HTML error pages are refused with a reason).
-Fetching (hosts, retries, concurrency) lives in :mod:`agroml.fetch`; this module only stores.
+Fetching (hosts, retries, concurrency) lives in :mod:`agroml.images.fetch`; this module only stores.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import os
 import sqlite3
-import tempfile
 import threading
 import time
 import warnings
@@ -23,7 +21,8 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from agroml.errors import ImageError
+from agroml.core.errors import ImageError
+from agroml.core.files import atomic_write
 
 #: Pixel budget per image (about 8k x 8k); anything larger is treated as a decompression bomb.
 MAX_PIXELS = 64_000_000
@@ -78,21 +77,6 @@ def verify_image(data: bytes, max_bytes: int | None = None) -> tuple[str, int, i
     return ext, size[0], size[1]
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary sibling and a rename: all or nothing."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class ImageCache:
     """Files under ``root`` named by their SHA-256, and an SQLite index from source URL to hash."""
 
@@ -109,8 +93,10 @@ class ImageCache:
             self.root.mkdir(parents=True, exist_ok=True)
             con = sqlite3.connect(self.root / "index.db", timeout=30, isolation_level=None, check_same_thread=False)
             con.execute("PRAGMA journal_mode = WAL")
-            con.execute("CREATE TABLE IF NOT EXISTS urls (url TEXT PRIMARY KEY, sha256 TEXT NOT NULL, "
-                        "ext TEXT NOT NULL, fetched_at REAL NOT NULL)")
+            con.execute(
+                "CREATE TABLE IF NOT EXISTS urls (url TEXT PRIMARY KEY, sha256 TEXT NOT NULL, "
+                "ext TEXT NOT NULL, fetched_at REAL NOT NULL)"
+            )
             self._con = con
         return self._con
 
@@ -138,7 +124,7 @@ class ImageCache:
         """{url: file} for every url already cached (one query per 500 urls)."""
         found: dict[str, Path] = {}
         for i in range(0, len(urls), 500):
-            chunk = urls[i:i + 500]
+            chunk = urls[i : i + 500]
             marks = ",".join("?" for _ in chunk)
             with self._lock:
                 rows = self.index.execute(f"SELECT url, sha256, ext FROM urls WHERE url IN ({marks})", chunk).fetchall()
@@ -153,7 +139,8 @@ class ImageCache:
             self.index.execute(
                 "INSERT INTO urls(url, sha256, ext, fetched_at) VALUES (?, ?, ?, ?) ON CONFLICT(url) DO UPDATE "
                 "SET sha256 = excluded.sha256, ext = excluded.ext, fetched_at = excluded.fetched_at",
-                (url, image.sha256, image.path.suffix.lstrip("."), time.time()))
+                (url, image.sha256, image.path.suffix.lstrip("."), time.time()),
+            )
 
     # -- files -------------------------------------------------------------------------------------
     def path_for(self, sha256: str, ext: str) -> Path:

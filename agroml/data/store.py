@@ -20,22 +20,29 @@ from typing import Any
 
 import pandas as pd
 
-from agroml import records as rec
-from agroml.errors import NoDataError, StoreError
+from agroml.core.errors import NoDataError, StoreError
+from agroml.data import records as rec
 
 APP_ID = "agroml"
 SCHEMA_VERSION = 2
 
-_SQL_TYPES = {"confidence": "REAL", "latitude": "REAL", "longitude": "REAL", "user_confirmed": "INTEGER",
-              "created_at": "INTEGER"}
+_SQL_TYPES = {
+    "confidence": "REAL",
+    "latitude": "REAL",
+    "longitude": "REAL",
+    "user_confirmed": "INTEGER",
+    "created_at": "INTEGER",
+}
 STORE_COLUMNS: tuple[str, ...] = tuple(rec.arrow_schema(include_personal=True).names)
 #: Columns an upsert may change on an existing row (feedback changes after a row is created).
 _UPDATABLE = tuple(c for c in STORE_COLUMNS if c not in ("source", "id", "image_hash"))
 
 
 def _create_v1(con: sqlite3.Connection) -> None:
-    cols = ",\n  ".join(f"{c} {_SQL_TYPES.get(c, 'TEXT')}" + (" NOT NULL" if c in ("source", "id", "model_type")
-                                                                else "") for c in STORE_COLUMNS)
+    cols = ",\n  ".join(
+        f"{c} {_SQL_TYPES.get(c, 'TEXT')}" + (" NOT NULL" if c in ("source", "id", "model_type") else "")
+        for c in STORE_COLUMNS
+    )
     # one statement per execute(): executescript() would commit the migration's transaction early
     con.execute(f"CREATE TABLE predictions (\n  {cols},\n  PRIMARY KEY (source, id)\n) WITHOUT ROWID")
     con.execute("CREATE INDEX predictions_model_time ON predictions (model_type, created_at)")
@@ -44,8 +51,10 @@ def _create_v1(con: sqlite3.Connection) -> None:
 def _add_feedback_index_v2(con: sqlite3.Connection) -> None:
     # A covering index in feedback_counts' GROUP BY order: `agroml stats` reads the index in order
     # instead of sorting every row (1,000,000 rows: about 0.2 s instead of 10 s), time window included.
-    con.execute("CREATE INDEX predictions_feedback ON predictions (model_type, predicted_label, feedback, label, "
-                "actual_label, invalid_reason, created_at)")
+    con.execute(
+        "CREATE INDEX predictions_feedback ON predictions (model_type, predicted_label, feedback, label, "
+        "actual_label, invalid_reason, created_at)"
+    )
 
 
 #: Migration i takes the schema from version i to i + 1 (index 0 creates version 1).
@@ -61,8 +70,9 @@ class UpsertResult:
     unchanged: int
 
     def __add__(self, other: UpsertResult) -> UpsertResult:
-        return UpsertResult(self.inserted + other.inserted, self.updated + other.updated,
-                            self.unchanged + other.unchanged)
+        return UpsertResult(
+            self.inserted + other.inserted, self.updated + other.updated, self.unchanged + other.unchanged
+        )
 
 
 def _to_micros(value: datetime | pd.Timestamp | str | None) -> int | None:
@@ -84,8 +94,9 @@ class Store:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise StoreError(f"cannot create {self.path.parent}: {exc.strerror}",
-                                 fix="set AGROML_DATA_DIR to a writable folder") from None
+                raise StoreError(
+                    f"cannot create {self.path.parent}: {exc.strerror}", fix="set AGROML_DATA_DIR to a writable folder"
+                ) from None
         try:
             self.con = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
             self.con.execute("PRAGMA busy_timeout = 30000")
@@ -93,8 +104,10 @@ class Store:
         except sqlite3.DatabaseError as exc:
             if hasattr(self, "con"):
                 self.con.close()
-            raise StoreError(f"{self.path} is not a readable SQLite database ({exc})",
-                             fix="move the file aside, then run `agroml demo` or `agroml pull`") from None
+            raise StoreError(
+                f"{self.path} is not a readable SQLite database ({exc})",
+                fix="move the file aside, then run `agroml demo` or `agroml pull`",
+            ) from None
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def __enter__(self) -> Store:
@@ -111,15 +124,19 @@ class Store:
         if tables and "agroml_meta" not in tables:
             raise StoreError(
                 f"{self.path} is not an agroml store (it holds tables: {', '.join(sorted(tables))})",
-                fix="point AGROML_DB (or AGROML_DATA_DIR) at another file")
+                fix="point AGROML_DB (or AGROML_DATA_DIR) at another file",
+            )
         if not tables and not create:
             raise NoDataError()
         version = self.schema_version if tables else 0
         if tables and self._meta("app") != APP_ID:
             raise StoreError(f"{self.path} is not an agroml store", fix="point AGROML_DB at another file")
         if version > SCHEMA_VERSION:
-            raise StoreError(f"{self.path} has store schema version {version}, newer than this agroml "
-                             f"understands ({SCHEMA_VERSION})", fix="upgrade agroml: pip install -U agroml")
+            raise StoreError(
+                f"{self.path} has store schema version {version}, newer than this agroml "
+                f"understands ({SCHEMA_VERSION})",
+                fix="upgrade agroml: pip install -U agroml",
+            )
         if version == SCHEMA_VERSION:
             return
         if self.con.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
@@ -138,8 +155,10 @@ class Store:
         return row[0] if row else None
 
     def _set_meta(self, key: str, value: str) -> None:
-        self.con.execute("INSERT INTO agroml_meta(key, value) VALUES (?, ?) "
-                         "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
+        self.con.execute(
+            "INSERT INTO agroml_meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
 
     @property
     def schema_version(self) -> int:
@@ -198,14 +217,20 @@ class Store:
             con.execute(f"CREATE TEMP TABLE IF NOT EXISTS batch AS SELECT {cols} FROM predictions WHERE 0")
             con.execute("DELETE FROM temp.batch")
             con.executemany(f"INSERT INTO temp.batch ({cols}) VALUES ({marks})", rows)
-            inserted = con.execute("SELECT count(*) FROM temp.batch b LEFT JOIN predictions p "
-                                   "ON p.source = b.source AND p.id = b.id WHERE p.id IS NULL").fetchone()[0]
-            updated = con.execute(f"SELECT count(*) FROM temp.batch b JOIN predictions p "
-                                  f"ON p.source = b.source AND p.id = b.id WHERE {differs} "
-                                  f"OR (b.image_hash IS NOT NULL AND p.image_hash IS NOT b.image_hash)").fetchone()[0]
-            con.execute(f"INSERT INTO predictions ({cols}) SELECT {cols} FROM temp.batch WHERE true "
-                        f"ON CONFLICT(source, id) DO UPDATE SET {update}, "
-                        f"image_hash = coalesce(excluded.image_hash, predictions.image_hash)")
+            inserted = con.execute(
+                "SELECT count(*) FROM temp.batch b LEFT JOIN predictions p "
+                "ON p.source = b.source AND p.id = b.id WHERE p.id IS NULL"
+            ).fetchone()[0]
+            updated = con.execute(
+                f"SELECT count(*) FROM temp.batch b JOIN predictions p "
+                f"ON p.source = b.source AND p.id = b.id WHERE {differs} "
+                f"OR (b.image_hash IS NOT NULL AND p.image_hash IS NOT b.image_hash)"
+            ).fetchone()[0]
+            con.execute(
+                f"INSERT INTO predictions ({cols}) SELECT {cols} FROM temp.batch WHERE true "
+                f"ON CONFLICT(source, id) DO UPDATE SET {update}, "
+                f"image_hash = coalesce(excluded.image_hash, predictions.image_hash)"
+            )
             con.execute("DELETE FROM temp.batch")
         return UpsertResult(int(inserted), int(updated), len(frame) - int(inserted) - int(updated))
 
@@ -213,13 +238,15 @@ class Store:
         """Record cached image hashes: (source, id, sha256) triples. Returns rows changed."""
         with self.transaction() as con:
             before = con.total_changes
-            con.executemany("UPDATE predictions SET image_hash = ? WHERE source = ? AND id = ?",
-                            [(h, s, i) for s, i, h in pairs])
+            con.executemany(
+                "UPDATE predictions SET image_hash = ? WHERE source = ? AND id = ?", [(h, s, i) for s, i, h in pairs]
+            )
             return con.total_changes - before
 
     # -- reading -----------------------------------------------------------------------------------
-    def _where(self, model_type: str | None, since: Any, until: Any, valid_only: bool,
-               source: str | None = None) -> tuple[str, list[Any]]:
+    def _where(
+        self, model_type: str | None, since: Any, until: Any, valid_only: bool, source: str | None = None
+    ) -> tuple[str, list[Any]]:
         clauses, params = [], []
         if model_type is not None:
             clauses.append("model_type = ?")
@@ -265,8 +292,9 @@ class Store:
         about 3x cheaper per row than time order's index lookups, for readers of a whole model type that
         need no particular order (export).
         """
-        names = list(columns) if columns else [c for c in STORE_COLUMNS
-                                               if include_personal or c not in rec.PERSONAL_FIELDS]
+        names = (
+            list(columns) if columns else [c for c in STORE_COLUMNS if include_personal or c not in rec.PERSONAL_FIELDS]
+        )
         unknown = set(names) - set(STORE_COLUMNS)
         if unknown:
             raise ValueError(f"unknown record columns {sorted(unknown)}")
@@ -289,8 +317,9 @@ class Store:
         """All matching records in one frame (see :meth:`iter_records` for the arguments)."""
         chunks = list(self.iter_records(model_type, since, until, **kw))
         if not chunks:
-            names = kw.get("columns") or [c for c in STORE_COLUMNS
-                                          if kw.get("include_personal") or c not in rec.PERSONAL_FIELDS]
+            names = kw.get("columns") or [
+                c for c in STORE_COLUMNS if kw.get("include_personal") or c not in rec.PERSONAL_FIELDS
+            ]
             return _frame([], list(names))
         return pd.concat(chunks, ignore_index=True) if len(chunks) > 1 else chunks[0]
 
@@ -298,7 +327,7 @@ class Store:
         """Rows per (model_type, predicted_label, feedback, label, actual_label, invalid_reason), as ``n``.
 
         The aggregate is computed by SQLite, so ``stats`` on a million rows reads a few hundred groups
-        instead of a million records. :func:`agroml.analysis.feedback_counts` gives the same shape from
+        instead of a million records. :func:`agroml.data.analysis.feedback_counts` gives the same shape from
         a record frame (the Supabase path).
         """
         where, params = self._where(model_type, since, until, False)

@@ -28,19 +28,26 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pandas as pd
 
-from agroml import records as rec
-from agroml.errors import ConfigError, NoDataError, UsageError
-from agroml.sources import RecordSource
-
-COUNT_KEYS: tuple[str, ...] = ("model_type", "predicted_label", "feedback", "label", "actual_label", "invalid_reason")
+from agroml.core import schema
+from agroml.core.errors import ConfigError, NoDataError, UsageError
+from agroml.data import records as rec
+from agroml.data.sources import RecordSource
 
 #: East African seasons by local calendar month, in calendar order of the year.
 SEASONS: tuple[str, ...] = ("transition", "long_rains", "dry_season", "short_rains")
 _SEASON_OF_MONTH: dict[int, str] = {
-    1: "transition", 2: "transition",
-    3: "long_rains", 4: "long_rains", 5: "long_rains",
-    6: "dry_season", 7: "dry_season", 8: "dry_season", 9: "dry_season",
-    10: "short_rains", 11: "short_rains", 12: "short_rains",
+    1: "transition",
+    2: "transition",
+    3: "long_rains",
+    4: "long_rains",
+    5: "long_rains",
+    6: "dry_season",
+    7: "dry_season",
+    8: "dry_season",
+    9: "dry_season",
+    10: "short_rains",
+    11: "short_rains",
+    12: "short_rains",
 }
 #: What ``distribution --by`` accepts. "region" is the record's free-text ``location``.
 DISTRIBUTION_KEYS: tuple[str, ...] = ("class", "crop", "region", "season", "month")
@@ -50,18 +57,6 @@ MONTH_NAMES: tuple[str, ...] = tuple(calendar.month_abbr[m] for m in range(1, 13
 
 
 # --- feedback counts and stats ---------------------------------------------------------------------
-def feedback_counts(records: pd.DataFrame) -> pd.DataFrame:
-    """The shape of ``Store.feedback_counts`` computed from a record frame (the Supabase path)."""
-    if records.empty:
-        return pd.DataFrame({**{k: pd.Series([], dtype=object) for k in COUNT_KEYS},
-                             "n": pd.Series([], dtype="int64")})
-    grouped = records.groupby(list(COUNT_KEYS), dropna=False, sort=False).size().reset_index(name="n")
-    for key in COUNT_KEYS:  # None, not NaN, for a missing value: the same as the store's rows
-        column = grouped[key].astype(object)
-        grouped[key] = column.where(column.notna(), None)
-    return grouped.astype({"n": "int64"})
-
-
 def _sum_by(frame: pd.DataFrame, key: str) -> dict[str, int]:
     if frame.empty:
         return {}
@@ -136,17 +131,24 @@ def model_stats(counts: pd.DataFrame, min_total: int = 100, min_per_class: int =
     fb = valid[valid["feedback"].isin((rec.CONFIRMED, rec.CORRECTED, rec.REJECTED))]
     answered_by = _sum_by(fb, "predicted_label")
     confirmed_by = _sum_by(fb[fb["feedback"] == rec.CONFIRMED], "predicted_label")
-    order = sorted(set(predicted) | set(trainable_by),
-                   key=lambda c: (-trainable_by.get(c, 0), -predicted.get(c, 0), c))
-    classes = {c: {"predicted": predicted.get(c, 0), "trainable": trainable_by.get(c, 0),
-                   "feedback_accuracy": _ratio(confirmed_by.get(c, 0), answered_by.get(c, 0))} for c in order}
+    order = sorted(set(predicted) | set(trainable_by), key=lambda c: (-trainable_by.get(c, 0), -predicted.get(c, 0), c))
+    classes = {
+        c: {
+            "predicted": predicted.get(c, 0),
+            "trainable": trainable_by.get(c, 0),
+            "feedback_accuracy": _ratio(confirmed_by.get(c, 0), answered_by.get(c, 0)),
+        }
+        for c in order
+    }
 
     # (predicted, training label) of every row with a label: confirmations on the diagonal,
     # corrections off it: the deployed model's confusion as far as farmers told us.
     labelled = valid[valid["label"].notna()]
     pairs = labelled.groupby(["predicted_label", "label"])["n"].sum() if not labelled.empty else pd.Series([])
-    confusion = sorted(({"predicted": str(p), "actual": str(a), "n": int(n)} for (p, a), n in pairs.items()),
-                       key=lambda d: (-d["n"], d["predicted"], d["actual"]))
+    confusion = sorted(
+        ({"predicted": str(p), "actual": str(a), "n": int(n)} for (p, a), n in pairs.items()),
+        key=lambda d: (-d["n"], d["predicted"], d["actual"]),
+    )
     return {
         "total": total,
         "confirmed": confirmed,
@@ -172,8 +174,10 @@ def _iso(value: Any) -> str | None:
 
 def _check_window(since: Any, until: Any) -> None:
     if since is not None and until is not None and pd.Timestamp(_iso(since)) >= pd.Timestamp(_iso(until)):
-        raise UsageError(f"--since {_iso(since)} is not before --until {_iso(until)}",
-                         fix="give an earlier --since or a later --until")
+        raise UsageError(
+            f"--since {_iso(since)} is not before --until {_iso(until)}",
+            fix="give an earlier --since or a later --until",
+        )
 
 
 def _now() -> str:
@@ -194,19 +198,28 @@ def _empty_check(source: RecordSource, model_types: Iterable[str], seen: set[str
         # a source may know why it looks empty (Supabase's anon key under row-level security)
         why = list(getattr(source, "warnings", []) or [])
         raise NoDataError(f"no data visible in the {source.name} source: {'; '.join(why)}") if why else NoDataError()
-    return [f"no {m} rows in the {source.name} source" + (" in this time window" if m in present else
-            f" (run `agroml demo --model {m}` or `agroml pull --model {m}`)") for m in missing]
+    return [
+        f"no {m} rows in the {source.name} source"
+        + (" in this time window" if m in present else f" (run `agroml demo --model {m}` or `agroml pull --model {m}`)")
+        for m in missing
+    ]
 
 
-def stats_report(source: RecordSource, model_types: list[str], since: Any = None, until: Any = None,
-                 min_total: int = 100, min_per_class: int = 10) -> dict[str, Any]:
+def stats_report(
+    source: RecordSource,
+    model_types: list[str],
+    since: Any = None,
+    until: Any = None,
+    min_total: int = 100,
+    min_per_class: int = 10,
+) -> dict[str, Any]:
     """``agroml stats``: per model type totals, feedback, accuracy, classes and readiness.
 
     ``since`` is inclusive, ``until`` exclusive (naive times are UTC). Raises NoDataError when the
     source holds no rows at all.
     """
     for m in model_types:
-        rec.check_model_type(m)
+        schema.check_model_type(m)
     _check_window(since, until)
     models, seen = {}, set()
     for m in model_types:
@@ -220,8 +233,14 @@ def stats_report(source: RecordSource, model_types: list[str], since: Any = None
         if block["invalid"]:
             detail = ", ".join(f"{n} {reason}" for reason, n in sorted(block["invalid"].items()))
             warnings.append(f"{m}: {sum(block['invalid'].values())} invalid rows left out ({detail})")
-    return {"generated_at": _now(), "source": source.name, "since": _iso(since), "until": _iso(until),
-            "models": models, "warnings": warnings}
+    return {
+        "generated_at": _now(),
+        "source": source.name,
+        "since": _iso(since),
+        "until": _iso(until),
+        "models": models,
+        "warnings": warnings,
+    }
 
 
 # --- seasons and distribution ---------------------------------------------------------------------
@@ -235,8 +254,10 @@ def check_timezone(tz: str) -> ZoneInfo:
     try:
         return ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(f"unknown time zone {tz!r}",
-                          fix="set AGROML_TIMEZONE (or --timezone) to an IANA name such as Africa/Nairobi") from None
+        raise ConfigError(
+            f"unknown time zone {tz!r}",
+            fix="set AGROML_TIMEZONE (or --timezone) to an IANA name such as Africa/Nairobi",
+        ) from None
 
 
 def local_time(created_at: pd.Series, tz: str) -> pd.Series:
@@ -257,14 +278,16 @@ _GROUPS = ["predicted_label", "label", "crop", "region", "season", "month"]
 def _fold(chunk: pd.DataFrame, tz: str) -> pd.DataFrame:
     """One chunk of records -> counts per (predicted, label, crop, region, season, local month)."""
     local = local_time(chunk["created_at"], tz)
-    frame = pd.DataFrame({
-        "predicted_label": chunk["predicted_label"].astype(object),
-        "label": chunk["label"].astype(object).where(chunk["label"].notna(), ""),
-        "crop": chunk["crop"].astype(object).where(chunk["crop"].notna(), UNKNOWN),
-        "region": chunk["location"].astype(object).where(chunk["location"].notna(), UNKNOWN),
-        "season": local.dt.month.map(_SEASON_OF_MONTH),
-        "month": local.dt.year * 100 + local.dt.month,  # an int here; "YYYY-MM" text once grouped (cheaper)
-    })
+    frame = pd.DataFrame(
+        {
+            "predicted_label": chunk["predicted_label"].astype(object),
+            "label": chunk["label"].astype(object).where(chunk["label"].notna(), ""),
+            "crop": chunk["crop"].astype(object).where(chunk["crop"].notna(), UNKNOWN),
+            "region": chunk["location"].astype(object).where(chunk["location"].notna(), UNKNOWN),
+            "season": local.dt.month.map(_SEASON_OF_MONTH),
+            "month": local.dt.year * 100 + local.dt.month,  # an int here; "YYYY-MM" text once grouped (cheaper)
+        }
+    )
     return frame.groupby(_GROUPS, dropna=False, sort=False).size().reset_index(name="n")
 
 
@@ -309,8 +332,14 @@ def _month_series(groups: pd.DataFrame) -> list[dict[str, Any]]:
     return [{"month": str(p), "rows": rows.get(str(p), 0), "trainable": train.get(str(p), 0)} for p in span]
 
 
-def distribution_report(source: RecordSource, model_type: str, by: str = "class", since: Any = None,
-                        until: Any = None, tz: str = "Africa/Nairobi") -> dict[str, Any]:
+def distribution_report(
+    source: RecordSource,
+    model_type: str,
+    by: str = "class",
+    since: Any = None,
+    until: Any = None,
+    tz: str = "Africa/Nairobi",
+) -> dict[str, Any]:
     """``agroml distribution``: where and when the rows are, by class, crop, region, season or month.
 
     Counts valid rows ("rows") and rows with a training label ("trainable") for each value of ``by``.
@@ -320,7 +349,7 @@ def distribution_report(source: RecordSource, model_type: str, by: str = "class"
     views: "rows" by predicted label, "trainable" by training label. Seasons and months are taken in
     local time ``tz``. Rows without crop or location are counted under "unknown".
     """
-    rec.check_model_type(model_type)
+    schema.check_model_type(model_type)
     if by not in DISTRIBUTION_KEYS:
         raise UsageError(f"unknown distribution key {by!r}: valid keys are {', '.join(DISTRIBUTION_KEYS)}")
     check_timezone(tz)
@@ -340,9 +369,11 @@ def distribution_report(source: RecordSource, model_type: str, by: str = "class"
     if invalid:
         detail = ", ".join(f"{n} {reason}" for reason, n in sorted(invalid.items()))
         warnings.append(f"{model_type}: {sum(invalid.values())} invalid rows left out ({detail})")
-    groups = (pd.concat(parts, ignore_index=True).groupby(_GROUPS, dropna=False, sort=False)["n"].sum().reset_index()
-              if parts else pd.DataFrame({**{g: pd.Series([], dtype=object) for g in _GROUPS},
-                                          "n": pd.Series([], dtype="int64")}))
+    groups = (
+        pd.concat(parts, ignore_index=True).groupby(_GROUPS, dropna=False, sort=False)["n"].sum().reset_index()
+        if parts
+        else pd.DataFrame({**{g: pd.Series([], dtype=object) for g in _GROUPS}, "n": pd.Series([], dtype="int64")})
+    )
     groups["month"] = [f"{ym // 100:04d}-{ym % 100:02d}" for ym in groups["month"]]
     total = int(groups["n"].sum())
     return {
@@ -358,15 +389,22 @@ def distribution_report(source: RecordSource, model_type: str, by: str = "class"
         "invalid": dict(invalid),
         "counts": _count_table(groups, by),
         "seasons": list(SEASONS),
-        "class_season": {"rows": _class_season(groups, "predicted_label"),
-                         "trainable": _class_season(groups, "label")},
+        "class_season": {"rows": _class_season(groups, "predicted_label"), "trainable": _class_season(groups, "label")},
         "months": _month_series(groups),
         "warnings": warnings,
     }
 
 
 __all__ = [
-    "COUNT_KEYS", "DISTRIBUTION_KEYS", "SEASONS", "check_timezone", "distribution_report",
-    "feedback_counts", "local_time", "model_stats", "readiness", "readiness_verdict", "season_of_month",
-    "seasons", "stats_report",
+    "DISTRIBUTION_KEYS",
+    "SEASONS",
+    "check_timezone",
+    "distribution_report",
+    "local_time",
+    "model_stats",
+    "readiness",
+    "readiness_verdict",
+    "season_of_month",
+    "seasons",
+    "stats_report",
 ]

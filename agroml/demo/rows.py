@@ -28,13 +28,14 @@ from typing import Any
 
 import numpy as np
 
-from agroml import records as rec
-from agroml.config import Settings
-from agroml.demo_images import DISEASE_CLASSES, PEST_CLASSES, draw_photo
-from agroml.errors import UsageError
-from agroml.images import ImageCache
-from agroml.progress import ProgressFn, no_progress
-from agroml.sources.local import Store, UpsertResult
+from agroml.core import schema
+from agroml.core.config import Settings
+from agroml.core.errors import UsageError
+from agroml.core.progress import ProgressFn, no_progress
+from agroml.data import records as rec
+from agroml.data.store import Store, UpsertResult
+from agroml.demo.leaves import DISEASE_CLASSES, PEST_CLASSES, draw_photo
+from agroml.images.cache import ImageCache
 
 _NAMESPACE = uuid.UUID("6f1f3d0e-6a8b-4c53-9a57-2f0c3e0d7a11")
 MODEL_INDEX = {"pest": 1, "disease": 2, "storage": 3}
@@ -43,8 +44,11 @@ START = datetime(2024, 1, 1, tzinfo=UTC)
 DAYS = 731
 NAIROBI_OFFSET_H = 3
 
-CLASSES: dict[str, tuple[str, ...]] = {"pest": PEST_CLASSES, "disease": DISEASE_CLASSES,
-                                        "storage": rec.STORAGE_CONDITIONS}
+CLASSES: dict[str, tuple[str, ...]] = {
+    "pest": PEST_CLASSES,
+    "disease": DISEASE_CLASSES,
+    "storage": schema.STORAGE_CONDITIONS,
+}
 #: Relative class frequency: real feedback is imbalanced (the largest ~2.5x the smallest).
 CLASS_WEIGHTS: dict[str, tuple[float, ...]] = {
     "pest": (0.30, 0.20, 0.15, 0.12, 0.23),
@@ -55,31 +59,56 @@ SEASONS = ("transition", "long_rains", "dry_season", "short_rains")
 _MONTH_SEASON = (0, 0, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3)  # Jan..Dec -> index into SEASONS
 #: Seasonal weight per class, in SEASONS order (fall armyworm and the leaf diseases peak with the rains).
 SEASON_WEIGHTS: dict[str, tuple[float, ...]] = {
-    "fall_armyworm": (0.5, 3.0, 0.6, 2.0), "aphids": (2.0, 0.7, 2.5, 0.8), "stem_borer": (0.6, 2.0, 0.8, 1.8),
-    "leaf_miner": (1.5, 0.8, 1.8, 0.9), "healthy": (1.0, 1.0, 1.0, 1.0), "common_rust": (0.5, 2.0, 1.5, 1.2),
-    "gray_leaf_spot": (0.4, 2.5, 0.6, 2.0), "northern_leaf_blight": (0.5, 2.5, 1.2, 1.0),
-    "maize_streak": (2.0, 0.8, 0.8, 1.5), "excellent": (0.8, 0.6, 2.0, 0.8), "good": (1.0, 1.0, 1.5, 1.0),
-    "fair": (1.0, 1.2, 1.0, 1.1), "poor": (1.0, 1.8, 0.7, 1.3), "critical": (0.8, 2.2, 0.5, 1.4),
+    "fall_armyworm": (0.5, 3.0, 0.6, 2.0),
+    "aphids": (2.0, 0.7, 2.5, 0.8),
+    "stem_borer": (0.6, 2.0, 0.8, 1.8),
+    "leaf_miner": (1.5, 0.8, 1.8, 0.9),
+    "healthy": (1.0, 1.0, 1.0, 1.0),
+    "common_rust": (0.5, 2.0, 1.5, 1.2),
+    "gray_leaf_spot": (0.4, 2.5, 0.6, 2.0),
+    "northern_leaf_blight": (0.5, 2.5, 1.2, 1.0),
+    "maize_streak": (2.0, 0.8, 0.8, 1.5),
+    "excellent": (0.8, 0.6, 2.0, 0.8),
+    "good": (1.0, 1.0, 1.5, 1.0),
+    "fair": (1.0, 1.2, 1.0, 1.1),
+    "poor": (1.0, 1.8, 0.7, 1.3),
+    "critical": (0.8, 2.2, 0.5, 1.4),
 }
 #: Crops per class (a plausible host for the pest / disease), with weights.
 CROPS: dict[str, dict[str, float]] = {
-    "fall_armyworm": {"maize": 0.8, "sorghum": 0.2}, "stem_borer": {"maize": 0.7, "sorghum": 0.3},
+    "fall_armyworm": {"maize": 0.8, "sorghum": 0.2},
+    "stem_borer": {"maize": 0.7, "sorghum": 0.3},
     "aphids": {"kale": 0.35, "beans": 0.25, "maize": 0.2, "tomato": 0.1, "potato": 0.1},
     "leaf_miner": {"tomato": 0.5, "beans": 0.25, "potato": 0.25},
-    "common_rust": {"maize": 0.85, "sorghum": 0.15}, "gray_leaf_spot": {"maize": 1.0},
-    "northern_leaf_blight": {"maize": 0.8, "sorghum": 0.2}, "maize_streak": {"maize": 1.0},
-    "healthy": {"maize": 0.4, "beans": 0.15, "tomato": 0.1, "potato": 0.1, "kale": 0.1, "sorghum": 0.1,
-                "cassava": 0.05},
+    "common_rust": {"maize": 0.85, "sorghum": 0.15},
+    "gray_leaf_spot": {"maize": 1.0},
+    "northern_leaf_blight": {"maize": 0.8, "sorghum": 0.2},
+    "maize_streak": {"maize": 1.0},
+    "healthy": {
+        "maize": 0.4,
+        "beans": 0.15,
+        "tomato": 0.1,
+        "potato": 0.1,
+        "kale": 0.1,
+        "sorghum": 0.1,
+        "cassava": 0.05,
+    },
 }
 STORED_CROPS = {"maize": 0.5, "beans": 0.25, "sorghum": 0.1, "potatoes": 0.15}
 #: (county, town, latitude, longitude, weight): farms cluster in the maize belt and central highlands.
 COUNTIES: tuple[tuple[str, str, float, float, float], ...] = (
-    ("Nakuru", "Molo", -0.283, 36.067, 3), ("Kiambu", "Limuru", -1.031, 36.835, 2),
-    ("Meru", "Timau", 0.047, 37.649, 2), ("Kakamega", "Malava", 0.282, 34.752, 2),
-    ("Uasin Gishu", "Moiben", 0.514, 35.270, 3), ("Machakos", "Kathiani", -1.517, 37.267, 1),
-    ("Kisumu", "Ahero", -0.092, 34.768, 1), ("Bungoma", "Kimilili", 0.564, 34.560, 2),
-    ("Nyeri", "Othaya", -0.417, 36.951, 1), ("Trans Nzoia", "Kitale", 1.019, 35.002, 3),
-    ("Embu", "Runyenjes", -0.531, 37.450, 1), ("Narok", "Ololulung'a", -1.083, 35.867, 1),
+    ("Nakuru", "Molo", -0.283, 36.067, 3),
+    ("Kiambu", "Limuru", -1.031, 36.835, 2),
+    ("Meru", "Timau", 0.047, 37.649, 2),
+    ("Kakamega", "Malava", 0.282, 34.752, 2),
+    ("Uasin Gishu", "Moiben", 0.514, 35.270, 3),
+    ("Machakos", "Kathiani", -1.517, 37.267, 1),
+    ("Kisumu", "Ahero", -0.092, 34.768, 1),
+    ("Bungoma", "Kimilili", 0.564, 34.560, 2),
+    ("Nyeri", "Othaya", -0.417, 36.951, 1),
+    ("Trans Nzoia", "Kitale", 1.019, 35.002, 3),
+    ("Embu", "Runyenjes", -0.531, 37.450, 1),
+    ("Narok", "Ololulung'a", -1.083, 35.867, 1),
 )
 SEVERITIES = ("low", "moderate", "high", "critical")
 GROWTH_STAGES = ("seedling", "vegetative", "flowering", "fruiting")
@@ -114,11 +143,23 @@ class DemoSummary:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "seed": self.seed, "seconds": round(self.seconds, 3), "store": str(self.store_path),
-            "image_dir": str(self.image_dir), "warnings": self.warnings,
-            "models": {m: {"rows": s.rows, "inserted": s.upsert.inserted, "updated": s.upsert.updated,
-                           "unchanged": s.upsert.unchanged, "images": s.images, "classes": s.classes,
-                           "feedback": s.feedback} for m, s in self.models.items()},
+            "seed": self.seed,
+            "seconds": round(self.seconds, 3),
+            "store": str(self.store_path),
+            "image_dir": str(self.image_dir),
+            "warnings": self.warnings,
+            "models": {
+                m: {
+                    "rows": s.rows,
+                    "inserted": s.upsert.inserted,
+                    "updated": s.upsert.updated,
+                    "unchanged": s.upsert.unchanged,
+                    "images": s.images,
+                    "classes": s.classes,
+                    "feedback": s.feedback,
+                }
+                for m, s in self.models.items()
+            },
         }
 
 
@@ -139,8 +180,9 @@ def _quota(weights: tuple[float, ...], block: int) -> list[int]:
     return [int(c) for c in counts]
 
 
-def _blocked(items: tuple[str, ...], weights: tuple[float, ...], block: int, n: int, seed: int, model_type: str,
-             stream: int) -> list[str]:
+def _blocked(
+    items: tuple[str, ...], weights: tuple[float, ...], block: int, n: int, seed: int, model_type: str, stream: int
+) -> list[str]:
     """``n`` items in exact proportions per block of ``block`` rows, shuffled within each block by the seed.
 
     Why blocks: proportions hold even for small data sets (every class, every kind of feedback), and
@@ -186,8 +228,18 @@ def plan_rows(model_type: str, n: int, seed: int) -> list[dict[str, Any]]:
     return rows
 
 
-def _row(model_type: str, i: int, seed: int, truth: str, fb: str, rng: np.random.Generator, farmers: list[str],
-         farmer_p: np.ndarray, county_p: np.ndarray, day_p: np.ndarray) -> dict[str, Any]:
+def _row(
+    model_type: str,
+    i: int,
+    seed: int,
+    truth: str,
+    fb: str,
+    rng: np.random.Generator,
+    farmers: list[str],
+    farmer_p: np.ndarray,
+    county_p: np.ndarray,
+    day_p: np.ndarray,
+) -> dict[str, Any]:
     classes = CLASSES[model_type]
     others = [c for c in classes if c != truth]
     model_right = fb == rec.CONFIRMED or (fb == rec.NO_FEEDBACK and rng.random() < 0.8)
@@ -211,20 +263,29 @@ def _row(model_type: str, i: int, seed: int, truth: str, fb: str, rng: np.random
     }
     row: dict[str, Any] = {
         "id": str(uuid.uuid5(_NAMESPACE, f"{seed}:{model_type}:{i}")),
-        "source": "demo", "model_type": model_type,
-        "image_url": None, "predicted_label": predicted, "confidence": confidence,
-        "user_confirmed": user_confirmed, "actual_label": actual,
+        "source": "demo",
+        "model_type": model_type,
+        "image_url": None,
+        "predicted_label": predicted,
+        "confidence": confidence,
+        "user_confirmed": user_confirmed,
+        "actual_label": actual,
         "location": f"{town}, {county} County",
         "latitude": round(lat + rng.normal(0, 0.08), 5) if has_gps else None,
         "longitude": round(lon + rng.normal(0, 0.08), 5) if has_gps else None,
         "farmer_id": farmers[int(rng.choice(len(farmers), p=farmer_p))],
-        "created_at": created, "_intensity": intensity, "_truth": truth,
+        "created_at": created,
+        "_intensity": intensity,
+        "_truth": truth,
     }
     row["image_url"] = f"demo://{model_type}/{row['id']}.jpg"
     if model_type == "storage":
         row["crop"] = _pick(rng, STORED_CROPS)
-        extra.update(storage_type=STORAGE_TYPES[int(rng.integers(0, len(STORAGE_TYPES)))],
-                     temperature=round(float(rng.normal(24, 4)), 1), humidity=round(float(rng.uniform(40, 90)), 1))
+        extra.update(
+            storage_type=STORAGE_TYPES[int(rng.integers(0, len(STORAGE_TYPES)))],
+            temperature=round(float(rng.normal(24, 4)), 1),
+            humidity=round(float(rng.uniform(40, 90)), 1),
+        )
         if fb == rec.CORRECTED:  # storage has no corrected-class column: the farmer can only say "wrong"
             row["actual_label"] = None
             row["feedback_text"] = f"Not {predicted}: the produce looks {truth}."
@@ -235,8 +296,10 @@ def _row(model_type: str, i: int, seed: int, truth: str, fb: str, rng: np.random
         row["severity"] = sev
         if model_type == "disease":
             row["growth_stage"] = GROWTH_STAGES[int(rng.choice(4, p=[0.15, 0.45, 0.25, 0.15]))]
-            extra["weather_conditions"] = {"temperature": round(float(rng.normal(22, 4)), 1),
-                                           "humidity": round(float(rng.uniform(45, 95)), 1)}
+            extra["weather_conditions"] = {
+                "temperature": round(float(rng.normal(22, 4)), 1),
+                "humidity": round(float(rng.uniform(45, 95)), 1),
+            }
             extra["contagion_risk"] = SEVERITIES[int(rng.integers(0, 3))] if predicted != "healthy" else "low"
     if fb == rec.REJECTED:
         row["feedback_text"] = "Wrong diagnosis."
@@ -277,8 +340,14 @@ def _drawer(workers: int) -> Iterator[Callable[[list[tuple[str, int, int, str, f
         yield lambda jobs: pool.map(_draw, jobs, chunksize=8)
 
 
-def generate(settings: Settings, model_types: list[str], n: int = 600, seed: int = 0,
-             progress: ProgressFn = no_progress, workers: int | None = None) -> DemoSummary:
+def generate(
+    settings: Settings,
+    model_types: list[str],
+    n: int = 600,
+    seed: int = 0,
+    progress: ProgressFn = no_progress,
+    workers: int | None = None,
+) -> DemoSummary:
     """Write ``n`` demo rows and photos per model type into the store and the image cache.
 
     ``workers``: processes drawing photos (default: up to 4 when there are at least 300 photos, else 1).
@@ -286,11 +355,14 @@ def generate(settings: Settings, model_types: list[str], n: int = 600, seed: int
     if n < 1:
         raise UsageError(f"--n {n} must be at least 1")
     for model_type in model_types:
-        rec.check_model_type(model_type)
+        schema.check_model_type(model_type)
     started = time.perf_counter()
     models: dict[str, ModelSummary] = {}
-    with (Store(settings.db_path, create=True) as store, ImageCache(settings.image_dir) as cache,
-          _drawer(_workers(n * len(model_types), workers)) as draw_all):
+    with (
+        Store(settings.db_path, create=True) as store,
+        ImageCache(settings.image_dir) as cache,
+        _drawer(_workers(n * len(model_types), workers)) as draw_all,
+    ):
         salt = store.salt(settings.hash_salt)
         for model_type in model_types:
             rows = plan_rows(model_type, n, seed)
@@ -307,7 +379,11 @@ def generate(settings: Settings, model_types: list[str], n: int = 600, seed: int
             frame = rec.make_records(rows)
             result = store.upsert(frame)
             models[model_type] = ModelSummary(
-                model_type, len(rows), result, len(rows),
+                model_type,
+                len(rows),
+                result,
+                len(rows),
                 {c: truths.get(c, 0) for c in CLASSES[model_type]},
-                {k: int(v) for k, v in frame["feedback"].value_counts().items()})
+                {k: int(v) for k, v in frame["feedback"].value_counts().items()},
+            )
     return DemoSummary(seed, models, time.perf_counter() - started, Path(settings.db_path), Path(settings.image_dir))

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agroml.errors import OutputError
+from agroml.core.errors import OutputError
 
 
 def _save_atomically(fig: Any, path: Path) -> Path:
@@ -83,8 +83,11 @@ def _draw_counts(ax: Any, report: dict[str, Any]) -> None:
         ax.text(n, y, f" {n:,}", va="center", fontsize=8)
     ax.margins(x=0.12)
     rows_note = " (rows: predicted class, trainable: training label)" if report["by"] == "class" else ""
-    ax.set_title(f"Rows by {report['by']}{rows_note}"
-                 + (f", top 25 of {len(report['counts'])}" if len(report["counts"]) > 25 else ""), fontsize=10)
+    ax.set_title(
+        f"Rows by {report['by']}{rows_note}"
+        + (f", top 25 of {len(report['counts'])}" if len(report["counts"]) > 25 else ""),
+        fontsize=10,
+    )
     ax.set_xlabel("rows")
     ax.legend(loc="lower right", fontsize=8)
 
@@ -105,8 +108,15 @@ def _draw_heatmap(ax: Any, fig: Any, report: dict[str, Any]) -> None:
     ax.set_yticks(range(len(classes)), classes)
     for y, row in enumerate(grid):
         for x, n in enumerate(row):
-            ax.text(x, y, f"{n}\n{shares[y][x]:.0%}", ha="center", va="center", fontsize=8,
-                    color="white" if shares[y][x] > 0.6 else "black")
+            ax.text(
+                x,
+                y,
+                f"{n}\n{shares[y][x]:.0%}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if shares[y][x] > 0.6 else "black",
+            )
     ax.set_title("Predicted class x season: rows and share of the class", fontsize=10)
     ax.set_xlabel(f"season (local time, {report['timezone']})")
     fig.colorbar(image, ax=ax, label="share of the class's rows", shrink=0.8, format="{x:.0%}")
@@ -140,9 +150,11 @@ def distribution_png(report: dict[str, Any], path: Path) -> Path:
         window = ""
         if report.get("since") or report.get("until"):
             window = f", {(report.get('since') or '…')[:10]} to {(report.get('until') or '…')[:10]}"
-        fig.suptitle(f"{report['model_type']}: {report['total']} rows, {report['trainable']} trainable "
-                     f"(source {report['source']}{window}; generated {report['generated_at'][:16]}Z)",
-                     fontsize=12)
+        fig.suptitle(
+            f"{report['model_type']}: {report['total']} rows, {report['trainable']} trainable "
+            f"(source {report['source']}{window}; generated {report['generated_at'][:16]}Z)",
+            fontsize=12,
+        )
 
     return _with_figure(draw, path, (13, 9))
 
@@ -173,8 +185,15 @@ def confusion_matrix_png(cm: Any, class_names: list[str], path: Path) -> Path:
         for y in range(k):
             for x in range(k):
                 if matrix[y, x]:
-                    ax.text(x, y, str(matrix[y, x]), ha="center", va="center", fontsize=font,
-                            color="white" if share[y, x] > 0.55 else "black")
+                    ax.text(
+                        x,
+                        y,
+                        str(matrix[y, x]),
+                        ha="center",
+                        va="center",
+                        fontsize=font,
+                        color="white" if share[y, x] > 0.55 else "black",
+                    )
         correct, total = int(np.trace(matrix)), int(matrix.sum())
         accuracy = f"{correct / total:.1%}" if total else "n/a"
         ax.set_title(f"Confusion matrix: {total} images, accuracy {accuracy}", fontsize=10)
@@ -209,8 +228,15 @@ def training_curves_png(history: dict[str, list[float]], path: Path, phase_bound
                 ax.text(0.5, 0.5, f"no {key} recorded", ha="center", va="center", transform=ax.transAxes)
             if phase_boundary:
                 ax.axvline(phase_boundary + 0.5, color="grey", linestyle=":", linewidth=1)
-                ax.text(phase_boundary + 0.6, 0.98, "fine-tuning", transform=ax.get_xaxis_transform(),
-                        va="top", fontsize=8, color="grey")
+                ax.text(
+                    phase_boundary + 0.6,
+                    0.98,
+                    "fine-tuning",
+                    transform=ax.get_xaxis_transform(),
+                    va="top",
+                    fontsize=8,
+                    color="grey",
+                )
             if key == "accuracy" and drawn:
                 ax.set_ylim(0, 1.02)
             ax.set_title(title, fontsize=10)

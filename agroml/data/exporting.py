@@ -1,7 +1,7 @@
 """Export records to CSV, JSON Lines or Parquet: typed, chunked, atomic, without farmer ids by default.
 
 Why this shape:
-- **Typed.** Every format is written from the one record schema (:func:`agroml.records.arrow_schema`).
+- **Typed.** Every format is written from the one record schema (:func:`agroml.data.records.arrow_schema`).
   Parquet keeps the types themselves (``created_at`` as ``timestamp[us, UTC]``, ``user_confirmed`` a
   nullable boolean); CSV and JSON write times as ISO-8601 with their ``+00:00`` offset and the nested
   ``extra`` field as JSON text (it is JSON text in every format, so all three hold the same columns).
@@ -33,10 +33,12 @@ from typing import Any, Protocol
 import pandas as pd
 import pyarrow as pa
 
-from agroml import records as rec
-from agroml.errors import NoDataError, OutputError, UsageError
-from agroml.progress import ProgressFn, no_progress
-from agroml.sources import LocalSource, RecordSource
+from agroml.core import schema
+from agroml.core.errors import NoDataError, OutputError, UsageError
+from agroml.core.files import free_name
+from agroml.core.progress import ProgressFn, no_progress
+from agroml.data import records as rec
+from agroml.data.sources import LocalSource, RecordSource
 
 FORMATS: dict[str, str] = {"csv": "csv", "json": "jsonl", "parquet": "parquet"}  # format -> file extension
 SCOPES: tuple[str, ...] = ("training", "all")
@@ -45,9 +47,25 @@ SCOPES: tuple[str, ...] = ("training", "all")
 #: by. Left out: user_confirmed (folded into feedback/label), feedback_text (farmers' free text) and
 #: invalid_reason (always empty in this scope).
 TRAINING_COLUMNS: tuple[str, ...] = (
-    "id", "source", "model_type", "image_url", "image_hash", "predicted_label", "confidence", "actual_label",
-    "feedback", "label", "crop", "location", "latitude", "longitude", "severity", "growth_stage", "farmer_key",
-    "created_at", "extra",
+    "id",
+    "source",
+    "model_type",
+    "image_url",
+    "image_hash",
+    "predicted_label",
+    "confidence",
+    "actual_label",
+    "feedback",
+    "label",
+    "crop",
+    "location",
+    "latitude",
+    "longitude",
+    "severity",
+    "growth_stage",
+    "farmer_key",
+    "created_at",
+    "extra",
 )
 
 #: Time text in CSV and JSON: ISO-8601, microseconds, explicit offset (times are always UTC).
@@ -58,8 +76,8 @@ READ_BACK: dict[str, str] = {
     "parquet": "pd.read_parquet(path)",
     "csv": 'pd.read_csv(path, dtype=DTYPES, parse_dates=["created_at"], keep_default_na=False, na_values=[""])',
     "json": 'df = pd.read_json(path, lines=True, dtype=DTYPES | {"created_at": "str"}, precise_float=True); '
-            'df["created_at"] = pd.to_datetime(df["created_at"], utc=True, format="ISO8601")'
-            '.astype("datetime64[us, UTC]")',
+    'df["created_at"] = pd.to_datetime(df["created_at"], utc=True, format="ISO8601")'
+    '.astype("datetime64[us, UTC]")',
 }
 
 
@@ -93,9 +111,15 @@ class ExportResult:
         return {f.path: f.rows for f in self.files}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": self.format, "scope": self.scope, "warnings": list(self.warnings),
-                "files": [{"model_type": f.model_type, "path": str(f.path), "rows": f.rows, "excluded": f.excluded}
-                          for f in self.files]}
+        return {
+            "format": self.format,
+            "scope": self.scope,
+            "warnings": list(self.warnings),
+            "files": [
+                {"model_type": f.model_type, "path": str(f.path), "rows": f.rows, "excluded": f.excluded}
+                for f in self.files
+            ],
+        }
 
 
 def export_columns(scope: str, include_personal: bool = False) -> list[str]:
@@ -209,8 +233,10 @@ def _open_writer(fmt: str, path: Path, columns: list[str], include_personal: boo
 
 # --- the folder and the file ----------------------------------------------------------------------
 def _unwritable(out_dir: Path, reason: str) -> OutputError:
-    return OutputError(f"cannot write to export folder {out_dir}: {reason}",
-                       fix="choose a writable folder with --out DIR or set AGROML_EXPORTS_DIR")
+    return OutputError(
+        f"cannot write to export folder {out_dir}: {reason}",
+        fix="choose a writable folder with --out DIR or set AGROML_EXPORTS_DIR",
+    )
 
 
 def _prepare_folder(out_dir: Path) -> None:
@@ -223,17 +249,6 @@ def _prepare_folder(out_dir: Path) -> None:
         raise _unwritable(out_dir, "it is a file, not a folder") from None
     except OSError as exc:
         raise _unwritable(out_dir, exc.strerror or str(exc)) from None
-
-
-def _free_name(out_dir: Path, name: str) -> Path:
-    """``name`` in ``out_dir``, or ``stem-2.ext``... when taken (two exports in one second): never overwrite."""
-    path = out_dir / name
-    stem, _, ext = name.partition(".")
-    n = 1
-    while path.exists():
-        n += 1
-        path = out_dir / f"{stem}-{n}.{ext}"
-    return path
 
 
 def _excluded(source: RecordSource, model_type: str, since: Any, until: Any) -> dict[str, int]:
@@ -255,8 +270,19 @@ def _fast_order(source: RecordSource) -> dict[str, str]:
     return {"order": "key"} if isinstance(source, LocalSource) else {}
 
 
-def _write_one(source: RecordSource, model_type: str, scope: str, fmt: str, final: Path, *,
-               include_personal: bool, since: Any, until: Any, chunk_rows: int, progress: ProgressFn) -> int:
+def _write_one(
+    source: RecordSource,
+    model_type: str,
+    scope: str,
+    fmt: str,
+    final: Path,
+    *,
+    include_personal: bool,
+    since: Any,
+    until: Any,
+    chunk_rows: int,
+    progress: ProgressFn,
+) -> int:
     """Stream one model type's rows into ``final`` atomically; returns the row count."""
     columns = export_columns(scope, include_personal)
     # a hidden name unique to this call; created by the writer itself, so the file gets the usual
@@ -268,9 +294,16 @@ def _write_one(source: RecordSource, model_type: str, scope: str, fmt: str, fina
         writer = _open_writer(fmt, tmp, columns, include_personal)
         try:
             progress(task, 0, None)
-            for chunk in source.iter_records(model_type, since, until, columns=columns,
-                                             valid_only=scope == "training", include_personal=include_personal,
-                                             chunk_rows=chunk_rows, **_fast_order(source)):
+            for chunk in source.iter_records(
+                model_type,
+                since,
+                until,
+                columns=columns,
+                valid_only=scope == "training",
+                include_personal=include_personal,
+                chunk_rows=chunk_rows,
+                **_fast_order(source),
+            ):
                 if scope == "training":
                     chunk = chunk[chunk["label"].notna()]
                 writer.write(chunk[columns])
@@ -315,7 +348,7 @@ def export_records(
         raise UsageError(f"unknown export format {fmt!r}: valid formats are {', '.join(FORMATS)}")
     if chunk_rows < 1:
         raise UsageError(f"chunk_rows={chunk_rows} must be at least 1")
-    wanted = rec.expand_model_types(model_type)
+    wanted = schema.expand_model_types(model_type)
     present = source.model_types()
     if not present:
         raise NoDataError()
@@ -327,12 +360,24 @@ def export_records(
         if model_type == "all" and model not in present:
             result.warnings.append(f"{model}: no rows in the {source.name} source, no file written")
             continue
-        path = _free_name(out_dir, export_file_name(model, scope, fmt, when))
-        rows = _write_one(source, model, scope, fmt, path, include_personal=include_personal, since=since,
-                          until=until, chunk_rows=chunk_rows, progress=progress)
+        path = free_name(out_dir / export_file_name(model, scope, fmt, when))
+        rows = _write_one(
+            source,
+            model,
+            scope,
+            fmt,
+            path,
+            include_personal=include_personal,
+            since=since,
+            until=until,
+            chunk_rows=chunk_rows,
+            progress=progress,
+        )
         excluded = _excluded(source, model, since, until) if scope == "training" else {}
         result.files.append(ExportedFile(model, path, rows, excluded))
         if rows == 0:
-            result.warnings.append(f"{model}: no rows in scope {scope!r}, wrote {path} with no rows"
-                                   + ("" if model in present else f" (the {source.name} source has no {model} rows)"))
+            result.warnings.append(
+                f"{model}: no rows in scope {scope!r}, wrote {path} with no rows"
+                + ("" if model in present else f" (the {source.name} source has no {model} rows)")
+            )
     return result

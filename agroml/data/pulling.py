@@ -19,12 +19,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from agroml import records as rec
-from agroml.config import Settings
-from agroml.fetch import FetchSummary, fetch_images
-from agroml.images import ImageCache
-from agroml.progress import ProgressFn, no_progress
-from agroml.sources.local import Store, UpsertResult
+from agroml.core import schema
+from agroml.core.config import Settings
+from agroml.core.progress import ProgressFn, no_progress
+from agroml.data.store import Store, UpsertResult
+from agroml.data.supabase import SupabaseSource
+from agroml.images.cache import ImageCache
+from agroml.images.fetch import FetchSummary, fetch_images
 
 #: Unique image URLs fetched per batch: hashes are recorded after each, so a killed pull keeps them.
 IMAGE_BATCH = 2000
@@ -68,8 +69,16 @@ class PullResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "models": {m: {"rows": p.rows, "inserted": p.inserted, "updated": p.updated, "unchanged": p.unchanged,
-                           "invalid": p.invalid} for m, p in self.models.items()},
+            "models": {
+                m: {
+                    "rows": p.rows,
+                    "inserted": p.inserted,
+                    "updated": p.updated,
+                    "unchanged": p.unchanged,
+                    "invalid": p.invalid,
+                }
+                for m, p in self.models.items()
+            },
             "images": None if self.images is None else self.images.as_dict(),
             "hashes_recorded": self.hashes_recorded,
             "rows_without_image": self.rows_without_image,
@@ -79,12 +88,18 @@ class PullResult:
         }
 
 
-def pull(settings: Settings, model_type: str = "all", since: Any = None, until: Any = None, *,
-         images: bool = True, progress: ProgressFn = no_progress) -> PullResult:
+def pull(
+    settings: Settings,
+    model_type: str = "all",
+    since: Any = None,
+    until: Any = None,
+    *,
+    images: bool = True,
+    progress: ProgressFn = no_progress,
+) -> PullResult:
     """Upsert every row of ``model_type`` (or all) created in [since, until) and fetch its images."""
-    from agroml.sources.supabase import SupabaseSource
 
-    types = rec.expand_model_types(model_type)
+    types = schema.expand_model_types(model_type)
     with Store(settings.db_path, create=True) as store, SupabaseSource(settings) as source:
         source.use_salt(store.salt(settings.hash_salt))
         models: dict[str, ModelPull] = {}
@@ -99,20 +114,29 @@ def pull(settings: Settings, model_type: str = "all", since: Any = None, until: 
                     _upsert(source, store, mt, buffer, models[mt], wanted)
                     buffer, flushed = [], time.monotonic()
             _upsert(source, store, mt, buffer, models[mt], wanted)
-        result = PullResult(models, None, requests=source.requests, retries=source.policy.retries,
-                            warnings=list(source.warnings))
+        result = PullResult(
+            models, None, requests=source.requests, retries=source.policy.retries, warnings=list(source.warnings)
+        )
         if images:
             result.images, result.hashes_recorded = _pull_images(settings, store, source.name, wanted, progress)
     if result.images is not None and result.images.failed:
         reasons = ", ".join(f"{n} {r}" for r, n in result.images.reasons.items())
         result.rows_without_image = sum(len(wanted[url]) for url in result.images.failures)
-        result.warnings.append(f"{result.images.failed} images not fetched ({reasons}); their "
-                               f"{result.rows_without_image} rows stay without an image hash and out of training")
+        result.warnings.append(
+            f"{result.images.failed} images not fetched ({reasons}); their "
+            f"{result.rows_without_image} rows stay without an image hash and out of training"
+        )
     return result
 
 
-def _upsert(source: Any, store: Store, model_type: str, rows: list[dict[str, Any]], counts: ModelPull,
-            wanted: dict[str, list[str]]) -> None:
+def _upsert(
+    source: Any,
+    store: Store,
+    model_type: str,
+    rows: list[dict[str, Any]],
+    counts: ModelPull,
+    wanted: dict[str, list[str]],
+) -> None:
     """Normalize and upsert one batch of raw rows (one transaction); note each row's image URL."""
     if not rows:
         return
@@ -123,18 +147,20 @@ def _upsert(source: Any, store: Store, model_type: str, rows: list[dict[str, Any
         wanted.setdefault(url, []).append(row_id)
 
 
-def _pull_images(settings: Settings, store: Store, source: str, wanted: dict[str, list[str]],
-                 progress: ProgressFn) -> tuple[FetchSummary, int]:
+def _pull_images(
+    settings: Settings, store: Store, source: str, wanted: dict[str, list[str]], progress: ProgressFn
+) -> tuple[FetchSummary, int]:
     """Fetch in batches, recording each batch's hashes in the store as soon as its files exist."""
     summary = FetchSummary()
     recorded = 0
     urls = list(wanted)
     with ImageCache(settings.image_dir, max_bytes=int(settings.image_max_mb * 1_000_000)) as cache:
         for start in range(0, len(urls), IMAGE_BATCH):
-            batch = urls[start:start + IMAGE_BATCH]
+            batch = urls[start : start + IMAGE_BATCH]
 
-            def batch_progress(task: str, done: int, total: int | None = None, info: str = "",
-                               offset: int = start) -> None:
+            def batch_progress(
+                task: str, done: int, total: int | None = None, info: str = "", offset: int = start
+            ) -> None:
                 progress("images", offset + done, len(urls), info)
 
             part = fetch_images(batch, cache, settings, batch_progress)

@@ -19,6 +19,7 @@ index: no request at all) or failed with a countable reason.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import threading
 import time
@@ -31,11 +32,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote, urljoin, urlsplit
 
-from agroml.config import Settings
-from agroml.errors import ImageError
-from agroml.images import TOO_LARGE, CachedImage, ImageCache, ImageRejected, verify_image
-from agroml.progress import ProgressFn, no_progress
-from agroml.retry import RetriesExhausted, RetryPolicy, TransientError, is_retryable_status, retry_after_seconds
+from agroml.core.config import Settings
+from agroml.core.errors import ImageError
+from agroml.core.progress import ProgressFn, no_progress
+from agroml.core.retry import RetriesExhausted, RetryPolicy, TransientError, is_retryable_status, retry_after_seconds
+from agroml.images.cache import TOO_LARGE, CachedImage, ImageCache, ImageRejected, verify_image
 
 if TYPE_CHECKING:
     import httpx
@@ -189,8 +190,15 @@ class FetchSummary:
         self.paths.update(other.paths)
 
     def as_dict(self) -> dict[str, object]:
-        return {"fetched": self.fetched, "cached": self.cached, "failed": self.failed, "reasons": self.reasons,
-                "requests": self.requests, "retries": self.retries, "failures": self.details or self.failures}
+        return {
+            "fetched": self.fetched,
+            "cached": self.cached,
+            "failed": self.failed,
+            "reasons": self.reasons,
+            "requests": self.requests,
+            "retries": self.retries,
+            "failures": self.details or self.failures,
+        }
 
 
 class Fetcher:
@@ -202,14 +210,18 @@ class Fetcher:
         self.urls = UrlPolicy(settings)
         self.retry = policy or RetryPolicy.from_settings(settings)
         self.max_bytes = int(settings.image_max_mb * 1_000_000)
-        self._key_headers = ({"apikey": settings.supabase_key, "Authorization": f"Bearer {settings.supabase_key}"}
-                             if settings.supabase_key else {})
+        self._key_headers = (
+            {"apikey": settings.supabase_key, "Authorization": f"Bearer {settings.supabase_key}"}
+            if settings.supabase_key
+            else {}
+        )
         workers = max(1, settings.image_concurrency)
         # no default headers: the key is added per request, and only for Supabase's origin
         self.client = httpx.Client(
             timeout=httpx.Timeout(settings.http_timeout, connect=min(10.0, settings.http_timeout)),
             limits=httpx.Limits(max_connections=workers, max_keepalive_connections=workers),
-            follow_redirects=False)
+            follow_redirects=False,
+        )
         self.requests = 0
         self._lock = threading.Lock()
 
@@ -267,8 +279,6 @@ class Fetcher:
                 if len(body) > 65_536:
                     break
             try:
-                import json
-
                 status = int(json.loads(body).get("statusCode", 400))
             except (ValueError, AttributeError, TypeError):
                 status = 400
@@ -299,8 +309,10 @@ def _fill_lock(root: Path) -> Iterator[None]:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise ImageError(f"another agroml process is filling the image cache {root}",
-                             fix="wait for that `agroml pull` to finish, then run again") from None
+            raise ImageError(
+                f"another agroml process is filling the image cache {root}",
+                fix="wait for that `agroml pull` to finish, then run again",
+            ) from None
         for folder in [root, *(p for p in root.iterdir() if p.is_dir())]:
             with os.scandir(folder) as entries:
                 for entry in entries:
@@ -312,8 +324,9 @@ def _fill_lock(root: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def fetch_images(urls: list[str], cache: ImageCache, settings: Settings,
-                 progress: ProgressFn = no_progress) -> FetchSummary:
+def fetch_images(
+    urls: list[str], cache: ImageCache, settings: Settings, progress: ProgressFn = no_progress
+) -> FetchSummary:
     """Bring every URL's image into ``cache``; each ends fetched, cached or failed with a reason.
 
     The cache index is keyed by the resolved URL, so a warm cache answers with no request at all.

@@ -22,12 +22,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from agroml import records as rec
-from agroml.config import Settings
-from agroml.errors import UsageError
-from agroml.images import ImageCache, ImageRejected
-from agroml.progress import ProgressFn, no_progress
-from agroml.sources.local import Store, UpsertResult
+from agroml.core import schema
+from agroml.core.config import Settings
+from agroml.core.errors import UsageError
+from agroml.core.progress import ProgressFn, no_progress
+from agroml.data import records as rec
+from agroml.data.store import Store, UpsertResult
+from agroml.images.cache import ImageCache, ImageRejected
 
 _NAMESPACE = uuid.UUID("0c7c1f3e-3a0e-4f4e-8f3e-5d1b8a6c2e90")
 #: Reasons a file is skipped, besides images.ImageRejected's (not_an_image, truncated, too_large, ...).
@@ -60,11 +61,20 @@ class ImportSummary:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "model_type": self.model_type, "folder": str(self.folder), "files_seen": self.files_seen,
-            "rows": self.rows, "inserted": self.upsert.inserted, "updated": self.upsert.updated,
-            "unchanged": self.upsert.unchanged, "images": self.images, "classes": self.classes,
-            "skipped": self.skipped, "skipped_files": [{"path": p, "reason": r} for p, r in self.skipped_files],
-            "seconds": round(self.seconds, 3), "store": str(self.store_path), "image_dir": str(self.image_dir),
+            "model_type": self.model_type,
+            "folder": str(self.folder),
+            "files_seen": self.files_seen,
+            "rows": self.rows,
+            "inserted": self.upsert.inserted,
+            "updated": self.upsert.updated,
+            "unchanged": self.upsert.unchanged,
+            "images": self.images,
+            "classes": self.classes,
+            "skipped": self.skipped,
+            "skipped_files": [{"path": p, "reason": r} for p, r in self.skipped_files],
+            "seconds": round(self.seconds, 3),
+            "store": str(self.store_path),
+            "image_dir": str(self.image_dir),
             "warnings": self.warnings,
         }
 
@@ -72,15 +82,21 @@ class ImportSummary:
 def class_folders(folder: Path) -> list[Path]:
     """The class subfolders of ``folder`` (hidden ones excluded), sorted; errors for a missing or flat folder."""
     if not folder.exists():
-        raise UsageError(f"import folder not found: {folder}",
-                         fix="give a folder with one subfolder per class, e.g. DIR/aphids/*.jpg")
+        raise UsageError(
+            f"import folder not found: {folder}",
+            fix="give a folder with one subfolder per class, e.g. DIR/aphids/*.jpg",
+        )
     if not folder.is_dir():
-        raise UsageError(f"import folder is not a folder: {folder}",
-                         fix="give a folder with one subfolder per class, e.g. DIR/aphids/*.jpg")
+        raise UsageError(
+            f"import folder is not a folder: {folder}",
+            fix="give a folder with one subfolder per class, e.g. DIR/aphids/*.jpg",
+        )
     subdirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not subdirs:
-        raise UsageError(f"no class folders in {folder}: the images must sit in one subfolder per class",
-                         fix="arrange them as DIR/<class>/<image>, e.g. DIR/aphids/001.jpg")
+        raise UsageError(
+            f"no class folders in {folder}: the images must sit in one subfolder per class",
+            fix="arrange them as DIR/<class>/<image>, e.g. DIR/aphids/001.jpg",
+        )
     return subdirs
 
 
@@ -89,15 +105,16 @@ def _files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() or (p.is_symlink() and not p.exists()))
 
 
-def import_folder(settings: Settings, folder: Path, model_type: str,
-                  progress: ProgressFn = no_progress) -> ImportSummary:
+def import_folder(
+    settings: Settings, folder: Path, model_type: str, progress: ProgressFn = no_progress
+) -> ImportSummary:
     """Import ``folder``'s images as confirmed ``model_type`` rows (source "import") into the store and cache."""
-    rec.check_model_type(model_type)
+    schema.check_model_type(model_type)
     started = time.perf_counter()
     subdirs = class_folders(Path(folder).expanduser())  # errors name the path as the user gave it
     folder = Path(folder).expanduser().resolve()
     subdirs = [folder / sub.name for sub in subdirs]
-    vocabulary = rec.DEFAULT_SPECS[model_type].vocabulary
+    vocabulary = schema.DEFAULT_SPECS[model_type].vocabulary
     skipped: Counter[str] = Counter()
     skipped_files: list[tuple[str, str]] = []
     classes: Counter[str] = Counter()
@@ -133,17 +150,31 @@ def import_folder(settings: Settings, folder: Path, model_type: str,
             upsert += store.upsert(rec.make_records(pending))
     warnings = []
     if skipped:
-        warnings.append(f"skipped {sum(skipped.values())} file(s): "
-                        + ", ".join(f"{n} {reason}" for reason, n in sorted(skipped.items())))
+        warnings.append(
+            f"skipped {sum(skipped.values())} file(s): "
+            + ", ".join(f"{n} {reason}" for reason, n in sorted(skipped.items()))
+        )
     if vocabulary is not None and skipped.get(UNKNOWN_LABEL):
         warnings.append(f"{model_type} classes must be one of {', '.join(vocabulary)}")
-    return ImportSummary(model_type, folder, total + len(loose), upsert, images, dict(sorted(classes.items())),
-                         dict(sorted(skipped.items())), skipped_files, time.perf_counter() - started,
-                         Path(settings.db_path), Path(settings.image_dir), warnings)
+    return ImportSummary(
+        model_type,
+        folder,
+        total + len(loose),
+        upsert,
+        images,
+        dict(sorted(classes.items())),
+        dict(sorted(skipped.items())),
+        skipped_files,
+        time.perf_counter() - started,
+        Path(settings.db_path),
+        Path(settings.image_dir),
+        warnings,
+    )
 
 
-def _import_file(cache: ImageCache, folder: Path, path: Path, model_type: str, label: str,
-                 skip: Any) -> dict[str, Any] | None:
+def _import_file(
+    cache: ImageCache, folder: Path, path: Path, model_type: str, label: str, skip: Any
+) -> dict[str, Any] | None:
     """One file -> a record dict, or None after counting why it was skipped."""
     try:
         data = path.read_bytes()
@@ -160,10 +191,16 @@ def _import_file(cache: ImageCache, folder: Path, path: Path, model_type: str, l
     relative = path.relative_to(folder.parent).as_posix()
     return {
         "id": str(uuid.uuid5(_NAMESPACE, f"{model_type}:{relative}")),
-        "source": "import", "model_type": model_type, "image_url": url, "image_hash": cached.sha256,
-        "predicted_label": label, "confidence": 1.0, "user_confirmed": True, "actual_label": None,
+        "source": "import",
+        "model_type": model_type,
+        "image_url": url,
+        "image_hash": cached.sha256,
+        "predicted_label": label,
+        "confidence": 1.0,
+        "user_confirmed": True,
+        "actual_label": None,
         "created_at": datetime.fromtimestamp(mtime, tz=UTC),
-        "extra": json.dumps({"relative_path": relative, "width": cached.width, "height": cached.height},
-                            sort_keys=True),
+        "extra": json.dumps(
+            {"relative_path": relative, "width": cached.width, "height": cached.height}, sort_keys=True
+        ),
     }
-

@@ -18,7 +18,6 @@ one serves, which one it replaced.
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import signal
@@ -27,12 +26,12 @@ import sqlite3
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
 
-from agroml.errors import ModelNotFoundError, OutputError, RunBusyError, StoreError, UsageError
+from agroml.core.errors import ModelNotFoundError, OutputError, RunBusyError, StoreError, UsageError
+from agroml.core.files import free_name, json_text, utc_stamp
 
 RUNNING, SUCCEEDED, FAILED, INTERRUPTED = "running", "succeeded", "failed", "interrupted"
 STATES: tuple[str, ...] = (RUNNING, SUCCEEDED, FAILED, INTERRUPTED)
@@ -56,33 +55,8 @@ _SCHEMA = (
 )
 
 
-def to_jsonable(value: Any) -> Any:
-    """Plain JSON values only: numpy scalars and arrays, tuples, Paths and NaN made safe.
-
-    Why: ``json.dumps`` raises on numpy ints mid-write; converting first means a write either happens
-    whole or not at all. NaN and infinities become None (they are not JSON).
-    """
-    if isinstance(value, dict):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if hasattr(value, "tolist") and not isinstance(value, str | bytes):  # numpy scalar or array
-        return to_jsonable(value.tolist())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def _dumps(value: Any) -> str | None:
-    return None if value is None else json.dumps(to_jsonable(value), sort_keys=True)
-
-
-def _iso(ts: float | None) -> str | None:
-    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return None if value is None else json_text(value, indent=None, sort_keys=True)
 
 
 # --- process liveness ----------------------------------------------------------------------------
@@ -92,7 +66,7 @@ def _proc_start(pid: int) -> int | None:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields_ = stat[stat.rfind(")") + 2:].split()
+    fields_ = stat[stat.rfind(")") + 2 :].split()
     return int(fields_[19]) if len(fields_) > 19 else None
 
 
@@ -110,7 +84,7 @@ def pid_alive(pid: int | None, pid_start: int | None = None) -> bool:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return True  # no /proc (macOS): the signal check is all we have
-    state = stat[stat.rfind(")") + 2:].split()[0]
+    state = stat[stat.rfind(")") + 2 :].split()[0]
     if state in ("Z", "X"):  # killed but not yet reaped: it will never report again
         return False
     return pid_start is None or _proc_start(pid) == pid_start
@@ -152,13 +126,28 @@ class RunInfo:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         for key in ("started_at", "ended_at", "updated_at"):
-            out[key] = _iso(out[key])
+            out[key] = utc_stamp(out[key])
         out["duration_s"] = None if self.duration_s is None else round(self.duration_s, 1)
         return out
 
 
-_COLUMNS = ("run_id", "model_type", "arch", "state", "pid", "pid_start", "host", "started_at", "ended_at",
-            "updated_at", "epoch", "metrics", "path", "config", "error")
+_COLUMNS = (
+    "run_id",
+    "model_type",
+    "arch",
+    "state",
+    "pid",
+    "pid_start",
+    "host",
+    "started_at",
+    "ended_at",
+    "updated_at",
+    "epoch",
+    "metrics",
+    "path",
+    "config",
+    "error",
+)
 
 
 def _info(row: tuple, production: set[tuple[str, str]]) -> RunInfo:
@@ -189,11 +178,18 @@ class RunHandle:
     def update(self, epoch: int, metrics: dict[str, Any]) -> None:
         """Record the latest epoch and its metrics (``agroml status`` shows them)."""
         with self.registry._tx() as con:
-            con.execute("UPDATE runs SET epoch = ?, metrics = ?, updated_at = ? WHERE model_type = ? AND run_id = ?",
-                        (int(epoch), _dumps(metrics), time.time(), self.model_type, self.run_id))
+            con.execute(
+                "UPDATE runs SET epoch = ?, metrics = ?, updated_at = ? WHERE model_type = ? AND run_id = ?",
+                (int(epoch), _dumps(metrics), time.time(), self.model_type, self.run_id),
+            )
 
-    def finish(self, state: str, metrics: dict[str, Any] | None = None, path: str | Path | None = None,
-               error: str | None = None) -> None:
+    def finish(
+        self,
+        state: str,
+        metrics: dict[str, Any] | None = None,
+        path: str | Path | None = None,
+        error: str | None = None,
+    ) -> None:
         """Mark the run ended in ``state``; metrics and path are kept as they were when not given."""
         if state not in STATES or state == RUNNING:
             raise UsageError(f"cannot finish a run as {state!r}: use one of succeeded, failed, interrupted")
@@ -202,8 +198,17 @@ class RunHandle:
             con.execute(
                 "UPDATE runs SET state = ?, ended_at = ?, updated_at = ?, metrics = coalesce(?, metrics), "
                 "path = coalesce(?, path), error = coalesce(?, error) WHERE model_type = ? AND run_id = ?",
-                (state, now, now, _dumps(metrics), None if path is None else str(path), error,
-                 self.model_type, self.run_id))
+                (
+                    state,
+                    now,
+                    now,
+                    _dumps(metrics),
+                    None if path is None else str(path),
+                    error,
+                    self.model_type,
+                    self.run_id,
+                ),
+            )
         self.finished = True
         self._restore_signal()
 
@@ -216,8 +221,9 @@ class RunHandle:
             self._installed = False
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         try:
             if not self.finished:
                 if exc_type is None:
@@ -262,11 +268,14 @@ class Registry:
             for statement in _SCHEMA:
                 self.con.execute(statement)
         except OSError as exc:
-            raise OutputError(f"cannot create {self.models_dir}: {exc.strerror}",
-                              fix="set AGROML_MODELS_DIR to a writable folder") from None
+            raise OutputError(
+                f"cannot create {self.models_dir}: {exc.strerror}", fix="set AGROML_MODELS_DIR to a writable folder"
+            ) from None
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{self.path} is not a readable run registry ({exc})",
-                             fix="move the file aside; runs are kept in their folders under models/") from None
+            raise StoreError(
+                f"{self.path} is not a readable run registry ({exc})",
+                fix="move the file aside; runs are kept in their folders under models/",
+            ) from None
 
     def close(self) -> None:
         self.con.close()
@@ -292,8 +301,9 @@ class Registry:
         return Registry._Tx(self.con)
 
     # -- liveness ------------------------------------------------------------------------------------
-    def _is_dead(self, pid: int | None, pid_start: int | None, host: str | None, updated_at: float | None,
-                 started_at: float) -> bool:
+    def _is_dead(
+        self, pid: int | None, pid_start: int | None, host: str | None, updated_at: float | None, started_at: float
+    ) -> bool:
         if host == self.host:
             return not pid_alive(pid, pid_start)
         last = updated_at if updated_at is not None else started_at
@@ -310,17 +320,30 @@ class Registry:
         for row in con.execute(sql + " ORDER BY started_at", params).fetchall():
             d = dict(zip(_COLUMNS, row, strict=True))
             if self._is_dead(d["pid"], d["pid_start"], d["host"], d["updated_at"], d["started_at"]):
-                con.execute("UPDATE runs SET state = ?, ended_at = coalesce(updated_at, started_at), error = ? "
-                            "WHERE model_type = ? AND run_id = ?",
-                            (INTERRUPTED, f"process {d['pid']} on {d['host']} ended without finishing the run",
-                             d["model_type"], d["run_id"]))
+                con.execute(
+                    "UPDATE runs SET state = ?, ended_at = coalesce(updated_at, started_at), error = ? "
+                    "WHERE model_type = ? AND run_id = ?",
+                    (
+                        INTERRUPTED,
+                        f"process {d['pid']} on {d['host']} ended without finishing the run",
+                        d["model_type"],
+                        d["run_id"],
+                    ),
+                )
             else:
                 live.append(row)
         return live
 
     # -- writing -------------------------------------------------------------------------------------
-    def start(self, model_type: str, run_id: str, arch: str | None, config: dict[str, Any],
-              pid: int | None = None, path: str | Path | None = None) -> RunHandle:
+    def start(
+        self,
+        model_type: str,
+        run_id: str,
+        arch: str | None,
+        config: dict[str, Any],
+        pid: int | None = None,
+        path: str | Path | None = None,
+    ) -> RunHandle:
         """Register a running run, or raise RunBusyError if a live run of ``model_type`` holds the slot."""
         pid = os.getpid() if pid is None else pid
         now = time.time()
@@ -330,23 +353,41 @@ class Registry:
                 d = dict(zip(_COLUMNS, live[0], strict=True))
                 raise RunBusyError(
                     f"a {model_type} training is already running: run {d['run_id']} (pid {d['pid']} on {d['host']}, "
-                    f"started {_iso(d['started_at'])})",
-                    fix="wait for it to finish (`agroml status`), or stop that process")
+                    f"started {utc_stamp(d['started_at'])})",
+                    fix="wait for it to finish (`agroml status`), or stop that process",
+                )
             if con.execute("SELECT 1 FROM runs WHERE model_type = ? AND run_id = ?", (model_type, run_id)).fetchone():
-                raise RunBusyError(f"run id {run_id} is already used by another {model_type} run",
-                                   fix="start again in a second: run ids are made from the time")
+                raise RunBusyError(
+                    f"run id {run_id} is already used by another {model_type} run",
+                    fix="start again in a second: run ids are made from the time",
+                )
             con.execute(
                 "INSERT INTO runs (run_id, model_type, arch, state, pid, pid_start, host, started_at, updated_at, "
                 "epoch, metrics, path, config) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (run_id, model_type, arch, RUNNING, pid, _proc_start(pid), self.host, now, now, None, None,
-                 None if path is None else str(path), _dumps(config)))
+                (
+                    run_id,
+                    model_type,
+                    arch,
+                    RUNNING,
+                    pid,
+                    _proc_start(pid),
+                    self.host,
+                    now,
+                    now,
+                    None,
+                    None,
+                    None if path is None else str(path),
+                    _dumps(config),
+                ),
+            )
         return RunHandle(self, model_type, run_id)
 
     # -- reading -------------------------------------------------------------------------------------
     def _production(self) -> set[tuple[str, str]]:
         rows = self.con.execute(
             "SELECT p.model_type, p.run_id FROM promotions p WHERE p.promoted_at = "
-            "(SELECT max(q.promoted_at) FROM promotions q WHERE q.model_type = p.model_type)").fetchall()
+            "(SELECT max(q.promoted_at) FROM promotions q WHERE q.model_type = p.model_type)"
+        ).fetchall()
         return {(m, r) for m, r in rows}
 
     def runs(self, model_type: str | None = None) -> list[RunInfo]:
@@ -380,8 +421,9 @@ class Registry:
         return None
 
     def production_run_id(self, model_type: str) -> str | None:
-        row = self.con.execute("SELECT run_id FROM promotions WHERE model_type = ? ORDER BY promoted_at DESC LIMIT 1",
-                               (model_type,)).fetchone()
+        row = self.con.execute(
+            "SELECT run_id FROM promotions WHERE model_type = ? ORDER BY promoted_at DESC LIMIT 1", (model_type,)
+        ).fetchone()
         return row[0] if row else None
 
     # -- run folders -----------------------------------------------------------------------------------
@@ -391,15 +433,19 @@ class Registry:
         if ref is None:
             run = self.latest(model_type)
             if run is None:
-                raise ModelNotFoundError(f"no succeeded {model_type} run to use",
-                                         fix=f"train one with `agroml train --model {model_type}`, or {hint}")
+                raise ModelNotFoundError(
+                    f"no succeeded {model_type} run to use",
+                    fix=f"train one with `agroml train --model {model_type}`, or {hint}",
+                )
             return Path(run.path)  # type: ignore[arg-type]
         ref_s = str(ref)
         if ref_s == PRODUCTION:
             folder = self.models_dir / model_type / PRODUCTION
             if not (folder / "model.keras").is_file():
-                raise ModelNotFoundError(f"no production {model_type} model in {folder}",
-                                         fix=f"promote a run with `agroml promote RUN_ID --model {model_type}`; {hint}")
+                raise ModelNotFoundError(
+                    f"no production {model_type} model in {folder}",
+                    fix=f"promote a run with `agroml promote RUN_ID --model {model_type}`; {hint}",
+                )
             return folder
         as_path = Path(ref_s)
         if (as_path / "model.keras").is_file():
@@ -413,10 +459,10 @@ class Registry:
         if run is not None and run.path and (Path(run.path) / "model.keras").is_file():
             return Path(run.path)
         if run is not None:
-            raise ModelNotFoundError(f"run {ref_s!r} ({run.state}) has no saved model",
-                                     fix=f"pick a succeeded run: {hint}")
-        raise ModelNotFoundError(f"no {model_type} run, production model or model folder named {ref_s!r}",
-                                 fix=hint)
+            raise ModelNotFoundError(
+                f"run {ref_s!r} ({run.state}) has no saved model", fix=f"pick a succeeded run: {hint}"
+            )
+        raise ModelNotFoundError(f"no {model_type} run, production model or model folder named {ref_s!r}", fix=hint)
 
     def promote(self, model_type: str, ref: str) -> dict[str, Any]:
         """Copy a run to ``models/<type>/production/``; the previous production goes to ``archive/<its run_id>/``.
@@ -435,26 +481,41 @@ class Registry:
         staged = tmp / PRODUCTION
         try:
             shutil.copytree(source, staged)
-            marker = {"run_id": run_id, "model_type": model_type, "promoted_at": _iso(time.time()),
-                      "source": str(source)}
+            marker = {
+                "run_id": run_id,
+                "model_type": model_type,
+                "promoted_at": utc_stamp(time.time()),
+                "source": str(source),
+            }
             (staged / PROMOTED_FILE).write_text(json.dumps(marker, indent=2) + "\n")
             previous = archived = None
             if production.exists():
                 previous = _folder_run_id(production)
-                archived = _free_name(type_dir / "archive" / previous)
+                archived = free_name(type_dir / "archive" / previous)
                 archived.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(production, archived)
             os.replace(staged, production)
         except OSError as exc:
-            raise OutputError(f"cannot promote {run_id} into {production}: {exc}",
-                              fix="check free disk space and permissions under AGROML_MODELS_DIR") from None
+            raise OutputError(
+                f"cannot promote {run_id} into {production}: {exc}",
+                fix="check free disk space and permissions under AGROML_MODELS_DIR",
+            ) from None
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         with self._tx() as con:
-            con.execute("INSERT INTO promotions (model_type, run_id, promoted_at, previous_run_id, path) "
-                        "VALUES (?, ?, ?, ?, ?)", (model_type, run_id, time.time(), previous, str(production)))
-        return {"model_type": model_type, "run_id": run_id, "path": str(production), "source": str(source),
-                "previous_run_id": previous, "archived_to": None if archived is None else str(archived)}
+            con.execute(
+                "INSERT INTO promotions (model_type, run_id, promoted_at, previous_run_id, path) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (model_type, run_id, time.time(), previous, str(production)),
+            )
+        return {
+            "model_type": model_type,
+            "run_id": run_id,
+            "path": str(production),
+            "source": str(source),
+            "previous_run_id": previous,
+            "archived_to": None if archived is None else str(archived),
+        }
 
 
 def _folder_run_id(folder: Path) -> str:
@@ -467,12 +528,3 @@ def _folder_run_id(folder: Path) -> str:
         if value:
             return str(value)
     return folder.name
-
-
-def _free_name(path: Path) -> Path:
-    """``path``, or ``path-2``, ``path-3``... if taken (a run promoted twice is archived twice)."""
-    candidate, n = path, 1
-    while candidate.exists():
-        n += 1
-        candidate = path.with_name(f"{path.name}-{n}")
-    return candidate

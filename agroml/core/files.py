@@ -1,0 +1,118 @@
+"""Files: atomic writes, the one JSON encoding, free names and UTC time stamps.
+
+Why atomic writes everywhere: a run folder, an evaluation report, a cached image or an export that a
+kill interrupts half-way must not be left half-written where a whole one is expected. Every write goes
+to a temporary sibling, is flushed to disk, and is renamed over the target in one step.
+
+Why one JSON encoding: the old training log crashed on numpy integers half-way through a write and the
+truncated file broke the history for good. :func:`to_jsonable` turns numpy scalars and arrays, paths,
+times, tuples and sets into plain JSON values and NaN / infinities into null *before* anything is
+written, so a write happens whole or not at all, and the CLI's ``--json``, the registry and run folders
+all encode values the same way.
+
+Permissions: files another account must read (run folders, plots, exports without personal data)
+get the usual umask permissions; ``private=True`` (personal data) makes them owner-only (0600).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+PRIVATE_MODE = 0o600
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS allows (``os.umask`` alone must set it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # no /proc (macOS, Windows): set and restore at once
+    os.umask(mask)
+    return mask
+
+
+def public_mode() -> int:
+    """The mode a plain ``open(path, "w")`` would give a new file: 0666 less the umask."""
+    return 0o666 & ~current_umask()
+
+
+def atomic_write(path: Path, data: bytes, *, private: bool = False) -> None:
+    """Write ``data`` to ``path`` through a temporary sibling and a rename: all or nothing.
+
+    The temporary file is named ``.<name>.<random>.tmp`` so a crashed write can be recognized and
+    removed; its mode is set before the rename (mkstemp makes it 0600, which would hide a model's
+    labels from the account that serves it).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, PRIVATE_MODE if private else public_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: Path, text: str, *, private: bool = False) -> None:
+    """UTF-8 text, atomically."""
+    atomic_write(path, text.encode("utf-8"), private=private)
+
+
+def to_jsonable(value: Any) -> Any:
+    """Plain JSON values only: numpy scalars and arrays, tuples, sets, paths and times made safe.
+
+    NaN and infinities become None (they are not JSON); keys become strings.
+    """
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if hasattr(value, "tolist") and not isinstance(value, str | bytes):  # numpy scalar or array
+        return to_jsonable(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def json_text(value: Any, *, indent: int | None = 2, sort_keys: bool = False) -> str:
+    """``value`` as JSON text through :func:`to_jsonable` (unicode kept as is)."""
+    return json.dumps(to_jsonable(value), indent=indent, sort_keys=sort_keys, ensure_ascii=False)
+
+
+def write_json(path: Path, data: Any, *, private: bool = False) -> None:
+    """``data`` as indented JSON with a final newline, atomically."""
+    write_text(path, json_text(data) + "\n", private=private)
+
+
+def free_name(path: Path) -> Path:
+    """``path``, or ``<stem>-2<suffix>``, ``<stem>-3<suffix>``... if taken (nothing is overwritten)."""
+    candidate, n = Path(path), 1
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
+    return candidate
+
+
+def utc_stamp(ts: float | None) -> str | None:
+    """UTC seconds as ``2026-03-01T10:15:00Z`` (None stays None)."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

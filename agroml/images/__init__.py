@@ -1,0 +1,1 @@
+"""Images: the content-addressed cache, downloads (hosts, size cap, concurrency) and pixel decoding."""

@@ -1,0 +1,1 @@
+"""A trained model's life: the runs registry, metrics and plots, evaluation, prediction, promotion."""
