@@ -129,7 +129,6 @@ def test_round_trip_equals_the_store(store_data, fmt, scope):
 
 
 def test_round_trip_on_demo_data(request):
-    pytest.importorskip("agroml.demo.rows")  # until the demo generator lands; the rows above cover every case
     demo_data = request.getfixturevalue("demo_data")
     for fmt in ("parquet", "csv", "json"):
         result = _export(demo_data, "all", "all", fmt, chunk_rows=50)

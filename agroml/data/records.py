@@ -295,12 +295,6 @@ def valid_only(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["invalid_reason"].isna()]
 
 
-def invalid_counts(df: pd.DataFrame) -> dict[str, int]:
-    """{reason: rows} for the invalid rows of a record frame."""
-    counts = df["invalid_reason"].dropna().value_counts()
-    return {str(k): int(v) for k, v in counts.items()}
-
-
 def make_records(rows: Iterable[Mapping[str, Any]], include_personal: bool = True) -> pd.DataFrame:
     """Build a record frame from dicts already in record-field names (demo, import), filling defaults.
 

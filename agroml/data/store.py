@@ -344,8 +344,3 @@ def _frame(rows: list[tuple], names: list[str]) -> pd.DataFrame:
     if "user_confirmed" in df.columns:
         df["user_confirmed"] = df["user_confirmed"].astype("Int64").astype("boolean")
     return rec.coerce(df)
-
-
-def open_store(path: str | Path, create: bool = False) -> Store:
-    """Open the store for a command: reading commands pass create=False and get NoDataError if absent."""
-    return Store(path, create=create)

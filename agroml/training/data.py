@@ -253,31 +253,3 @@ def make_dataset(
     if repeat:
         ds = ds.repeat()
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-
-
-def load_split_dataset(
-    settings: Any,
-    model_type: str,
-    row_ids: Sequence[str],
-    class_names: Sequence[str],
-    image_size: int,
-    batch_size: int = 32,
-) -> tuple[Any, np.ndarray, list[str], dict[str, int]]:
-    """(dataset of images in order, integer labels, kept row ids, skipped counts) for given row ids.
-
-    For evaluation on a run's recorded test split: rows whose label is not one of ``class_names``
-    (a class added after the run) or whose image is gone are counted in ``skipped``, not guessed.
-    """
-    wanted = {str(r) for r in row_ids}
-    rows = [r for r in read_labelled_rows(settings, model_type) if str(r[0]) in wanted]
-    skipped: Counter = Counter()
-    skipped["row_not_found"] = len(wanted) - len({str(r[0]) for r in rows})
-    index = {c: i for i, c in enumerate(class_names)}
-    known = [r for r in rows if r[1] in index]
-    skipped["label_not_in_model"] = len(rows) - len(known)
-    examples, bad = resolve_images(settings, known)
-    skipped.update(bad)
-    paths = [str(e.path) for e in examples]
-    labels = np.asarray([index[e.label] for e in examples], dtype="int32")
-    ds = make_dataset(paths, None, image_size, batch_size)
-    return ds, labels, [e.row_id for e in examples], {k: v for k, v in skipped.items() if v}
