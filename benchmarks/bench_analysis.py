@@ -143,7 +143,7 @@ def measure(name: str, db: Path, out: Path) -> dict:
     if name == "stats":
         with LocalSource(settings) as source:
             report = analysis.stats_report(source, ["pest"], None, None, settings.min_total, settings.min_per_class)
-        rows = report["models"]["pest"]["total"]
+        rows = report.models["pest"]["total"]
     elif name == "export":
         with LocalSource(settings) as source:
             result = export_records(source, "pest", "all", "parquet", out)

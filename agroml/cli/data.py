@@ -11,8 +11,9 @@ from rich.table import Table
 from agroml.cli import output
 from agroml.cli.options import JsonOpt, ModelAllOpt, ModelOpt, ModelTypeOrAll, SeedOpt
 from agroml.core import config, schema
-from agroml.data.importing import import_folder
+from agroml.data.importing import ImportSummary, import_folder
 from agroml.demo import rows as demo_data
+from agroml.demo.rows import DemoSummary
 
 CountOpt = Annotated[int, typer.Option("--n", "-n", min=1, help="Rows (and photos) per model type.")]
 FolderArg = Annotated[
@@ -20,6 +21,8 @@ FolderArg = Annotated[
 ]
 #: Skipped files listed in the table; --json lists them all.
 SHOWN_SKIPS = 20
+#: Feedback kinds (as counted by the demo) and their column headings, in table order.
+FEEDBACK_COLUMNS = {"confirmed": "confirmed", "corrected": "corrected", "rejected": "rejected", "none": "no feedback"}
 
 
 def _class_table(title: str, classes: dict[str, dict[str, int]]) -> Table:
@@ -33,11 +36,32 @@ def _class_table(title: str, classes: dict[str, dict[str, int]]) -> Table:
     return table
 
 
+def _demo_tables(summary: DemoSummary) -> None:
+    table = Table(title=f"demo data (seed {summary.seed})", title_justify="left")
+    for name in ("model", "rows", "new", "updated", "unchanged", "images", *FEEDBACK_COLUMNS.values()):
+        table.add_column(name, justify="left" if name == "model" else "right")
+    for m, s in summary.models.items():
+        table.add_row(
+            m,
+            str(s.rows),
+            str(s.upsert.inserted),
+            str(s.upsert.updated),
+            str(s.upsert.unchanged),
+            str(s.images),
+            *(str(s.feedback.get(k, 0)) for k in FEEDBACK_COLUMNS),
+        )
+    output.stdout.print(table)
+    output.stdout.print(_class_table("true class of the photos", {m: s.classes for m, s in summary.models.items()}))
+    output.stdout.print(
+        f"store {summary.store_path} · images {summary.image_dir} · {summary.seconds:.1f} s", highlight=False
+    )
+
+
 def demo(
-    model: ModelAllOpt = ModelTypeOrAll.all,
+    model: ModelAllOpt = ModelTypeOrAll("all"),
     n: CountOpt = 600,
     seed: SeedOpt = 0,
-    json_out: JsonOpt = False,
+    json_: JsonOpt = False,
 ) -> None:
     """Create a deterministic synthetic AgroShield data set: rows in the store, drawn photos in the cache.
 
@@ -55,49 +79,38 @@ def demo(
         summary = demo_data.generate(
             settings, schema.expand_model_types(model.value), n=n, seed=seed, progress=progress
         )
-    for message in summary.warnings:
-        output.warn(message)
-    if json_out:
-        output.print_json(summary.as_dict())
-    else:
-        table = Table(title=f"demo data (seed {seed})", title_justify="left")
-        for name in (
-            "model",
-            "rows",
-            "new",
-            "updated",
-            "unchanged",
-            "images",
-            "confirmed",
-            "corrected",
-            "rejected",
-            "no feedback",
-        ):
-            table.add_column(name, justify="left" if name == "model" else "right")
-        for m, s in summary.models.items():
-            fb = s.feedback
-            table.add_row(
-                m,
-                str(s.rows),
-                str(s.upsert.inserted),
-                str(s.upsert.updated),
-                str(s.upsert.unchanged),
-                str(s.images),
-                *(str(fb.get(k, 0)) for k in ("confirmed", "corrected", "rejected", "none")),
-            )
-        output.stdout.print(table)
-        output.stdout.print(_class_table("true class of the photos", {m: s.classes for m, s in summary.models.items()}))
-        output.stdout.print(
-            f"store {summary.store_path} · images {summary.image_dir} · {summary.seconds:.1f} s", highlight=False
-        )
+    output.emit(summary, json_, _demo_tables)
     first = next(iter(summary.models))
     output.hint(f"next: `agroml stats` to see readiness, `agroml train --model {first}` to train")
+
+
+def _import_tables(summary: ImportSummary) -> None:
+    u = summary.upsert
+    output.stdout.print(
+        _class_table(
+            f"imported {summary.rows} rows from {summary.folder} "
+            f"({u.inserted} new, {u.updated} updated, {u.unchanged} unchanged)",
+            {summary.model_type: summary.classes},
+        )
+    )
+    if summary.skipped_files:
+        skipped = Table(title=f"skipped {len(summary.skipped_files)} file(s)", title_justify="left")
+        skipped.add_column("file", overflow="fold")
+        skipped.add_column("reason")
+        for path, reason in summary.skipped_files[:SHOWN_SKIPS]:
+            skipped.add_row(path, reason)
+        if len(summary.skipped_files) > SHOWN_SKIPS:
+            skipped.add_row(f"… {len(summary.skipped_files) - SHOWN_SKIPS} more (see --json)", "")
+        output.stdout.print(skipped)
+    output.stdout.print(
+        f"store {summary.store_path} · images {summary.image_dir} · {summary.seconds:.1f} s", highlight=False
+    )
 
 
 def import_(
     folder: FolderArg,
     model: ModelOpt,
-    json_out: JsonOpt = False,
+    json_: JsonOpt = False,
 ) -> None:
     """Import a folder-per-class image collection as confirmed rows (source "import").
 
@@ -113,31 +126,7 @@ def import_(
     settings = config.resolve({})
     with output.progress() as progress:
         summary = import_folder(settings, folder, model.value, progress=progress)
-    for message in summary.warnings:
-        output.warn(message)
-    if json_out:
-        output.print_json(summary.as_dict())
-    else:
-        u = summary.upsert
-        output.stdout.print(
-            _class_table(
-                f"imported {summary.rows} rows from {summary.folder} "
-                f"({u.inserted} new, {u.updated} updated, {u.unchanged} unchanged)",
-                {summary.model_type: summary.classes},
-            )
-        )
-        if summary.skipped_files:
-            skipped = Table(title=f"skipped {len(summary.skipped_files)} file(s)", title_justify="left")
-            skipped.add_column("file")
-            skipped.add_column("reason")
-            for path, reason in summary.skipped_files[:SHOWN_SKIPS]:
-                skipped.add_row(path, reason)
-            if len(summary.skipped_files) > SHOWN_SKIPS:
-                skipped.add_row(f"… {len(summary.skipped_files) - SHOWN_SKIPS} more (see --json)", "")
-            output.stdout.print(skipped)
-        output.stdout.print(
-            f"store {summary.store_path} · images {summary.image_dir} · {summary.seconds:.1f} s", highlight=False
-        )
+    output.emit(summary, json_, _import_tables)
     output.hint(f"next: `agroml stats --model {summary.model_type}`, `agroml train --model {summary.model_type}`")
 
 

@@ -29,15 +29,11 @@ def doctor(
     """
 
     report = lib.diagnose(offline=offline)
-    code = lib.doctor_exit_code(report.checks, strict)
-    if json_:
-        output.print_json(report.to_dict())
-        raise typer.Exit(code)
-    _render(report)
-    raise typer.Exit(code)
+    output.emit(report, json_, _render)
+    raise typer.Exit(lib.doctor_exit_code(report.checks, strict))
 
 
-def _render(report) -> None:
+def _render(report: lib.Report) -> None:
 
     table = Table(title="agroml doctor", title_justify="left")
     for column in ("", "check", "detail", "fix"):

@@ -3,28 +3,28 @@
 from __future__ import annotations
 
 import contextlib
-from enum import StrEnum
 from typing import Annotated
 
 import typer
 
 from agroml.cli import output
-from agroml.cli.options import JsonOpt, ModelAllOpt, ModelTypeOrAll, OutDirOpt, SinceOpt, SourceOpt, UntilOpt
+from agroml.cli.options import (
+    JsonOpt,
+    ModelAllOpt,
+    ModelTypeOrAll,
+    OutDirOpt,
+    SinceOpt,
+    SourceOpt,
+    UntilOpt,
+    choices,
+)
 from agroml.core import config
-from agroml.data.exporting import export_records
+from agroml.data.analysis import check_window
+from agroml.data.exporting import FORMATS, SCOPES, ExportResult, export_records
 from agroml.data.sources import open_source
 
-
-class Scope(StrEnum):
-    training = "training"
-    all = "all"
-
-
-class Format(StrEnum):
-    csv = "csv"
-    json = "json"
-    parquet = "parquet"
-
+Scope = choices("Scope", SCOPES)
+Format = choices("Format", list(FORMATS))
 
 ScopeOpt = Annotated[
     Scope,
@@ -52,15 +52,15 @@ def _excluded_hint(model: str, excluded: dict[str, int]) -> str:
 
 
 def export(
-    model: ModelAllOpt = ModelTypeOrAll.all,
-    scope: ScopeOpt = Scope.training,
-    fmt: FormatOpt = Format.parquet,
+    model: ModelAllOpt = ModelTypeOrAll("all"),
+    scope: ScopeOpt = Scope("training"),
+    fmt: FormatOpt = Format("parquet"),
     out: OutDirOpt = None,
     include_personal: PersonalOpt = False,
     since: SinceOpt = None,
     until: UntilOpt = None,
     source: SourceOpt = None,
-    json_out: JsonOpt = False,
+    json_: JsonOpt = False,
 ) -> None:
     """Write records to one file per model type: `<model>_<scope>_<UTC timestamp>.<ext>`.
 
@@ -71,6 +71,7 @@ def export(
     Example: agroml export --model pest --scope training --format parquet --out exports/
     """
 
+    since, until = check_window(since, until)  # a bad window is the first thing to report
     settings = config.resolve({"source": source, "exports_dir": out})
     with contextlib.closing(open_source(settings)) as src, output.progress() as progress:
         result = export_records(
@@ -84,14 +85,13 @@ def export(
             until=until,
             progress=progress,
         )
-    for message in result.warnings:
-        output.warn(message)
+    output.emit(result, json_, _files)
     for file in result.files:
         if file.excluded:
             output.hint(_excluded_hint(file.model_type, file.excluded))
-    if json_out:
-        output.print_json(result.to_dict())
-        return
+
+
+def _files(result: ExportResult) -> None:
     width = max(len(str(f.path)) for f in result.files) if result.files else 0
     for file in result.files:
         output.stdout.print(f"{file.path!s:<{width}}  {file.rows} rows", highlight=False, markup=False, soft_wrap=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,9 +13,11 @@ from rich.table import Table
 from agroml.cli import output
 from agroml.cli.options import JsonOpt, ModelOpt, ModelType
 from agroml.core import config
+from agroml.lifecycle.evaluation import EvalResult
 from agroml.lifecycle.evaluation import evaluate as run_evaluation
+from agroml.lifecycle.predicting import PredictResult
 from agroml.lifecycle.predicting import predict as run_predict
-from agroml.lifecycle.registry import Registry
+from agroml.lifecycle.registry import Registry, RunInfo
 
 RunArg = Annotated[
     str | None,
@@ -55,35 +58,81 @@ def runs(
 
     with Registry(_settings().models_dir, create=False) as registry:
         found = registry.runs(model.value if model else None)
-    if json_:
-        output.print_json([r.to_dict() for r in found])
-        return
-    if not found:
+    if not found and not json_:
         output.hint("no runs yet: start one with `agroml train --model pest`")
         return
-    wide = output.stdout.width >= 150  # room for the folder column; otherwise the hint below says where
+    output.emit(output.Listing(found), json_, _runs_table)
+
+
+def _runs_table(listing: output.Listing) -> None:
+    """Run ids and paths are copied into other commands: they are never cut or folded.
+
+    On a terminal: the whole table if it fits; else the table without the path column (the hint says
+    where the paths are); else, on a very narrow one, each run as a line of its own with its details
+    wrapped beneath. Piped to a file: the whole table, as wide as it needs to be.
+    """
+    found: list[RunInfo] = listing.items
+    console = output.stdout
+    table = _runs_rows(found, with_path=True)
+    if not console.is_terminal:
+        width = console.width
+        console.width = max(width, _natural_width(table))
+        try:
+            console.print(table)
+        finally:
+            console.width = width
+        return
+    if _natural_width(table) <= console.width:
+        console.print(table)
+        return
+    table = _runs_rows(found, with_path=False)
+    if _natural_width(table) <= console.width:
+        console.print(table)
+    else:
+        for r in found:
+            console.print(r.run_id, soft_wrap=True, highlight=False, markup=False)
+            model, arch, state, started, duration, accuracy, macro_f1 = _run_details(r)
+            console.print(
+                f"  {model} · {arch} · {state} · started {started} UTC · {duration} · "
+                f"test acc {accuracy or '-'} · macro F1 {macro_f1 or '-'}",
+                highlight=False,
+                markup=False,
+            )
+    output.hint("run folders: <models dir>/<model>/<run id>/ (each path is in `agroml runs --json`)")
+
+
+def _natural_width(table: Table) -> int:
+    console = output.stdout
+    return console.measure(table, options=console.options.update_width(100_000)).maximum
+
+
+def _run_details(r: RunInfo) -> list[str]:
+    """model, arch, state, start, duration, test accuracy, macro F1 of a run, as table cells."""
+    return [
+        r.model_type,
+        r.arch or "",
+        r.state + (" production" if r.production else ""),
+        (r.to_dict()["started_at"] or "")[:16],
+        _duration(r.duration_s),
+        _fmt(r.test_metric("accuracy")),
+        _fmt(r.test_metric("macro_f1")),
+    ]
+
+
+def _runs_rows(found: list[RunInfo], with_path: bool) -> Table:
     table = Table(box=box.SIMPLE_HEAD)
-    for name in ("run id", "model", "arch", "state", "started (UTC)", "duration", "test acc", "macro F1"):
-        table.add_column(name, no_wrap=True)  # ids are copied into other commands: never cut one short
-    if wide:
-        table.add_column("path", no_wrap=True)
+    table.add_column("run id", no_wrap=True, min_width=max(len(r.run_id) for r in found))
+    for name in ("model", "arch", "state", "started (UTC)", "duration", "test acc", "macro F1"):
+        table.add_column(name, no_wrap=True)
+    if with_path:
+        table.add_column("path", no_wrap=True, min_width=max(len(r.path or "") for r in found))
     colors = {"succeeded": "green", "failed": "red", "interrupted": "yellow", "running": "cyan"}
     for r in found:
+        model, arch, _, started, duration, accuracy, macro_f1 = _run_details(r)
         state = f"[{colors.get(r.state, 'white')}]{r.state}[/]" + (" [bold]production[/]" if r.production else "")
-        table.add_row(
-            r.run_id,
-            r.model_type,
-            r.arch or "",
-            state,
-            (r.to_dict()["started_at"] or "")[:16],
-            _duration(r.duration_s),
-            _fmt(r.test_metric("accuracy")),
-            _fmt(r.test_metric("macro_f1")),
-            *([r.path or ""] if wide else []),
-        )
-    output.stdout.print(table)
-    if not wide:
-        output.hint("run folders: <models dir>/<model>/<run id>/ (each path is in `agroml runs --json`)")
+        row = [r.run_id, model, arch, state, started, duration, accuracy, macro_f1]
+        table.add_row(*row, *([r.path or ""] if with_path else []))
+    return table
 
 
 def status(json_: JsonOpt = False) -> None:
@@ -96,13 +145,13 @@ def status(json_: JsonOpt = False) -> None:
 
     with Registry(_settings().models_dir, create=False) as registry:
         running = registry.status()
-    if json_:
-        output.print_json({"running": [r.to_dict() for r in running]})
-        return
-    if not running:
+    output.emit(output.Listing(running, key="running"), json_, _running)
+
+
+def _running(listing: output.Listing) -> None:
+    if not listing.items:
         output.stdout.print("no training running")
-        return
-    for r in running:
+    for r in listing.items:
         shown = ", ".join(f"{k} {_fmt(v)}" for k, v in r.metrics.items() if isinstance(v, int | float))
         output.stdout.print(
             f"[bold]{r.model_type}[/] run {r.run_id} ({r.arch or '?'}), pid {r.pid} on {r.host}, "
@@ -138,16 +187,12 @@ def evaluate(
         result = run_evaluation(
             _settings(), model.value, run, newer=newer, batch_size=batch_size, out=out, progress=progress
         )
-    for message in result.warnings:
-        output.warn(message)
-    if json_:
-        output.print_json(result.to_dict())
-        return
-    _render_evaluation(result)
-    output.hint(f"report written to {result.out_dir}")
+    output.emit(result, json_, _render_evaluation)
+    if not json_:
+        output.hint(f"report written to {result.out_dir}")
 
 
-def _render_evaluation(result: Any) -> None:
+def _render_evaluation(result: EvalResult) -> None:
 
     m, lat = result.metrics, result.latency_ms
     output.stdout.print(
@@ -191,20 +236,24 @@ def predict(
     """
 
     result = run_predict(_settings(), model.value, images, ref=run, top=top, batch_size=batch_size)
-    for message in result.warnings:
-        output.warn(message)
-    if json_:
-        output.print_json(result.to_dict())
-    else:
-        for p in result.predictions:
-            if not p.ok:
-                output.error(f"{p.image}: {p.error}")
-                continue
-            ranked = ", ".join(f"{t['label']} {t['probability']:.1%}" for t in p.top)
-            output.stdout.print(f"{p.image}: {ranked}", highlight=False, soft_wrap=True)
-        output.hint(f"model: {result.run_id} ({result.model_path})")
+    if not json_:
+        # the text names each unreadable image on its own line: the count of them would say it twice
+        count = f"{result.failed} of {len(result.predictions)} image(s) could not be read"
+        result = dataclasses.replace(result, warnings=[w for w in result.warnings if w != count])
+    output.emit(result, json_, _predictions)
     if result.failed:
         raise typer.Exit(1)
+
+
+def _predictions(result: PredictResult) -> None:
+    for p in result.predictions:
+        if not p.ok:
+            # the library's reason may already start with the image ("x.jpg: no such file"): say it once
+            output.error(p.error if (p.error or "").startswith(f"{p.image}:") else f"{p.image}: {p.error}")
+            continue
+        ranked = ", ".join(f"{t['label']} {t['probability']:.1%}" for t in p.top)
+        output.stdout.print(f"{p.image}: {ranked}", highlight=False, soft_wrap=True)
+    output.hint(f"model: {result.run_id} ({result.model_path})")
 
 
 def promote(

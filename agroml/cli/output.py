@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
@@ -31,6 +32,45 @@ def print_json(data: Any) -> None:
     """Machine output: exactly one JSON document on stdout."""
     sys.stdout.write(to_json(data) + "\n")
     sys.stdout.flush()
+
+
+class Result(Protocol):
+    """What a library call returns for a command to show: its JSON form and warnings for the user."""
+
+    @property
+    def warnings(self) -> list[str]: ...
+
+    def to_dict(self) -> Any: ...
+
+
+R = TypeVar("R", bound=Result)
+
+
+def emit(result: R, json_: bool, render: Callable[[R], object]) -> None:
+    """Show a command's result: its warnings on stderr, then ``--json`` (one document) or ``render``'s tables.
+
+    Why one function: every command shows warnings the same way whichever the format, and its JSON is
+    exactly the library's ``to_dict()`` (the API returns the same), so no command branches on it.
+    """
+    for message in result.warnings:
+        warn(message)
+    if json_:
+        print_json(result.to_dict())
+    else:
+        render(result)
+
+
+@dataclass
+class Listing:
+    """Library records (each with ``to_dict()``) listed by a command: JSON ``[...]``, or ``{key: [...]}``."""
+
+    items: list[Any]
+    key: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> Any:
+        data = [item.to_dict() for item in self.items]
+        return data if self.key is None else {self.key: data}
 
 
 def error(message: str) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -10,37 +10,39 @@ from rich.table import Table
 from agroml.cli import output
 from agroml.cli.options import JsonOpt, ModelAllOpt, ModelTypeOrAll, SinceOpt, UntilOpt
 from agroml.core import config
+from agroml.data.analysis import check_window
+from agroml.data.pulling import PullResult
 from agroml.data.pulling import pull as run_pull
 
 NoImagesOpt = Annotated[bool, typer.Option("--no-images", help="Copy rows only; fetch no images.")]
 
 
-def _tables(result: dict[str, Any]) -> None:
+def _tables(result: PullResult) -> None:
     table = Table(title="Rows pulled from Supabase", title_justify="left")
     for name in ("model", "rows", "inserted", "updated", "unchanged", "invalid"):
         table.add_column(name, justify="left" if name == "model" else "right")
-    for model, m in result["models"].items():
-        invalid = ", ".join(f"{n} {r}" for r, n in sorted(m["invalid"].items())) or "0"
-        table.add_row(model, str(m["rows"]), str(m["inserted"]), str(m["updated"]), str(m["unchanged"]), invalid)
+    for model, m in result.models.items():
+        invalid = ", ".join(f"{n} {r}" for r, n in sorted(m.invalid.items())) or "0"
+        table.add_row(model, str(m.rows), str(m.inserted), str(m.updated), str(m.unchanged), invalid)
     output.stdout.print(table)
-    images = result["images"]
+    images = result.images
     if images is None:
         output.stdout.print("images: not fetched (--no-images)", highlight=False)
         return
-    reasons = ", ".join(f"{n} {r}" for r, n in images["reasons"].items())
+    reasons = ", ".join(f"{n} {r}" for r, n in images.reasons.items())
     output.stdout.print(
-        f"images: {images['fetched']} fetched, {images['cached']} already cached, "
-        f"{images['failed']} failed" + (f" ({reasons})" if reasons else ""),
+        f"images: {images.fetched} fetched, {images.cached} already cached, "
+        f"{images.failed} failed" + (f" ({reasons})" if reasons else ""),
         highlight=False,
     )
 
 
 def pull(
-    model: ModelAllOpt = ModelTypeOrAll.all,
+    model: ModelAllOpt = ModelTypeOrAll("all"),
     since: SinceOpt = None,
     until: UntilOpt = None,
     no_images: NoImagesOpt = False,
-    json_out: JsonOpt = False,
+    json_: JsonOpt = False,
 ) -> None:
     """Copy rows from Supabase into the local store and their images into the image cache.
 
@@ -53,16 +55,11 @@ def pull(
     Example: agroml pull --model pest --since 2025-01-01
     """
 
+    since, until = check_window(since, until)  # a bad window is the first thing to report
     settings = config.resolve({})
     with output.progress() as progress:
         result = run_pull(settings, model.value, since, until, images=not no_images, progress=progress)
-    report = result.as_dict()
-    for message in result.warnings:
-        output.warn(message)
-    if json_out:
-        output.print_json(report)
-    else:
-        _tables(report)
+    output.emit(result, json_, _tables)
     output.hint(f"store: {settings.db_path} · images: {settings.image_dir}")
 
 

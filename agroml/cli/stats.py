@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -22,21 +21,15 @@ from agroml.cli.options import (
     SinceOpt,
     SourceOpt,
     UntilOpt,
+    choices,
 )
 from agroml.core import config, schema
 from agroml.data import analysis
-from agroml.data.analysis import readiness_verdict
+from agroml.data.analysis import DistributionReport, StatsReport, check_window, readiness_verdict
 from agroml.data.sources import open_source
 from agroml.lifecycle.plots import distribution_png
 
-
-class ByKey(StrEnum):
-    class_ = "class"
-    crop = "crop"
-    region = "region"
-    season = "season"
-    month = "month"
-
+ByKey = choices("ByKey", analysis.DISTRIBUTION_KEYS)
 
 ByOpt = Annotated[ByKey, typer.Option("--by", help="Count rows by this key (region = the farm location).")]
 PlotOpt = Annotated[Path | None, typer.Option("--plot", help="Also write a PNG chart to this file.", dir_okay=False)]
@@ -52,14 +45,14 @@ def _pct(value: float | None) -> str:
     return "—" if value is None else f"{value:.1%}"
 
 
-def _when(report: dict[str, Any]) -> str:
+def _when(report: StatsReport | DistributionReport) -> str:
     window = ""
-    if report.get("since") or report.get("until"):
-        window = f" · rows from {report.get('since') or 'the start'} to before {report.get('until') or 'now'}"
-    return f"source {report['source']} · generated {report['generated_at']}{window}"
+    if report.since or report.until:
+        window = f" · rows from {report.since or 'the start'} to before {report.until or 'now'}"
+    return f"source {report.source} · generated {report.generated_at}{window}"
 
 
-def _stats_tables(report: dict[str, Any]) -> None:
+def _stats_tables(report: StatsReport) -> None:
 
     summary = Table(title="Feedback per model type", title_justify="left")
     for name in (
@@ -75,7 +68,7 @@ def _stats_tables(report: dict[str, Any]) -> None:
         "invalid",
     ):
         summary.add_column(name, justify="left" if name == "model" else "right")
-    for model, s in report["models"].items():
+    for model, s in report.models.items():
         summary.add_row(
             model,
             str(s["total"]),
@@ -89,7 +82,7 @@ def _stats_tables(report: dict[str, Any]) -> None:
             str(sum(s["invalid"].values())),
         )
     output.stdout.print(summary)
-    for model, s in report["models"].items():
+    for model, s in report.models.items():
         ready = s["ready"]
         table = Table(title=f"{model}: classes", title_justify="left")
         for name, justify in (
@@ -117,56 +110,54 @@ def _stats_tables(report: dict[str, Any]) -> None:
     output.stdout.print(f"[dim]{_when(report)}[/]", highlight=False)
 
 
-def _distribution_tables(report: dict[str, Any]) -> None:
-    by = report["by"]
-    title = f"{report['model_type']}: rows by {by}" + (
+def _distribution_tables(report: DistributionReport) -> None:
+    by = report.by
+    title = f"{report.model_type}: rows by {by}" + (
         " (rows: predicted class; trainable: training label)" if by == "class" else ""
     )
     table = Table(title=title, title_justify="left")
     for name, justify in ((by, "left"), ("rows", "right"), ("", "left"), ("trainable", "right"), ("share", "right")):
         table.add_column(name, justify=justify)
-    peak = max((c["rows"] for c in report["counts"]), default=0)
-    for c in report["counts"]:
+    peak = max((c["rows"] for c in report.counts), default=0)
+    for c in report.counts:
         table.add_row(
             str(c["key"]),
             str(c["rows"]),
             output.bar(c["rows"], peak),
             str(c["trainable"]),
-            _pct(c["rows"] / report["total"] if report["total"] else None),
+            _pct(c["rows"] / report.total if report.total else None),
         )
     output.stdout.print(table)
 
     cross = Table(
-        title=f"predicted class x season, rows (trainable) · local time {report['timezone']}", title_justify="left"
+        title=f"predicted class x season, rows (trainable) · local time {report.timezone}", title_justify="left"
     )
     cross.add_column("class")
-    for season in report["seasons"]:
+    for season in report.seasons:
         cross.add_column(season, justify="right")
-    trainable = report["class_season"]["trainable"]
-    for label, row in report["class_season"]["rows"].items():
-        cross.add_row(label, *(f"{row[s]} ({trainable.get(label, {}).get(s, 0)})" for s in report["seasons"]))
+    trainable = report.class_season["trainable"]
+    for label, row in report.class_season["rows"].items():
+        cross.add_row(label, *(f"{row[s]} ({trainable.get(label, {}).get(s, 0)})" for s in report.seasons))
     output.stdout.print(cross)
 
     months = Table(title="rows per month", title_justify="left")
     for name, justify in (("month", "left"), ("rows", "right"), ("", "left"), ("trainable", "right")):
         months.add_column(name, justify=justify)
-    peak = max((m["rows"] for m in report["months"]), default=0)
-    for m in report["months"]:
+    peak = max((m["rows"] for m in report.months), default=0)
+    for m in report.months:
         months.add_row(m["month"], str(m["rows"]), output.bar(m["rows"], peak), str(m["trainable"]))
     output.stdout.print(months)
-    output.stdout.print(
-        f"[dim]{report['total']} rows, {report['trainable']} trainable · {_when(report)}[/]", highlight=False
-    )
+    output.stdout.print(f"[dim]{report.total} rows, {report.trainable} trainable · {_when(report)}[/]", highlight=False)
 
 
 def stats(
-    model: ModelAllOpt = ModelTypeOrAll.all,
+    model: ModelAllOpt = ModelTypeOrAll("all"),
     since: SinceOpt = None,
     until: UntilOpt = None,
     source: SourceOpt = None,
     min_total: MinTotalOpt = None,
     min_per_class: MinPerClassOpt = None,
-    json_out: JsonOpt = False,
+    json_: JsonOpt = False,
 ) -> None:
     """Feedback counts, the deployed model's feedback accuracy, trainable rows per class, readiness.
 
@@ -177,28 +168,24 @@ def stats(
     Example: agroml stats --model pest --since 2025-01-01 --min-total 200
     """
 
+    since, until = check_window(since, until)  # a bad window is the first thing to report
     settings = config.resolve({"source": source, "min_total": min_total, "min_per_class": min_per_class})
     with contextlib.closing(open_source(settings)) as src:
         report = analysis.stats_report(
             src, schema.expand_model_types(model.value), since, until, settings.min_total, settings.min_per_class
         )
-    for message in report["warnings"]:
-        output.warn(message)
-    if json_out:
-        output.print_json(report)
-    else:
-        _stats_tables(report)
+    output.emit(report, json_, _stats_tables)
 
 
 def distribution(
-    model: ModelOpt = ModelType.pest,
-    by: ByOpt = ByKey.class_,
+    model: ModelOpt = ModelType("pest"),
+    by: ByOpt = ByKey("class"),
     since: SinceOpt = None,
     until: UntilOpt = None,
     source: SourceOpt = None,
     timezone: TimezoneOpt = None,
     plot: PlotOpt = None,
-    json_out: JsonOpt = False,
+    json_: JsonOpt = False,
 ) -> None:
     """Where and when the rows are: counts by class, crop, region, season or month of the year.
 
@@ -209,19 +196,15 @@ def distribution(
     Example: agroml distribution --model disease --by season --plot disease_seasons.png
     """
 
+    since, until = check_window(since, until)  # a bad window is the first thing to report
     settings = config.resolve({"source": source, "timezone": timezone})
     with contextlib.closing(open_source(settings)) as src:
         report = analysis.distribution_report(src, model.value, by.value, since, until, settings.timezone)
     if plot is not None:
-        report["plot"] = str(distribution_png(report, plot))
-    for message in report["warnings"]:
-        output.warn(message)
-    if json_out:
-        output.print_json(report)
-    else:
-        _distribution_tables(report)
-    if plot is not None:
-        output.hint(f"chart written to {report['plot']}")
+        report.plot = str(distribution_png(report.to_dict(), plot))
+    output.emit(report, json_, _distribution_tables)
+    if report.plot is not None:
+        output.hint(f"chart written to {report.plot}")
 
 
 def register(app: typer.Typer) -> None:

@@ -12,6 +12,8 @@ from dataclasses import dataclass, replace
 from agroml.core.errors import ConfigError, UsageError
 
 MODEL_TYPES: tuple[str, ...] = ("pest", "disease", "storage")
+#: Where records are read from: the local store, or live from Supabase (AGROML_SOURCE, --source).
+SOURCES: tuple[str, ...] = ("local", "supabase")
 #: The closed vocabulary of the storage model (the other types' labels are open).
 STORAGE_CONDITIONS: tuple[str, ...] = ("excellent", "good", "fair", "poor", "critical")
 

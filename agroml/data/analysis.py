@@ -22,6 +22,7 @@ from __future__ import annotations
 import calendar
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -54,6 +55,51 @@ DISTRIBUTION_KEYS: tuple[str, ...] = ("class", "crop", "region", "season", "mont
 #: The bucket for rows without a crop or location: counted, never dropped.
 UNKNOWN = "unknown"
 MONTH_NAMES: tuple[str, ...] = tuple(calendar.month_abbr[m] for m in range(1, 13))
+
+
+# --- results ---------------------------------------------------------------------------------------
+@dataclass
+class StatsReport:
+    """What ``agroml stats`` shows: per model type blocks (see :func:`model_stats`), for a window."""
+
+    generated_at: str
+    source: str
+    since: str | None
+    until: str | None
+    models: dict[str, dict[str, Any]]
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass
+class DistributionReport:
+    """What ``agroml distribution`` shows; ``plot`` is the chart's path once one is written."""
+
+    generated_at: str
+    source: str
+    model_type: str
+    by: str
+    timezone: str
+    since: str | None
+    until: str | None
+    total: int
+    trainable: int
+    invalid: dict[str, int]
+    counts: list[dict[str, Any]]
+    seasons: list[str]
+    class_season: dict[str, dict[str, dict[str, int]]]
+    months: list[dict[str, Any]]
+    warnings: list[str] = field(default_factory=list)
+    plot: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON of ``agroml distribution --json``; "plot" only when a chart was written."""
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        if self.plot is None:
+            del data["plot"]
+        return data
 
 
 # --- feedback counts and stats ---------------------------------------------------------------------
@@ -172,12 +218,44 @@ def _iso(value: Any) -> str | None:
     return (ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")).isoformat()
 
 
-def _check_window(since: Any, until: Any) -> None:
-    if since is not None and until is not None and pd.Timestamp(_iso(since)) >= pd.Timestamp(_iso(until)):
+#: The times a window may name: pandas' nanosecond Timestamps (which the store and Supabase filters go
+#: through) reach from 1677-09-21 to 2262-04-11; whole days inside that, so the message is simple.
+EARLIEST = datetime(1677, 9, 22, tzinfo=UTC)
+LATEST = datetime(2262, 4, 10, tzinfo=UTC)
+
+
+def _utc(flag: str, value: Any) -> datetime:
+    """``value`` (a datetime, date or ISO text; naive = UTC) as an aware UTC datetime inside the bounds."""
+    when = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    when = when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+    try:
+        inside = EARLIEST <= when <= LATEST
+    except OverflowError:  # an offset that pushes year 1 or 9999 past what datetime holds
+        inside = False
+    if not inside:
         raise UsageError(
-            f"--since {_iso(since)} is not before --until {_iso(until)}",
+            f"{flag} {value.isoformat() if isinstance(value, datetime) else value} is outside the dates "
+            f"agroml handles ({EARLIEST:%Y-%m-%d} to {LATEST:%Y-%m-%d})",
+            fix=f"give a {flag} between those dates, or leave it out",
+        )
+    return when.astimezone(UTC)
+
+
+def check_window(since: Any, until: Any) -> tuple[datetime | None, datetime | None]:
+    """The one check of a ``[since, until)`` window, for every command that takes one.
+
+    Each bound must lie within :data:`EARLIEST` .. :data:`LATEST` (beyond them a pandas Timestamp
+    overflows), and ``since`` must come before ``until``: an empty window is a mistake to report, not an
+    empty file to write or a network round trip to make. Returns both as aware UTC datetimes.
+    """
+    start = None if since is None else _utc("--since", since)
+    end = None if until is None else _utc("--until", until)
+    if start is not None and end is not None and start >= end:
+        raise UsageError(
+            f"--since {start.isoformat()} is not before --until {end.isoformat()}",
             fix="give an earlier --since or a later --until",
         )
+    return start, end
 
 
 def _now() -> str:
@@ -212,7 +290,7 @@ def stats_report(
     until: Any = None,
     min_total: int = 100,
     min_per_class: int = 10,
-) -> dict[str, Any]:
+) -> StatsReport:
     """``agroml stats``: per model type totals, feedback, accuracy, classes and readiness.
 
     ``since`` is inclusive, ``until`` exclusive (naive times are UTC). Raises NoDataError when the
@@ -220,7 +298,7 @@ def stats_report(
     """
     for m in model_types:
         schema.check_model_type(m)
-    _check_window(since, until)
+    since, until = check_window(since, until)
     models, seen = {}, set()
     for m in model_types:
         counts = source.feedback_counts(m, since, until)
@@ -233,14 +311,7 @@ def stats_report(
         if block["invalid"]:
             detail = ", ".join(f"{n} {reason}" for reason, n in sorted(block["invalid"].items()))
             warnings.append(f"{m}: {sum(block['invalid'].values())} invalid rows left out ({detail})")
-    return {
-        "generated_at": _now(),
-        "source": source.name,
-        "since": _iso(since),
-        "until": _iso(until),
-        "models": models,
-        "warnings": warnings,
-    }
+    return StatsReport(_now(), source.name, _iso(since), _iso(until), models, warnings)
 
 
 # --- seasons and distribution ---------------------------------------------------------------------
@@ -339,7 +410,7 @@ def distribution_report(
     since: Any = None,
     until: Any = None,
     tz: str = "Africa/Nairobi",
-) -> dict[str, Any]:
+) -> DistributionReport:
     """``agroml distribution``: where and when the rows are, by class, crop, region, season or month.
 
     Counts valid rows ("rows") and rows with a training label ("trainable") for each value of ``by``.
@@ -353,7 +424,7 @@ def distribution_report(
     if by not in DISTRIBUTION_KEYS:
         raise UsageError(f"unknown distribution key {by!r}: valid keys are {', '.join(DISTRIBUTION_KEYS)}")
     check_timezone(tz)
-    _check_window(since, until)
+    since, until = check_window(since, until)
     # One pass over the records (invalid ones too, to count them): a remote source is read once.
     invalid: Counter[str] = Counter()
     parts, seen = [], False
@@ -376,29 +447,32 @@ def distribution_report(
     )
     groups["month"] = [f"{ym // 100:04d}-{ym % 100:02d}" for ym in groups["month"]]
     total = int(groups["n"].sum())
-    return {
-        "generated_at": _now(),
-        "source": source.name,
-        "model_type": model_type,
-        "by": by,
-        "timezone": tz,
-        "since": _iso(since),
-        "until": _iso(until),
-        "total": total,
-        "trainable": int(groups.loc[groups["label"] != "", "n"].sum()),
-        "invalid": dict(invalid),
-        "counts": _count_table(groups, by),
-        "seasons": list(SEASONS),
-        "class_season": {"rows": _class_season(groups, "predicted_label"), "trainable": _class_season(groups, "label")},
-        "months": _month_series(groups),
-        "warnings": warnings,
-    }
+    return DistributionReport(
+        generated_at=_now(),
+        source=source.name,
+        model_type=model_type,
+        by=by,
+        timezone=tz,
+        since=_iso(since),
+        until=_iso(until),
+        total=total,
+        trainable=int(groups.loc[groups["label"] != "", "n"].sum()),
+        invalid=dict(invalid),
+        counts=_count_table(groups, by),
+        seasons=list(SEASONS),
+        class_season={"rows": _class_season(groups, "predicted_label"), "trainable": _class_season(groups, "label")},
+        months=_month_series(groups),
+        warnings=warnings,
+    )
 
 
 __all__ = [
     "DISTRIBUTION_KEYS",
     "SEASONS",
+    "DistributionReport",
+    "StatsReport",
     "check_timezone",
+    "check_window",
     "distribution_report",
     "local_time",
     "model_stats",

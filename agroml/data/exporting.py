@@ -38,6 +38,7 @@ from agroml.core.errors import NoDataError, OutputError, UsageError
 from agroml.core.files import free_name
 from agroml.core.progress import ProgressFn, no_progress
 from agroml.data import records as rec
+from agroml.data.analysis import check_window
 from agroml.data.sources import LocalSource, RecordSource
 
 FORMATS: dict[str, str] = {"csv": "csv", "json": "jsonl", "parquet": "parquet"}  # format -> file extension
@@ -348,6 +349,7 @@ def export_records(
         raise UsageError(f"unknown export format {fmt!r}: valid formats are {', '.join(FORMATS)}")
     if chunk_rows < 1:
         raise UsageError(f"chunk_rows={chunk_rows} must be at least 1")
+    since, until = check_window(since, until)  # an empty window is a mistake, not an empty file
     wanted = schema.expand_model_types(model_type)
     present = source.model_types()
     if not present:

@@ -59,7 +59,7 @@ class ImportSummary:
     def rows(self) -> int:
         return self.upsert.inserted + self.upsert.updated + self.upsert.unchanged
 
-    def as_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "model_type": self.model_type,
             "folder": str(self.folder),

@@ -22,6 +22,7 @@ from typing import Any
 from agroml.core import schema
 from agroml.core.config import Settings
 from agroml.core.progress import ProgressFn, no_progress
+from agroml.data.analysis import check_window
 from agroml.data.store import Store, UpsertResult
 from agroml.data.supabase import SupabaseSource
 from agroml.images.cache import ImageCache
@@ -67,7 +68,7 @@ class PullResult:
     retries: int = 0
     warnings: list[str] = field(default_factory=list)
 
-    def as_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "models": {
                 m: {
@@ -79,7 +80,7 @@ class PullResult:
                 }
                 for m, p in self.models.items()
             },
-            "images": None if self.images is None else self.images.as_dict(),
+            "images": None if self.images is None else self.images.to_dict(),
             "hashes_recorded": self.hashes_recorded,
             "rows_without_image": self.rows_without_image,
             "rest_requests": self.requests,
@@ -99,6 +100,7 @@ def pull(
 ) -> PullResult:
     """Upsert every row of ``model_type`` (or all) created in [since, until) and fetch its images."""
 
+    since, until = check_window(since, until)  # before any request: an empty window is a mistake
     types = schema.expand_model_types(model_type)
     with Store(settings.db_path, create=True) as store, SupabaseSource(settings) as source:
         source.use_salt(store.salt(settings.hash_salt))

@@ -141,7 +141,7 @@ class DemoSummary:
     image_dir: Path
     warnings: list[str] = field(default_factory=list)
 
-    def as_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "seed": self.seed,
             "seconds": round(self.seconds, 3),

@@ -189,7 +189,7 @@ class FetchSummary:
         self.details.update(other.details)
         self.paths.update(other.paths)
 
-    def as_dict(self) -> dict[str, object]:
+    def to_dict(self) -> dict[str, object]:
         return {
             "fetched": self.fetched,
             "cached": self.cached,

@@ -86,6 +86,7 @@ class Report:
 
     checks: list[Check]
     settings: list[dict[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # the checks carry the findings; kept for the one result shape
 
     @property
     def ok(self) -> bool:
