@@ -120,3 +120,31 @@ def test_formats_and_modes_the_pipeline_cannot_decode_are_refused_at_cache_time(
                 cache.put(data)
             assert info.value.reason == reason
     assert not list((tmp_path / "images").glob("*/*.*"))
+
+
+def test_sweep_removes_dead_writers_temporary_files_and_keeps_live_ones(tmp_path):
+    import subprocess
+    import sys
+
+    root = tmp_path / "images"
+    with ImageCache(root) as cache:
+        image = cache.put(_jpeg())
+    dead = image.path.parent / f".{image.path.name}.d3ad.tmp"
+    dead.write_bytes(b"half")
+    live = image.path.parent / ".other.jpg.l1ve.tmp"
+    live.write_bytes(b"being written")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl,sys,time; f=open(sys.argv[1]); fcntl.flock(f, fcntl.LOCK_EX); "
+         "print('held', flush=True); time.sleep(60)", str(live)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert ImageCache(root).sweep_stale_temps() == 1
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+    assert not dead.exists() and live.exists() and image.path.exists()
+    assert ImageCache(root).sweep_stale_temps() == 1  # its writer is gone now
+    assert not live.exists()
