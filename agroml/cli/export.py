@@ -41,7 +41,17 @@ FormatOpt = Annotated[
 PersonalOpt = Annotated[
     bool,
     typer.Option(
-        "--include-personal", help="Also export the raw farmer_id (personal data; default: only the salted farmer_key)."
+        "--include-personal",
+        help="Also export the raw farmer_id (personal data, so the file is owner-only, 0600; default: only the "
+        "salted farmer_key).",
+    ),
+]
+RawCsvOpt = Annotated[
+    bool,
+    typer.Option(
+        "--raw-csv",
+        help="Write CSV text cells exactly as stored. By default a cell starting with = + - @ tab or CR gets a "
+        "leading ' so a spreadsheet does not run it as a formula.",
     ),
 ]
 
@@ -57,6 +67,7 @@ def export(
     fmt: FormatOpt = Format("parquet"),
     out: OutDirOpt = None,
     include_personal: PersonalOpt = False,
+    raw_csv: RawCsvOpt = False,
     since: SinceOpt = None,
     until: UntilOpt = None,
     source: SourceOpt = None,
@@ -66,6 +77,7 @@ def export(
 
     Files are written in chunks (flat memory) under a temporary name and renamed when complete, so a
     partial file never appears. Farmers appear only as the salted farmer_key unless --include-personal.
+    CSV text cells that a spreadsheet would run as a formula get a leading ' (--raw-csv: as stored).
     Prints each file's path and row count; --out defaults to AGROML_EXPORTS_DIR or exports/.
 
     Example: agroml export --model pest --scope training --format parquet --out exports/
@@ -81,6 +93,7 @@ def export(
             fmt.value,
             settings.exports_dir,
             include_personal=include_personal,
+            raw_csv=raw_csv,
             since=since,
             until=until,
             progress=progress,

@@ -19,10 +19,16 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 import tempfile
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
 
 PRIVATE_MODE = 0o600
 
@@ -45,25 +51,86 @@ def public_mode() -> int:
     return 0o666 & ~current_umask()
 
 
+def _lock(fd: int, blocking: bool) -> bool:
+    """flock ``fd`` exclusively; False if another process holds it (non-blocking). True where there is no flock."""
+    if fcntl is None:  # pragma: no cover - Windows: no sweep either, so nothing to guard against
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+    except BlockingIOError:
+        return False
+    return True
+
+
+def open_temp(final: Path, *, private: bool = False) -> tuple[int, Path]:
+    """A new, locked temporary sibling of ``final``: ``.<name>.<random>.tmp``, open for writing.
+
+    Why the lock: a killed writer leaves its temporary file behind, and the next run must tell it from
+    a live writer's. The writer holds an exclusive flock on its temporary file until the file is renamed
+    into place (the kernel drops the lock when the writer dies, even by SIGKILL), so
+    :func:`sweep_stale_temps` removes exactly the files whose writer is gone. A sweeper that locked the
+    file first deletes it before letting go, so the writer, after taking its lock, checks that its name
+    still points at its file and starts again if not. Returns (descriptor, path); closing the
+    descriptor releases the lock: close it after the rename.
+    """
+    final = Path(final)
+    for _ in range(100):
+        fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+        _lock(fd, blocking=True)
+        try:
+            if os.path.samestat(os.fstat(fd), os.stat(name)):
+                os.fchmod(fd, PRIVATE_MODE if private else public_mode())
+                return fd, Path(name)
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # swept between mkstemp and the lock: take another name
+    raise OSError(f"could not create a temporary file beside {final}")
+
+
+def sweep_stale_temps(folder: Path, pattern: str = ".*.tmp") -> int:
+    """Remove the temporary files in ``folder`` (matching ``pattern``) whose writer is no longer alive.
+
+    A file counts as stale when its exclusive lock can be taken (see :func:`open_temp`): files of a
+    live writer, in this process or another, are left alone. Returns how many were removed.
+    """
+    removed = 0
+    if fcntl is None:  # pragma: no cover - no flock: cannot tell a live writer's file from a dead one's
+        return removed
+    for path in Path(folder).glob(pattern):
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError:  # gone meanwhile, a link, or not ours to read
+            continue
+        try:
+            if stat.S_ISREG(os.fstat(fd).st_mode) and _lock(fd, blocking=False):
+                path.unlink(missing_ok=True)  # under our lock: the writer re-checks its name
+                removed += 1
+        finally:
+            os.close(fd)
+    return removed
+
+
 def atomic_write(path: Path, data: bytes, *, private: bool = False) -> None:
     """Write ``data`` to ``path`` through a temporary sibling and a rename: all or nothing.
 
-    The temporary file is named ``.<name>.<random>.tmp`` so a crashed write can be recognized and
-    removed; its mode is set before the rename (mkstemp makes it 0600, which would hide a model's
-    labels from the account that serves it).
+    The temporary file (:func:`open_temp`) is locked while it is written, so a crashed write can be
+    recognized and removed by :func:`sweep_stale_temps`; its mode is set before the rename (mkstemp
+    makes it 0600, which would hide a model's labels from the account that serves it).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = open_temp(path, private=private)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, PRIVATE_MODE if private else public_mode())
-        os.replace(tmp, path)
+        try:
+            view = memoryview(data)
+            while view:  # os.write may write less than asked
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+            os.replace(tmp, path)
+        finally:
+            os.close(fd)  # after the rename: the lock guards the temporary name until it is gone
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 

@@ -11,7 +11,14 @@ Why this shape:
   place when complete; on any failure (including Ctrl-C) the temporary file is removed. A reader
   never sees a partial export under its final name.
 - **Private.** Farmers appear only as the salted ``farmer_key``; the raw ``farmer_id`` is exported
-  only when the caller asks for it (``include_personal``).
+  only when the caller asks for it (``include_personal``), and such a file is created owner-only
+  (0600): it is personal data. Other exports keep the umask's permissions, for a serving account.
+- **Safe to open in a spreadsheet.** In CSV, a text cell that begins with ``=``, ``+``, ``-``, ``@``,
+  a tab or a carriage return would be run as a formula by Excel or LibreOffice (a farmer's free text
+  is user input); such cells get a leading ``'``, as OWASP recommends for CSV injection. Parquet and
+  JSON keep every value exact, and ``raw_csv`` writes CSV cells unchanged.
+- **Clean after a kill.** The temporary file is locked while it is written; the next export removes
+  the ones whose writer died (:func:`agroml.core.files.sweep_stale_temps`).
 
 Read-back recipes (pandas, giving exactly the store's values and dtypes, strings as pandas' ``str``):
 see :data:`READ_BACK` and the project README.
@@ -22,7 +29,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import secrets
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,7 +41,7 @@ import pyarrow as pa
 
 from agroml.core import schema
 from agroml.core.errors import NoDataError, OutputError, UsageError
-from agroml.core.files import free_name
+from agroml.core.files import free_name, open_temp, sweep_stale_temps
 from agroml.core.progress import ProgressFn, no_progress
 from agroml.data import records as rec
 from agroml.data.analysis import check_window
@@ -68,6 +74,14 @@ TRAINING_COLUMNS: tuple[str, ...] = (
     "created_at",
     "extra",
 )
+
+#: First characters that make a spreadsheet read a CSV cell as a formula (OWASP's CSV injection list).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+#: RFC 4180's line end. Why not "\n": Python's csv writer quotes a cell only for the characters of the
+#: line end, so with "\n" a cell holding a bare carriage return went out unquoted and split its row in
+#: every reader; with "\r\n" both are quoted.
+CSV_LINE_END = "\r\n"
 
 #: Time text in CSV and JSON: ISO-8601, microseconds, explicit offset (times are always UTC).
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%f+00:00"
@@ -150,11 +164,12 @@ class _Writer(Protocol):
 
 
 class _ParquetWriter:
-    def __init__(self, path: Path, schema: pa.Schema) -> None:
+    def __init__(self, fd: int, schema: pa.Schema) -> None:
         import pyarrow.parquet as pq
 
         self.schema = schema
-        self.writer = pq.ParquetWriter(path, schema)
+        self.file = open(fd, "wb", closefd=False)  # noqa: SIM115 - closed by close(); fd by the caller
+        self.writer = pq.ParquetWriter(self.file, schema)
 
     def write(self, chunk: pd.DataFrame) -> None:
         table = pa.Table.from_pandas(chunk, schema=self.schema, preserve_index=False)
@@ -162,27 +177,41 @@ class _ParquetWriter:
 
     def close(self) -> None:
         self.writer.close()
+        self.file.close()
 
 
 def _time_text(times: pd.Series) -> pd.Series:
     return times.dt.strftime(TIME_FORMAT)
 
 
+def neutralize_formulas(column: pd.Series) -> pd.Series:
+    """Text cells that a spreadsheet would run as a formula, prefixed with ``'`` (see FORMULA_STARTS)."""
+    risky = column.map(lambda v: isinstance(v, str) and v.startswith(FORMULA_STARTS)).astype(bool)
+    if not risky.any():
+        return column
+    return column.where(~risky, "'" + column[risky].astype(str))
+
+
 class _CsvWriter:
-    def __init__(self, path: Path, columns: list[str]) -> None:
-        self.file = open(path, "w", encoding="utf-8", newline="")  # noqa: SIM115 - closed by close()
+    def __init__(self, fd: int, columns: list[str], raw: bool = False) -> None:
+        self.file = open(fd, "w", encoding="utf-8", newline="", closefd=False)  # noqa: SIM115 - closed by close()
         self.columns = columns
         self.header = True
+        self.raw = raw
 
     def write(self, chunk: pd.DataFrame) -> None:
         out = chunk.copy()
         out["created_at"] = _time_text(out["created_at"])
-        out.to_csv(self.file, header=self.header, index=False, lineterminator="\n")
+        if not self.raw:  # every text column: labels, ids, urls, free text and extra alike
+            for name in out.columns:
+                if not pd.api.types.is_numeric_dtype(out[name]) and not pd.api.types.is_bool_dtype(out[name]):
+                    out[name] = neutralize_formulas(out[name])
+        out.to_csv(self.file, header=self.header, index=False, lineterminator=CSV_LINE_END)
         self.header = False
 
     def close(self) -> None:
         if self.header:  # no chunk came: still a valid CSV, with its header
-            pd.DataFrame(columns=self.columns).to_csv(self.file, index=False, lineterminator="\n")
+            pd.DataFrame(columns=self.columns).to_csv(self.file, index=False, lineterminator=CSV_LINE_END)
         self.file.close()
 
 
@@ -202,8 +231,8 @@ class _JsonLinesWriter:
     here a float is written with Python's shortest exact repr, so it reads back bit for bit.
     """
 
-    def __init__(self, path: Path, columns: list[str]) -> None:
-        self.file = open(path, "w", encoding="utf-8", newline="\n")  # noqa: SIM115 - closed by close()
+    def __init__(self, fd: int, columns: list[str]) -> None:
+        self.file = open(fd, "w", encoding="utf-8", newline="\n", closefd=False)  # noqa: SIM115 - closed by close()
 
     def write(self, chunk: pd.DataFrame) -> None:
         names = list(chunk.columns)
@@ -218,7 +247,7 @@ class _JsonLinesWriter:
         self.file.close()
 
 
-def _open_writer(fmt: str, path: Path, columns: list[str], include_personal: bool) -> _Writer:
+def _open_writer(fmt: str, fd: int, columns: list[str], include_personal: bool, raw_csv: bool) -> _Writer:
     if fmt == "parquet":
         full = rec.arrow_schema(include_personal)
         schema = pa.schema([full.field(n) for n in columns])
@@ -226,10 +255,10 @@ def _open_writer(fmt: str, path: Path, columns: list[str], include_personal: boo
         # boolean; without it a bool column with nulls reads back as object
         empty = rec.empty_records(include_personal)[columns]
         metadata = pa.Table.from_pandas(empty, schema=schema, preserve_index=False).schema.metadata
-        return _ParquetWriter(path, schema.with_metadata(metadata))
+        return _ParquetWriter(fd, schema.with_metadata(metadata))
     if fmt == "csv":
-        return _CsvWriter(path, columns)
-    return _JsonLinesWriter(path, columns)
+        return _CsvWriter(fd, columns, raw_csv)
+    return _JsonLinesWriter(fd, columns)
 
 
 # --- the folder and the file ----------------------------------------------------------------------
@@ -250,6 +279,12 @@ def _prepare_folder(out_dir: Path) -> None:
         raise _unwritable(out_dir, "it is a file, not a folder") from None
     except OSError as exc:
         raise _unwritable(out_dir, exc.strerror or str(exc)) from None
+
+
+def _sweep_stale_exports(out_dir: Path) -> int:
+    """Remove killed exports' temporary files: only names an export makes, only those no live export holds."""
+    patterns = {f".{m}_{s}_*.{ext}.*.tmp" for m in schema.MODEL_TYPES for s in SCOPES for ext in FORMATS.values()}
+    return sum(sweep_stale_temps(out_dir, pattern) for pattern in sorted(patterns))
 
 
 def _excluded(source: RecordSource, model_type: str, since: Any, until: Any) -> dict[str, int]:
@@ -279,6 +314,7 @@ def _write_one(
     final: Path,
     *,
     include_personal: bool,
+    raw_csv: bool,
     since: Any,
     until: Any,
     chunk_rows: int,
@@ -286,13 +322,16 @@ def _write_one(
 ) -> int:
     """Stream one model type's rows into ``final`` atomically; returns the row count."""
     columns = export_columns(scope, include_personal)
-    # a hidden name unique to this call; created by the writer itself, so the file gets the usual
-    # umask permissions (mkstemp's would be owner-only)
-    tmp = final.parent / f".{final.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     task = f"export {model_type}"
     rows = 0
     try:
-        writer = _open_writer(fmt, tmp, columns, include_personal)
+        # a hidden, locked temporary name (a later export can tell a killed one's file from a live one's),
+        # owner-only when it holds farmer ids
+        fd, tmp = open_temp(final, private=include_personal)
+    except OSError as exc:
+        raise _unwritable(final.parent, f"writing {final.name} failed: {exc.strerror or exc}") from None
+    try:
+        writer = _open_writer(fmt, fd, columns, include_personal, raw_csv)
         try:
             progress(task, 0, None)
             for chunk in source.iter_records(
@@ -318,6 +357,8 @@ def _write_one(
         if isinstance(exc, OSError):
             raise _unwritable(final.parent, f"writing {final.name} failed: {exc.strerror or exc}") from None
         raise
+    finally:
+        os.close(fd)  # after the rename: the lock marks the temporary file as live until then
     return rows
 
 
@@ -329,6 +370,7 @@ def export_records(
     out_dir: str | Path = "exports",
     *,
     include_personal: bool = False,
+    raw_csv: bool = False,
     since: Any = None,
     until: Any = None,
     chunk_rows: int = 100_000,
@@ -342,6 +384,7 @@ def export_records(
     :data:`TRAINING_COLUMNS`; "all": every record, invalid ones included (``invalid_reason`` says why).
     A model type with no rows in scope still gets a file (header or schema only) and a warning, so a
     scheduled export always produces its file; a store with no rows at all is :class:`NoDataError`.
+    ``include_personal`` files are owner-only (0600); ``raw_csv`` leaves formula-like CSV cells as they are.
     """
     if scope not in SCOPES:
         raise UsageError(f"unknown export scope {scope!r}: valid scopes are {', '.join(SCOPES)}")
@@ -358,6 +401,9 @@ def export_records(
     _prepare_folder(out_dir)
     when = now or datetime.now(UTC)
     result = ExportResult(files=[], format=fmt, scope=scope)
+    swept = _sweep_stale_exports(out_dir)
+    if swept:
+        result.warnings.append(f"removed {swept} temporary file(s) that a killed export left in {out_dir}")
     for model in wanted:
         if model_type == "all" and model not in present:
             result.warnings.append(f"{model}: no rows in the {source.name} source, no file written")
@@ -370,6 +416,7 @@ def export_records(
             fmt,
             path,
             include_personal=include_personal,
+            raw_csv=raw_csv,
             since=since,
             until=until,
             chunk_rows=chunk_rows,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -114,18 +114,20 @@ def to_arrow(df: pd.DataFrame, include_personal: bool = False) -> pa.Table:
 
 
 # --- labels ---------------------------------------------------------------------------------------
-_NON_WORD = re.compile(r"[^0-9a-z]+")
-
-
 def normalize_label(text: Any) -> str | None:
-    """Canonical class name: lower case, words joined by ``_`` ("Fall Armyworm" -> "fall_armyworm").
+    """Canonical class name: NFC, lower case, words joined by ``_`` ("Fall Armyworm" -> "fall_armyworm").
 
-    Returns None for empty or wordless text, so "  " and "???" never become a class.
+    Letters, marks and digits of every script are kept ("Blätterläuse" -> "blätterläuse", "कीट" stays
+    whole): a label is a farmer's or a collection's class name, not an identifier for a program. For
+    ASCII text this is the rule it always was (runs of anything but [0-9a-z] become one ``_``), so
+    labels already in stores, runs and Supabase keep their names. Returns None for empty or wordless
+    text, so "  " and "???" never become a class.
     """
     if text is None or (isinstance(text, float) and np.isnan(text)):
         return None
-    label = _NON_WORD.sub("_", str(text).strip().lower()).strip("_")
-    return label or None
+    lowered = unicodedata.normalize("NFC", str(text)).lower()
+    kept = "".join(c if unicodedata.category(c)[0] in "LMN" and c != "_" else " " for c in lowered)
+    return "_".join(kept.split()) or None
 
 
 def derive_feedback(user_confirmed: bool | None, predicted: str | None, actual: str | None) -> tuple[str, str | None]:

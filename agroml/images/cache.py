@@ -22,10 +22,12 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from agroml.core.errors import ImageError
-from agroml.core.files import atomic_write
+from agroml.core.files import atomic_write, sweep_stale_temps
+from agroml.images.pixels import UNSUPPORTED, unsupported_reason
 
 #: Pixel budget per image (about 8k x 8k); anything larger is treated as a decompression bomb.
 MAX_PIXELS = 64_000_000
+#: The formats accepted, each decoded by training and predict alike (images.pixels.DECODED_FORMATS).
 EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tif", "MPO": "jpg"}
 
 # Why these names: they are the `reason` of an ImageRejected, counted in every summary.
@@ -57,6 +59,8 @@ def verify_image(data: bytes, max_bytes: int | None = None) -> tuple[str, int, i
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as img:
                 fmt = img.format or ""
+                if fmt in EXTENSIONS and unsupported_reason(img):  # a format we read, in a mode we cannot
+                    raise ImageRejected(UNSUPPORTED, str(unsupported_reason(img)))
                 if img.width * img.height > MAX_PIXELS:
                     raise ImageRejected(BOMB, f"{img.width}x{img.height} pixels is over the {MAX_PIXELS} budget")
                 img.load()  # decodes every byte: a truncated file fails here, not in training
@@ -143,6 +147,17 @@ class ImageCache:
             )
 
     # -- files -------------------------------------------------------------------------------------
+    def sweep_stale_temps(self) -> int:
+        """Remove the temporary files that killed writers (pull, import, demo) left in the cache.
+
+        Only files no live process holds are removed (see :func:`agroml.core.files.sweep_stale_temps`),
+        so a run may sweep while another writes. Returns how many were removed.
+        """
+        if not self.root.is_dir():
+            return 0
+        folders = [self.root, *(p for p in self.root.iterdir() if p.is_dir() and not p.is_symlink())]
+        return sum(sweep_stale_temps(folder) for folder in folders)
+
     def path_for(self, sha256: str, ext: str) -> Path:
         return self.root / sha256[:2] / f"{sha256}.{ext}"
 

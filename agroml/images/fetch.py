@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import threading
 import time
 from collections import Counter
@@ -293,7 +292,7 @@ class Fetcher:
 
 @contextmanager
 def _fill_lock(root: Path) -> Iterator[None]:
-    """One cache filler at a time; with the lock held, any ``.tmp`` left in the cache is a killed run's.
+    """One cache filler at a time; the ``.tmp`` files killed runs left in the cache are removed.
 
     flock is released by the kernel when its holder dies (even by SIGKILL), so a crash never leaves
     the cache locked. Where flock does not exist the sweep is skipped (temp files are then only
@@ -313,11 +312,7 @@ def _fill_lock(root: Path) -> Iterator[None]:
                 f"another agroml process is filling the image cache {root}",
                 fix="wait for that `agroml pull` to finish, then run again",
             ) from None
-        for folder in [root, *(p for p in root.iterdir() if p.is_dir())]:
-            with os.scandir(folder) as entries:
-                for entry in entries:
-                    if entry.is_file() and entry.name.startswith(".") and entry.name.endswith(".tmp"):
-                        Path(entry.path).unlink(missing_ok=True)
+        ImageCache(root).sweep_stale_temps()  # only files no live writer (an import, a demo) holds
         try:
             yield
         finally:
