@@ -147,6 +147,15 @@ def test_a_damaged_image_index_is_one_line_too(cli, env):
     assert "the cached images stay" in line
 
 
+def test_a_damaged_run_registry_is_one_line_too(cli, env):
+    (env / "models").mkdir()
+    (env / "models" / "registry.db").write_bytes(b"not a registry" * 400)
+    for command in (("runs",), ("status",), ("evaluate", "--model", "pest"), ("promote", "r1", "--model", "pest")):
+        line = one_error_line(cli(*command))
+        assert line.startswith("error: models/registry.db is damaged or not an SQLite database"), command
+        assert "the run folders under models stay" in line
+
+
 # --- read-only -------------------------------------------------------------------------------------------
 _CAP_VERSION_3 = 0x20080522
 _DAC_CAPS = (1 << 1) | (1 << 2)  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH

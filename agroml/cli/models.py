@@ -14,6 +14,7 @@ from agroml.cli.options import JsonOpt, ModelOpt, ModelType
 from agroml.core import config
 from agroml.lifecycle.evaluation import evaluate as run_evaluation
 from agroml.lifecycle.predicting import predict as run_predict
+from agroml.lifecycle.promotion import promote as promote_run
 from agroml.lifecycle.registry import Registry
 
 RunArg = Annotated[
@@ -222,13 +223,15 @@ def promote(
     """
 
     with Registry(_settings().models_dir) as registry:
-        result = registry.promote(model.value, run)
+        result = promote_run(registry, model.value, run)
+    for message in result.warnings:
+        output.warn(message)
     if json_:
-        output.print_json(result)
+        output.print_json(result.to_dict())
         return
-    output.stdout.print(f"promoted {result['run_id']} to {result['path']}", soft_wrap=True)
-    if result["previous_run_id"]:
-        output.hint(f"previous production {result['previous_run_id']} archived to {result['archived_to']}")
+    output.stdout.print(f"promoted {result.run_id} to {result.path}", soft_wrap=True)
+    if result.previous_run_id:
+        output.hint(f"previous production {result.previous_run_id} archived to {result.archived_to}")
 
 
 def register(app: typer.Typer) -> None:
