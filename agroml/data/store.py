@@ -96,7 +96,7 @@ class Store:
         """Open the store at ``path``; ``create`` makes it (0600: farmer ids and the hash salt) if missing.
 
         A damaged, foreign, newer or unwritable file is a StoreError naming it and the fix, here or at
-        the first query that reaches the damage (see :mod:`agroml.core.sqlite`); the file is never changed.
+        the first query that reaches the damage (see :mod:`agroml.core.sqlite`); a refused file is left as it is.
         """
         self.path = Path(path)
         if not self.path.exists():
@@ -189,7 +189,7 @@ class Store:
     def quick_check(self, limit: int = 5) -> list[str]:
         """SQLite's ``PRAGMA quick_check``: [] when every page reads back whole, else up to ``limit`` problems.
 
-        It reads the whole file (seconds for a million rows), so `agroml doctor` runs it, not every command.
+        It reads every page of the file, so `agroml doctor` runs it, not every command.
         """
         found = [r[0] for r in self.con.execute(f"PRAGMA quick_check({int(limit)})").fetchall()]
         return [] if found == ["ok"] else found
