@@ -72,7 +72,8 @@ def write_run(
     build_color_model(classes, image_size).save(folder / "model.keras")
     labels = {"classes": classes} if labels_as_dict else classes
     (folder / "labels.json").write_text(json.dumps(labels))
-    (folder / "config.json").write_text(json.dumps({"run_id": run_id, "arch": "tiny", "image_size": image_size}))
+    config = {"run_id": run_id, "model_type": model_type, "arch": "tiny", "image_size": image_size}
+    (folder / "config.json").write_text(json.dumps(config))
     (folder / "split.json").write_text(json.dumps(split))
     metrics = metrics or {"test": {"accuracy": 1.0, "macro_f1": 1.0}}
     (folder / "metrics.json").write_text(json.dumps(metrics))

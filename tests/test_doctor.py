@@ -223,8 +223,10 @@ def test_corrupt_store_fails_with_the_store_message(cli, workdir):
     assert result.exit_code == 1
     check = {c["name"]: c for c in json.loads(result.stdout)["checks"]}["store"]
     assert check["status"] == "fail"
-    assert check["detail"] == "data/agroml.db is not a readable SQLite database (file is not a database)"
-    assert check["fix"] == "move the file aside, then run `agroml demo` or `agroml pull`"
+    assert check["detail"] == "data/agroml.db is damaged or not an SQLite database (file is not a database)"
+    assert check["fix"] == (
+        "restore it from a backup, or move it aside and run `agroml pull` or `agroml demo` to start a fresh store"
+    )
 
 
 def test_foreign_sqlite_file_fails(workdir):
@@ -243,6 +245,29 @@ def test_empty_file_is_no_data_yet(workdir):
     (workdir / "data" / "agroml.db").touch()
     check, _ = doctor.check_store(settings_with())
     assert (check.status, check.detail) == ("warn", "no local data yet (data/agroml.db is empty)")
+
+
+def test_a_store_other_accounts_can_read_is_a_warning(workdir):
+    fill_store(workdir / "data" / "agroml.db", "pest", {"aphids": 12, "fall_armyworm": 12})
+    assert (workdir / "data" / "agroml.db").stat().st_mode & 0o777 == 0o600  # as agroml makes it
+    (workdir / "data" / "agroml.db").chmod(0o644)  # as an older agroml made it
+    check, counts = doctor.check_store(settings_with())
+    assert (check.status, check.fix) == ("warn", "chmod 600 data/agroml.db")
+    assert check.detail.endswith("; mode 0644: other accounts can read its farmer ids and hash salt")
+    assert counts is not None
+
+
+def test_a_damaged_page_fails_the_quick_check(workdir):
+    fill_store(workdir / "data" / "agroml.db", "pest", {"aphids": 300, "fall_armyworm": 300})
+    path = workdir / "data" / "agroml.db"
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 4096 // 2 * 4096
+    data[middle : middle + 4096] = b"\xab" * 4096
+    path.write_bytes(bytes(data))
+    check, counts = doctor.check_store(settings_with())
+    assert (check.status, counts) == ("fail", None)
+    assert check.detail.startswith("data/agroml.db is damaged")
+    assert check.fix.startswith("restore it from a backup, or move it aside")
 
 
 def test_store_rows_and_readiness(workdir):

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from agroml.core.errors import ModelNotFoundError, OutputError, RunBusyError, UsageError
+from agroml.lifecycle.promotion import PromotionResult, promote, resolve_run
 from agroml.lifecycle.registry import Registry, pid_alive
 
 
@@ -157,14 +158,14 @@ def test_runs_are_newest_first_and_filtered_by_type(registry):
 
 def test_resolve_unknown_run_points_to_agroml_runs(registry):
     with pytest.raises(ModelNotFoundError) as err:
-        registry.resolve("pest", "nope")
+        resolve_run(registry, "pest", "nope")
     assert str(err.value) == (
         "no pest run, production model or model folder named 'nope' (list runs with `agroml runs`)"
     )
     with pytest.raises(ModelNotFoundError, match="no succeeded pest run"):
-        registry.resolve("pest")
+        resolve_run(registry, "pest")
     with pytest.raises(ModelNotFoundError, match="no production pest model"):
-        registry.resolve("pest", "production")
+        resolve_run(registry, "pest", "production")
 
 
 def _fake_run(models: Path, run_id: str) -> Path:
@@ -180,20 +181,29 @@ def test_promote_copies_then_archives_the_previous_production(registry):
     models = registry.models_dir
     for run_id in ("r1", "r2"):
         registry.start("pest", run_id, "x", {}).finish("succeeded", path=_fake_run(models, run_id))
-    first = registry.promote("pest", "r1")
+    first = promote(registry, "pest", "r1")
     prod = models / "pest" / "production"
-    assert first["previous_run_id"] is None and (prod / "model.keras").read_bytes() == b"model of r1"
-    second = registry.promote("pest", "r2")
-    assert second["previous_run_id"] == "r1"
+    assert isinstance(first, PromotionResult) and first.warnings == []
+    assert first.to_dict() == {
+        "model_type": "pest",
+        "run_id": "r1",
+        "path": str(prod),
+        "source": str(models / "pest" / "r1"),
+        "previous_run_id": None,
+        "archived_to": None,
+    }
+    assert (prod / "model.keras").read_bytes() == b"model of r1"
+    second = promote(registry, "pest", "r2")
+    assert second.previous_run_id == "r1" and second.archived_to == str(models / "pest" / "archive" / "r1")
     assert (prod / "model.keras").read_bytes() == b"model of r2"
     assert (models / "pest" / "archive" / "r1" / "model.keras").read_bytes() == b"model of r1"
     assert json.loads((prod / "PROMOTED.json").read_text())["run_id"] == "r2"
     assert (models / "pest" / "r1" / "model.keras").exists()  # the run folder itself is untouched
     assert registry.production_run_id("pest") == "r2"
     assert [r.run_id for r in registry.runs() if r.production] == ["r2"]
-    assert registry.resolve("pest", "production") == prod
+    assert resolve_run(registry, "pest", "production") == prod
     assert not [p for p in (models / "pest").iterdir() if p.name.startswith(".")]  # no temp folder left
-    registry.promote("pest", "r1")  # back again: r2 archived, r1 archived twice keeps both copies
+    promote(registry, "pest", "r1")  # back again: r2 archived, r1 archived twice keeps both copies
     assert (models / "pest" / "archive" / "r2").is_dir()
 
 
@@ -201,10 +211,10 @@ def test_failed_promotion_leaves_production_serving(registry, monkeypatch):
     models = registry.models_dir
     for run_id in ("r1", "r2"):
         registry.start("pest", run_id, "x", {}).finish("succeeded", path=_fake_run(models, run_id))
-    registry.promote("pest", "r1")
+    promote(registry, "pest", "r1")
     (models / "pest" / "r2" / "weights.h5").symlink_to(models / "missing")  # the copy fails half-way
     with pytest.raises(OutputError, match="cannot promote r2"):
-        registry.promote("pest", "r2")
+        promote(registry, "pest", "r2")
     assert (models / "pest" / "production" / "model.keras").read_bytes() == b"model of r1"
     assert registry.production_run_id("pest") == "r1"
 

@@ -9,6 +9,7 @@ import pytest
 from model_helpers import TRAIN_ARGS, has_train_command, start_training, wait_until_training, write_run
 
 from agroml.core import config
+from agroml.lifecycle.promotion import promote
 from agroml.lifecycle.registry import Registry
 
 
@@ -127,7 +128,7 @@ def test_second_training_refused_then_sigkill_leaves_interrupted_and_production_
     models = training_env.models_dir
     write_run(models, "pest", "prod-run", ["red", "green"], {"train": [], "val": [], "test": []})
     with Registry(models) as registry:
-        registry.promote("pest", "prod-run")
+        promote(registry, "pest", "prod-run")
     production = models / "pest" / "production"
     before = {p.name: p.read_bytes() for p in production.iterdir()}
 

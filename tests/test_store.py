@@ -123,7 +123,7 @@ def test_missing_store_means_no_data(tmp_path):
 def test_corrupt_and_foreign_files_are_refused_untouched(tmp_path):
     corrupt = tmp_path / "corrupt.db"
     corrupt.write_bytes(b"not a database at all" * 200)
-    with pytest.raises(StoreError, match="is not a readable SQLite database"):
+    with pytest.raises(StoreError, match=r"corrupt.db is damaged or not an SQLite database \(file is not a database\)"):
         Store(corrupt)
     assert corrupt.read_bytes() == b"not a database at all" * 200
 

@@ -17,6 +17,8 @@ from agroml.lifecycle.evaluation import EvalResult
 from agroml.lifecycle.evaluation import evaluate as run_evaluation
 from agroml.lifecycle.predicting import PredictResult
 from agroml.lifecycle.predicting import predict as run_predict
+from agroml.lifecycle.promotion import PromotionResult
+from agroml.lifecycle.promotion import promote as promote_run
 from agroml.lifecycle.registry import Registry, RunInfo
 
 RunArg = Annotated[
@@ -271,13 +273,14 @@ def promote(
     """
 
     with Registry(_settings().models_dir) as registry:
-        result = registry.promote(model.value, run)
-    if json_:
-        output.print_json(result)
-        return
-    output.stdout.print(f"promoted {result['run_id']} to {result['path']}", soft_wrap=True)
-    if result["previous_run_id"]:
-        output.hint(f"previous production {result['previous_run_id']} archived to {result['archived_to']}")
+        result = promote_run(registry, model.value, run)
+    output.emit(result, json_, _render_promotion)
+
+
+def _render_promotion(result: PromotionResult) -> None:
+    output.stdout.print(f"promoted {result.run_id} to {result.path}", soft_wrap=True)
+    if result.previous_run_id:
+        output.hint(f"previous production {result.previous_run_id} archived to {result.archived_to}")
 
 
 def register(app: typer.Typer) -> None:

@@ -10,6 +10,7 @@ Times are stored as integer microseconds since the epoch, UTC: exact, sortable, 
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import sqlite3
 from collections.abc import Iterator, Sequence
@@ -20,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 
+from agroml.core import sqlite
 from agroml.core.errors import NoDataError, StoreError
 from agroml.data import records as rec
 
@@ -36,6 +38,10 @@ _SQL_TYPES = {
 STORE_COLUMNS: tuple[str, ...] = tuple(rec.arrow_schema(include_personal=True).names)
 #: Columns an upsert may change on an existing row (feedback changes after a row is created).
 _UPDATABLE = tuple(c for c in STORE_COLUMNS if c not in ("source", "id", "image_hash"))
+
+
+#: What to do about a damaged store (the fix of its StoreError, and of `agroml doctor`'s line).
+DAMAGED_FIX = "restore it from a backup, or move it aside and run `agroml pull` or `agroml demo` to start a fresh store"
 
 
 def _create_v1(con: sqlite3.Connection) -> None:
@@ -87,6 +93,11 @@ class Store:
     """An open local store. Use as a context manager, or call :meth:`close`."""
 
     def __init__(self, path: str | Path, create: bool = True) -> None:
+        """Open the store at ``path``; ``create`` makes it (0600: farmer ids and the hash salt) if missing.
+
+        A damaged, foreign, newer or unwritable file is a StoreError naming it and the fix, here or at
+        the first query that reaches the damage (see :mod:`agroml.core.sqlite`); a refused file is left as it is.
+        """
         self.path = Path(path)
         if not self.path.exists():
             if not create:
@@ -97,17 +108,13 @@ class Store:
                 raise StoreError(
                     f"cannot create {self.path.parent}: {exc.strerror}", fix="set AGROML_DATA_DIR to a writable folder"
                 ) from None
+        # wal=False: a foreign SQLite file must be recognized before anything switches its journal mode
+        self.con = sqlite.connect(self.path, setting="AGROML_DB", damaged_fix=DAMAGED_FIX, wal=False, private=create)
         try:
-            self.con = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-            self.con.execute("PRAGMA busy_timeout = 30000")
             self._check_and_migrate(create)
-        except sqlite3.DatabaseError as exc:
-            if hasattr(self, "con"):
-                self.con.close()
-            raise StoreError(
-                f"{self.path} is not a readable SQLite database ({exc})",
-                fix="move the file aside, then run `agroml demo` or `agroml pull`",
-            ) from None
+        except BaseException:
+            self.con.close()
+            raise
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def __enter__(self) -> Store:
@@ -139,8 +146,7 @@ class Store:
             )
         if version == SCHEMA_VERSION:
             return
-        if self.con.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
-            raise StoreError(f"{self.path}: cannot switch to WAL mode", fix="put the store on a local disk")
+        sqlite.enable_wal(self.con)
         with self.transaction():
             if not tables:
                 self.con.execute("CREATE TABLE agroml_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
@@ -176,20 +182,17 @@ class Store:
                 self._set_meta("hash_salt", value)
         return value
 
-    class _Tx:
-        def __init__(self, con: sqlite3.Connection) -> None:
-            self.con = con
-
-        def __enter__(self) -> sqlite3.Connection:
-            self.con.execute("BEGIN IMMEDIATE")
-            return self.con
-
-        def __exit__(self, exc_type: object, *rest: object) -> None:
-            self.con.execute("ROLLBACK" if exc_type else "COMMIT")
-
-    def transaction(self) -> Store._Tx:
+    def transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         """A write transaction (BEGIN IMMEDIATE: takes the write lock up front, no upgrade deadlock)."""
-        return Store._Tx(self.con)
+        return sqlite.transaction(self.con)
+
+    def quick_check(self, limit: int = 5) -> list[str]:
+        """SQLite's ``PRAGMA quick_check``: [] when every page reads back whole, else up to ``limit`` problems.
+
+        It reads every page of the file, so `agroml doctor` runs it, not every command.
+        """
+        found = [r[0] for r in self.con.execute(f"PRAGMA quick_check({int(limit)})").fetchall()]
+        return [] if found == ["ok"] else found
 
     # -- writing -----------------------------------------------------------------------------------
     def upsert(self, records: pd.DataFrame) -> UpsertResult:

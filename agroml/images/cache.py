@@ -21,7 +21,8 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from agroml.core.errors import ImageError
+from agroml.core import sqlite
+from agroml.core.errors import ImageError, StoreError
 from agroml.core.files import atomic_write, sweep_stale_temps
 from agroml.images.pixels import UNSUPPORTED, unsupported_reason
 
@@ -94,13 +95,26 @@ class ImageCache:
     @property
     def index(self) -> sqlite3.Connection:
         if self._con is None:
-            self.root.mkdir(parents=True, exist_ok=True)
-            con = sqlite3.connect(self.root / "index.db", timeout=30, isolation_level=None, check_same_thread=False)
-            con.execute("PRAGMA journal_mode = WAL")
-            con.execute(
-                "CREATE TABLE IF NOT EXISTS urls (url TEXT PRIMARY KEY, sha256 TEXT NOT NULL, "
-                "ext TEXT NOT NULL, fetched_at REAL NOT NULL)"
+            path = self.root / "index.db"
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(
+                    f"cannot create {self.root}: {exc.strerror}", fix="set AGROML_IMAGE_DIR to a writable folder"
+                ) from None
+            con = sqlite.connect(
+                path,
+                setting="AGROML_IMAGE_DIR",
+                damaged_fix="move it aside: the cached images stay, and their URLs are indexed again when fetched",
             )
+            try:
+                con.execute(
+                    "CREATE TABLE IF NOT EXISTS urls (url TEXT PRIMARY KEY, sha256 TEXT NOT NULL, "
+                    "ext TEXT NOT NULL, fetched_at REAL NOT NULL)"
+                )
+            except BaseException:
+                con.close()
+                raise
             self._con = con
         return self._con
 

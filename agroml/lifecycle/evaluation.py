@@ -28,6 +28,7 @@ from agroml.images.cache import ImageCache
 from agroml.lifecycle.metrics import compute_metrics
 from agroml.lifecycle.plots import confusion_matrix_png
 from agroml.lifecycle.predicting import load_saved_model, predict_files
+from agroml.lifecycle.promotion import resolve_run
 from agroml.lifecycle.registry import Registry
 
 #: Single-image calls timed for latency (after warm-up): enough for a p95, cheap on a CPU.
@@ -185,7 +186,7 @@ def evaluate(
     if batch_size < 1:
         raise UsageError(f"--batch-size {batch_size} must be at least 1")
     with Registry(settings.models_dir, create=False) as registry:
-        folder = registry.resolve(model_type, ref)
+        folder = resolve_run(registry, model_type, ref)  # a run of another type: exit 2, naming both
     saved = load_saved_model(folder)
     skipped: dict[str, int] = {}
     ids, files, y = select_rows(settings, model_type, folder, saved.classes, newer, skipped)

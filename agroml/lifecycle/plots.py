@@ -7,37 +7,34 @@ place, so a reader never sees half a PNG, and an unwritable path is an OutputErr
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from agroml.core.errors import OutputError
+from agroml.core.files import atomic_write
 
 
 def _save_atomically(fig: Any, path: Path) -> Path:
-    """Write ``fig`` as PNG to ``path`` via a temporary file in the same folder, then rename."""
+    """Write ``fig`` as PNG to ``path`` through :func:`atomic_write` (a temporary sibling, then a rename).
+
+    Rendered in memory first: a chart is small, and atomic_write gives the file the umask's permissions
+    (a temporary file of its own would stay 0600, unreadable to the account that serves the run).
+    """
     path = Path(path)
-    tmp_name = None
     fix = "choose a writable file path"
     if path.is_dir():
         raise OutputError(f"cannot write {path}: it is a folder", fix=fix)
     blocker = next((p for p in (path.parent, *path.parent.parents) if p.exists() and not p.is_dir()), None)
     if blocker is not None:
         raise OutputError(f"cannot write {path}: {blocker} is not a folder", fix=fix)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=110)
-        os.replace(tmp_name, path)
-        tmp_name = None
+        atomic_write(path, buf.getvalue())
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {exc.strerror or exc}", fix=fix) from None
-    finally:
-        if tmp_name is not None:
-            Path(tmp_name).unlink(missing_ok=True)
     return path
 
 

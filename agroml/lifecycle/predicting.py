@@ -22,6 +22,7 @@ from agroml.core.progress import ProgressFn, no_progress
 from agroml.images.cache import ImageCache
 from agroml.images.fetch import fetch_images
 from agroml.images.pixels import load_image
+from agroml.lifecycle.promotion import resolve_run
 from agroml.lifecycle.registry import Registry
 
 
@@ -217,7 +218,7 @@ def predict(
     if top < 1:
         raise UsageError(f"--top {top} must be at least 1")
     with Registry(settings.models_dir, create=False) as registry:
-        folder = registry.resolve(model_type, ref)
+        folder = resolve_run(registry, model_type, ref)  # a run of another type: exit 2, naming both
     saved = load_saved_model(folder)
     urls = [i for i in images if _is_url(i)]
     fetched, fetch_errors = _fetch_urls(settings, urls) if urls else ({}, {})

@@ -11,36 +11,33 @@ loss) cannot mark itself, so every reader checks: a running run whose pid is gon
 zombie, or a pid reused by a younger process) is marked ``interrupted``; a run on another host is
 trusted until it has not reported for :data:`STALE_SECONDS`.
 
-Promotion (``models/<type>/production/``) lives here too, because it is a question about runs: which
-one serves, which one it replaced.
+Which run serves is recorded here too (the ``promotions`` table); copying a run into
+``models/<type>/production/`` and finding a run's folder live in :mod:`agroml.lifecycle.promotion`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import shutil
 import signal
 import socket
 import sqlite3
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
 
-from agroml.core.errors import ModelNotFoundError, OutputError, RunBusyError, StoreError, UsageError
-from agroml.core.files import free_name, json_text, utc_stamp
+from agroml.core import sqlite
+from agroml.core.errors import OutputError, RunBusyError, UsageError
+from agroml.core.files import json_text, utc_stamp
 
 RUNNING, SUCCEEDED, FAILED, INTERRUPTED = "running", "succeeded", "failed", "interrupted"
 STATES: tuple[str, ...] = (RUNNING, SUCCEEDED, FAILED, INTERRUPTED)
-PRODUCTION = "production"
 #: A running run on another host that has not reported for this long is taken as dead (an epoch on
 #: a slow CPU can take many minutes; half a day without a word is not a live training).
 STALE_SECONDS = 12 * 3600
-#: Marker written into a promoted folder: which run it is, so the next promotion can archive it by name.
-PROMOTED_FILE = "PROMOTED.json"
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS runs (
@@ -255,27 +252,27 @@ class Registry:
         self.path = self.models_dir / "registry.db"
         self.stale_seconds = stale_seconds
         self.host = socket.gethostname()
+        damaged = (
+            f"move it aside: the run folders under {self.models_dir} stay, and evaluate, predict and promote "
+            "still take their paths"
+        )
+        if not create and not self.path.exists():
+            self.con = sqlite.connect(":memory:", setting="AGROML_MODELS_DIR", damaged_fix=damaged)
+        else:
+            try:
+                self.models_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise OutputError(
+                    f"cannot create {self.models_dir}: {exc.strerror}",
+                    fix="set AGROML_MODELS_DIR to a writable folder",
+                ) from None
+            self.con = sqlite.connect(self.path, setting="AGROML_MODELS_DIR", damaged_fix=damaged)
         try:
-            if not create and not self.path.exists():
-                self.con = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
-                for statement in _SCHEMA:
-                    self.con.execute(statement)
-                return
-            self.models_dir.mkdir(parents=True, exist_ok=True)
-            self.con = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-            self.con.execute("PRAGMA busy_timeout = 30000")
-            self.con.execute("PRAGMA journal_mode = WAL")
             for statement in _SCHEMA:
                 self.con.execute(statement)
-        except OSError as exc:
-            raise OutputError(
-                f"cannot create {self.models_dir}: {exc.strerror}", fix="set AGROML_MODELS_DIR to a writable folder"
-            ) from None
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(
-                f"{self.path} is not a readable run registry ({exc})",
-                fix="move the file aside; runs are kept in their folders under models/",
-            ) from None
+        except BaseException:
+            self.con.close()
+            raise
 
     def close(self) -> None:
         self.con.close()
@@ -286,19 +283,8 @@ class Registry:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    class _Tx:
-        def __init__(self, con: sqlite3.Connection) -> None:
-            self.con = con
-
-        def __enter__(self) -> sqlite3.Connection:
-            self.con.execute("BEGIN IMMEDIATE")  # the write lock up front: check-then-insert is atomic
-            return self.con
-
-        def __exit__(self, exc_type: object, *rest: object) -> None:
-            self.con.execute("ROLLBACK" if exc_type else "COMMIT")
-
-    def _tx(self) -> Registry._Tx:
-        return Registry._Tx(self.con)
+    def _tx(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return sqlite.transaction(self.con)  # BEGIN IMMEDIATE: check-then-insert in start() is atomic
 
     # -- liveness ------------------------------------------------------------------------------------
     def _is_dead(
@@ -309,17 +295,24 @@ class Registry:
         last = updated_at if updated_at is not None else started_at
         return time.time() - last > self.stale_seconds
 
-    def _reap(self, con: sqlite3.Connection, model_type: str | None = None) -> list[tuple]:
-        """Inside a transaction: mark dead running runs interrupted; return the live ones' rows."""
+    def _running(self, con: sqlite3.Connection, model_type: str | None) -> list[tuple]:
         sql = f"SELECT {', '.join(_COLUMNS)} FROM runs WHERE state = ?"
         params: list[Any] = [RUNNING]
         if model_type is not None:
             sql += " AND model_type = ?"
             params.append(model_type)
+        return con.execute(sql + " ORDER BY started_at", params).fetchall()
+
+    def _row_is_dead(self, row: tuple) -> bool:
+        d = dict(zip(_COLUMNS, row, strict=True))
+        return self._is_dead(d["pid"], d["pid_start"], d["host"], d["updated_at"], d["started_at"])
+
+    def _reap(self, con: sqlite3.Connection, model_type: str | None = None) -> list[tuple]:
+        """Inside a transaction: mark dead running runs interrupted; return the live ones' rows."""
         live = []
-        for row in con.execute(sql + " ORDER BY started_at", params).fetchall():
-            d = dict(zip(_COLUMNS, row, strict=True))
-            if self._is_dead(d["pid"], d["pid_start"], d["host"], d["updated_at"], d["started_at"]):
+        for row in self._running(con, model_type):
+            if self._row_is_dead(row):
+                d = dict(zip(_COLUMNS, row, strict=True))
                 con.execute(
                     "UPDATE runs SET state = ?, ended_at = coalesce(updated_at, started_at), error = ? "
                     "WHERE model_type = ? AND run_id = ?",
@@ -333,6 +326,15 @@ class Registry:
             else:
                 live.append(row)
         return live
+
+    def _live(self, model_type: str | None) -> list[tuple]:
+        """The live running runs' rows, dead ones marked first. The write lock is taken only when a run
+        died, so `agroml runs` and `predict` read a registry they may not write (a serving account's)."""
+        rows = self._running(self.con, model_type)
+        if not any(self._row_is_dead(r) for r in rows):
+            return rows
+        with self._tx() as con:
+            return self._reap(con, model_type)
 
     # -- writing -------------------------------------------------------------------------------------
     def start(
@@ -392,8 +394,7 @@ class Registry:
 
     def runs(self, model_type: str | None = None) -> list[RunInfo]:
         """Every run (newest first), after marking runs whose process is gone as interrupted."""
-        with self._tx() as con:
-            self._reap(con, model_type)
+        self._live(model_type)
         sql = f"SELECT {', '.join(_COLUMNS)} FROM runs"
         params: list[Any] = []
         if model_type is not None:
@@ -404,8 +405,7 @@ class Registry:
 
     def status(self, model_type: str | None = None) -> list[RunInfo]:
         """The runs that are running now (dead ones are marked interrupted first)."""
-        with self._tx() as con:
-            live = self._reap(con, model_type)
+        live = self._live(model_type)
         prod = self._production()
         return [_info(r, prod) for r in live]
 
@@ -426,105 +426,17 @@ class Registry:
         ).fetchone()
         return row[0] if row else None
 
-    # -- run folders -----------------------------------------------------------------------------------
-    def resolve(self, model_type: str, ref: str | Path | None = None) -> Path:
-        """The folder of a saved model: a run id, ``production``, a path, or (None) the newest succeeded run."""
-        hint = "list runs with `agroml runs`"
-        if ref is None:
-            run = self.latest(model_type)
-            if run is None:
-                raise ModelNotFoundError(
-                    f"no succeeded {model_type} run to use",
-                    fix=f"train one with `agroml train --model {model_type}`, or {hint}",
-                )
-            return Path(run.path)  # type: ignore[arg-type]
-        ref_s = str(ref)
-        if ref_s == PRODUCTION:
-            folder = self.models_dir / model_type / PRODUCTION
-            if not (folder / "model.keras").is_file():
-                raise ModelNotFoundError(
-                    f"no production {model_type} model in {folder}",
-                    fix=f"promote a run with `agroml promote RUN_ID --model {model_type}`; {hint}",
-                )
-            return folder
-        as_path = Path(ref_s)
-        if (as_path / "model.keras").is_file():
-            return as_path
-        if as_path.name == "model.keras" and as_path.is_file():
-            return as_path.parent
-        folder = self.models_dir / model_type / ref_s
-        if (folder / "model.keras").is_file():
-            return folder
-        run = self.get(ref_s, model_type)
-        if run is not None and run.path and (Path(run.path) / "model.keras").is_file():
-            return Path(run.path)
-        if run is not None:
-            raise ModelNotFoundError(
-                f"run {ref_s!r} ({run.state}) has no saved model", fix=f"pick a succeeded run: {hint}"
-            )
-        raise ModelNotFoundError(f"no {model_type} run, production model or model folder named {ref_s!r}", fix=hint)
+    def by_path(self, folder: str | Path) -> RunInfo | None:
+        """The run whose folder is ``folder`` (the same folder, however the path is spelled), if registered."""
+        target = Path(folder).resolve()
+        return next((r for r in self.runs() if r.path and Path(r.path).resolve() == target), None)
 
-    def promote(self, model_type: str, ref: str) -> dict[str, Any]:
-        """Copy a run to ``models/<type>/production/``; the previous production goes to ``archive/<its run_id>/``.
-
-        Why copy, then two renames: the new production is complete on disk (in a temporary sibling)
-        before anything moves, so a failed copy leaves the old production serving; the renames are
-        atomic on one file system, and the window between them is microseconds.
-        """
-        if ref == PRODUCTION:
-            raise UsageError("`production` is already promoted: give a run id (see `agroml runs`)")
-        source = self.resolve(model_type, ref)
-        type_dir = self.models_dir / model_type
-        production = type_dir / PRODUCTION
-        run_id = _folder_run_id(source)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{PRODUCTION}.", dir=type_dir))
-        staged = tmp / PRODUCTION
-        try:
-            shutil.copytree(source, staged)
-            marker = {
-                "run_id": run_id,
-                "model_type": model_type,
-                "promoted_at": utc_stamp(time.time()),
-                "source": str(source),
-            }
-            (staged / PROMOTED_FILE).write_text(json.dumps(marker, indent=2) + "\n")
-            previous = archived = None
-            if production.exists():
-                previous = _folder_run_id(production)
-                archived = free_name(type_dir / "archive" / previous)
-                archived.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(production, archived)
-            os.replace(staged, production)
-        except OSError as exc:
-            raise OutputError(
-                f"cannot promote {run_id} into {production}: {exc}",
-                fix="check free disk space and permissions under AGROML_MODELS_DIR",
-            ) from None
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+    # -- promotions (the copying is agroml.lifecycle.promotion's) ------------------------------------------
+    def record_promotion(self, model_type: str, run_id: str, previous_run_id: str | None, path: str | Path) -> None:
+        """Record that ``run_id`` now serves as ``model_type``'s production model, replacing ``previous_run_id``."""
         with self._tx() as con:
             con.execute(
                 "INSERT INTO promotions (model_type, run_id, promoted_at, previous_run_id, path) "
                 "VALUES (?, ?, ?, ?, ?)",
-                (model_type, run_id, time.time(), previous, str(production)),
+                (model_type, run_id, time.time(), previous_run_id, str(path)),
             )
-        return {
-            "model_type": model_type,
-            "run_id": run_id,
-            "path": str(production),
-            "source": str(source),
-            "previous_run_id": previous,
-            "archived_to": None if archived is None else str(archived),
-        }
-
-
-def _folder_run_id(folder: Path) -> str:
-    """A model folder's run id: from its promotion marker, its config.json, else the folder name."""
-    for name, key in ((PROMOTED_FILE, "run_id"), ("config.json", "run_id")):
-        try:
-            value = json.loads((folder / name).read_text()).get(key)
-        except (OSError, ValueError, AttributeError):
-            continue
-        if value:
-            return str(value)
-    return folder.name

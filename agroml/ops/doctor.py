@@ -18,6 +18,7 @@ import importlib.metadata as md
 import os
 import re
 import shutil
+import stat
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
@@ -30,8 +31,9 @@ from agroml.core import config
 from agroml.core.config import Settings, jwt_payload, key_role, mask_secret
 from agroml.core.errors import AgromlError, ConfigError, NoDataError, SourceError
 from agroml.core.schema import MODEL_TYPES, table_spec
+from agroml.core.sqlite import can_access
 from agroml.data.analysis import readiness, readiness_verdict
-from agroml.data.store import Store
+from agroml.data.store import DAMAGED_FIX, Store
 from agroml.data.supabase import KEY_FIX, SupabaseSource
 from agroml.images.fetch import probe_image
 
@@ -65,6 +67,7 @@ WEIGHT_FILES: dict[str, str] = {
 
 PACKAGE_FIX = "pip install -e ."
 DATA_FIX = "run `agroml demo` or `agroml pull`"
+WRITE_FIX = "make the store writable for this user (chmod u+w), or set AGROML_DB to a writable copy"
 
 
 @dataclass
@@ -233,7 +236,8 @@ def check_disk(settings: Settings) -> Check:
 
 # --- the local store and readiness ----------------------------------------------------------------
 def check_store(settings: Settings) -> tuple[Check, dict[str, Any] | None]:
-    """The store's schema version and rows per model type; also its feedback counts for readiness."""
+    """The store reads back whole (``PRAGMA quick_check``), its schema version and rows per model type, and
+    whether it is writable and private; also its feedback counts for readiness."""
 
     path = Path(settings.db_path)
     if not path.exists():
@@ -242,14 +246,34 @@ def check_store(settings: Settings) -> tuple[Check, dict[str, Any] | None]:
         store = Store(path, create=False)
     except NoDataError:
         return Check("store", WARN, f"no local data yet ({path} is empty)", DATA_FIX), None
-    except AgromlError as exc:  # corrupt, foreign or newer store: its own message says what to do
+    except AgromlError as exc:  # damaged, foreign, newer or unreadable store: its own message says what to do
         return Check("store", FAIL, exc.message, exc.fix or ""), None
     with store:
-        rows = {m: store.count(m) for m in MODEL_TYPES}
-        counts = {m: store.feedback_counts(m) for m in MODEL_TYPES}
+        try:
+            problems = store.quick_check()
+            if problems:
+                found = "; ".join(" ".join(p.split()) for p in problems)[:300]
+                return Check("store", FAIL, f"{path} is damaged: {found}", DAMAGED_FIX), None
+            rows = {m: store.count(m) for m in MODEL_TYPES}
+            counts = {m: store.feedback_counts(m) for m in MODEL_TYPES}
+        except AgromlError as exc:
+            return Check("store", FAIL, exc.message, exc.fix or ""), None
         detail = f"{path}: schema v{store.schema_version}, rows " + ", ".join(f"{m} {n}" for m, n in rows.items())
     if not any(rows.values()):
         return Check("store", WARN, detail + " (empty)", DATA_FIX), counts
+    if not can_access(path, os.W_OK):
+        return Check("store", WARN, f"{detail}; read-only: pull, demo and import cannot add rows", WRITE_FIX), counts
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        return (
+            Check(
+                "store",
+                WARN,
+                f"{detail}; mode {mode:04o}: other accounts can read its farmer ids and hash salt",
+                f"chmod 600 {path}",
+            ),
+            counts,
+        )
     return Check("store", OK, detail), counts
 
 

@@ -1,0 +1,71 @@
+"""File modes: what a serving account must read follows the umask; the store (farmer ids, the hash salt) is 0600.
+
+One tiny real training per umask (the cheapest `agroml train` there is), then two promotions (production/
+and archive/) and a --plot chart, all under that umask; the demo store and its cached images are made
+under it too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+TRAIN = ("train", "--model", "pest", "--weights", "none", "--image-size", "32", "--epochs", "2", "--min-per-class", "2")
+RUN_FILES = (
+    "model.keras",
+    "labels.json",
+    "config.json",
+    "metrics.json",
+    "split.json",
+    "history.csv",
+    "curves.png",
+    "confusion_matrix.png",
+    "MODEL_CARD.md",
+)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.fixture(params=[0o022, 0o077], ids=["umask-022", "umask-077"])
+def umask(request):
+    """The process umask while the test's data is made (listed first, so it is set before demo_data runs)."""
+    saved = os.umask(request.param)
+    yield request.param
+    os.umask(saved)
+
+
+@pytest.mark.slow
+def test_run_folders_production_plots_and_images_follow_the_umask_and_the_store_is_0600(
+    umask, demo_data, cli, workdir, monkeypatch
+):
+    monkeypatch.setenv("AGROML_MIN_TOTAL", "10")
+    trained = cli(*TRAIN, "--json")
+    assert trained.exit_code == 0, trained.output
+    run = Path(json.loads(trained.stdout)["path"])
+    for _ in range(2):  # the second promotion archives the first copy
+        assert cli("promote", run.name, "--model", "pest").exit_code == 0
+    chart = cli("distribution", "--model", "pest", "--by", "season", "--plot", "charts/seasons.png")
+    assert chart.exit_code == 0, chart.output
+
+    file_mode, dir_mode = 0o666 & ~umask, 0o777 & ~umask
+    pest = workdir / "models" / "pest"
+    folders = [run, pest / "production", pest / "archive", pest / "archive" / run.name, workdir / "charts"]
+    assert {f.name: oct(mode(f)) for f in folders} == {f.name: oct(dir_mode) for f in folders}
+    files = [run / name for name in RUN_FILES]
+    files += [pest / "production" / name for name in (*RUN_FILES, "PROMOTED.json")]
+    files += [pest / "archive" / run.name / "PROMOTED.json", workdir / "charts" / "seasons.png"]
+    images = sorted((workdir / "data" / "images").glob("??/*.*"))
+    assert images
+    files += images[:5]
+    wrong = {str(f): oct(mode(f)) for f in files if mode(f) != file_mode}
+    assert wrong == {}, f"expected {oct(file_mode)}"
+
+    store = workdir / "data" / "agroml.db"
+    assert mode(store) == 0o600
+    assert not [p.name for p in store.parent.glob("agroml.db-*") if mode(p) != 0o600]
