@@ -196,12 +196,16 @@ def test_size_is_checked_before_reading_and_memory_stays_flat(collection, workdi
     huge = collection / "aphids" / "huge.jpg"
     with open(huge, "wb") as fh:
         fh.truncate(1 << 30)  # 1 GiB named .jpg (sparse: no disk used)
+    # VmHWM, not getrusage's ru_maxrss: Linux keeps ru_maxrss across execve, so a child of a large pytest
+    # process would report its parent's size; VmHWM belongs to the new program's own memory map.
     code = (
-        "import resource, sys\n"
+        "import re, sys\n"
+        "from pathlib import Path\n"
         "from agroml.core import config\n"
         "from agroml.data.importing import import_folder\n"
         "s = import_folder(config.resolve(environ={}, env_file=None), sys.argv[1], 'pest')\n"
-        "print(s.skipped, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n"
+        "hwm = re.search(r'VmHWM:\\s+(\\d+)', Path('/proc/self/status').read_text()).group(1)\n"
+        "print(s.skipped, int(hwm) // 1024)\n"
     )
     out = subprocess.run([sys.executable, "-c", code, str(collection)], cwd=workdir, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
