@@ -1,4 +1,4 @@
-"""The recipe: one flat config, and the phases that train a model with it.
+"""The recipe: the phases that train a model with a :class:`~agroml.training.config.TrainConfig`.
 
 - phase 1 ("head"): the head on the frozen base, by default on cached features (training/features.py);
 - phase 2 ("fine_tune", ``--fine-tune-layers N``): the top N base layers unfrozen, a low learning rate,
@@ -12,60 +12,14 @@ epoch); the pretrained phases also EarlyStopping restoring the best weights and 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from agroml.core.progress import ProgressFn, no_progress
+from agroml.training.config import TrainConfig
 
 #: Called after every epoch with (epoch number across phases, that epoch's metrics).
 EpochFn = Callable[[int, dict[str, float]], None]
-
-
-@dataclass
-class TrainConfig:
-    """Every hyperparameter of a run; saved as config.json. None means "the default for this case"."""
-
-    model_type: str
-    arch: str = "mobilenetv2"
-    weights: str = "imagenet"
-    alpha: float | None = None  # MobileNetV2 width; default 1.0 pretrained, 0.35 from scratch
-    image_size: int | None = None  # default: the backbone's (224)
-    epochs: int | None = None  # phase 1 / scratch; default 15 head, 150 scratch
-    batch_size: int | None = None  # default 32; 16 from scratch (more steps for a random network)
-    learning_rate: float | None = None  # default 1e-3 head; 5e-3 scratch (peak of warmup + cosine)
-    fine_tune_layers: int = 0
-    fine_tune_epochs: int = 0
-    fine_tune_learning_rate: float = 1e-5
-    aug_views: int = 2  # fast path: views per image (1 clean + K-1 augmented)
-    fast: bool = True  # phase 1 on cached features when the base is frozen
-    patience: int | None = None  # EarlyStopping of pretrained phases (default 4); unused from scratch
-    dropout: float = 0.2
-    seed: int = 0
-    strict: bool = False
-    min_per_class: int | None = None
-    tflite: str | None = None
-    run_eagerly: bool = False  # Keras eager mode: no graph tracing (tiny runs, debugging)
-
-    @property
-    def scratch(self) -> bool:
-        return self.weights.strip().lower() == "none"
-
-    def resolved(self, default_size: int) -> TrainConfig:
-        """A copy with every None default filled in for this backbone and weights."""
-        c = TrainConfig(**asdict(self))
-        c.image_size = c.image_size or default_size
-        if c.alpha is None:
-            c.alpha = 0.35 if c.scratch else 1.0
-        if c.epochs is None:
-            c.epochs = 150 if c.scratch else 15
-        if c.batch_size is None:
-            c.batch_size = 16 if c.scratch else 32
-        if c.learning_rate is None:
-            c.learning_rate = 5e-3 if c.scratch else 1e-3
-        if c.patience is None and not c.scratch:
-            c.patience = 4
-        return c
 
 
 class EpochReporter:
@@ -148,7 +102,7 @@ def callbacks(
     """
     import keras
 
-    patience = int(cfg.patience or 4)
+    patience = cfg.patience
     stopping = (
         []
         if phase == "scratch"
