@@ -100,7 +100,8 @@ def fit_head_on_features(
 ) -> tuple[Any, list[dict[str, Any]]]:
     """Train the head on cached features: each epoch draws one view of every training image at random.
 
-    Returns the head (best weights restored) and its history rows.
+    Returns the head (best weights restored) and its history rows; a non-finite loss raises a
+    TrainingError (loop.StopOnNonFiniteLoss is among the phase's callbacks).
     """
     import tensorflow as tf
 
