@@ -37,7 +37,7 @@ _PUBLIC: dict[str, tuple[str, str]] = {
     "stats_report": ("agroml.data.analysis", "stats_report"),
     "distribution_report": ("agroml.data.analysis", "distribution_report"),
     "export_records": ("agroml.data.exporting", "export_records"),
-    "TrainConfig": ("agroml.training.loop", "TrainConfig"),
+    "TrainConfig": ("agroml.training.config", "TrainConfig"),
     "train": ("agroml.training.run", "train"),
     "evaluate": ("agroml.lifecycle.evaluation", "evaluate"),
     "predict": ("agroml.lifecycle.predicting", "predict"),

@@ -128,11 +128,18 @@ def fast_path(
 ) -> tuple[float, dict[str, float]]:
     """agroml's phase 1 (features cached, head trained on them): (seconds, accuracy per split)."""
     from agroml.training.backbones import get_backbone
-    from agroml.training.loop import TrainConfig
+    from agroml.training.config import TrainConfig
     from agroml.training.run import build_and_fit
 
-    cfg = TrainConfig(
-        "pest", arch, weights, 1.0, size, epochs, batch, 1e-3, aug_views=views, patience=epochs + 1
+    cfg = TrainConfig.for_weights(
+        weights,
+        model_type="pest",
+        arch=arch,
+        image_size=size,
+        epochs=epochs,
+        batch_size=batch,
+        aug_views=views,
+        patience=epochs + 1,
     )  # no early stop: the same number of epochs as the old loop
     start = time.perf_counter()
     model, _ = build_and_fit(cfg, get_backbone(arch), data, workdir)
@@ -144,19 +151,21 @@ def memory_child(args: argparse.Namespace) -> None:
     """Run in a child: a whole ``agroml train`` run (data, phase 1 on the fast path, val and test
     metrics, model.keras, plots, registry) on the store the parent made; the parent reads this
     process's peak RSS, so demo drawing and weight making do not count."""
+    from agroml.training.config import resolve_config
     from agroml.training.run import train
 
     root = Path(args.root)
-    result = train(
-        make_store(root, 0),
-        "pest",
-        args.arch,
-        str(root / "base.weights.h5"),
-        image_size=args.size,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        aug_views=args.aug_views,
-    )
+    settings = make_store(root, 0)
+    flags = {
+        "model_type": "pest",
+        "arch": args.arch,
+        "weights": str(root / "base.weights.h5"),
+        "image_size": args.size,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "aug_views": args.aug_views,
+    }
+    result = train(settings, resolve_config(settings, flags))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # KiB -> GiB
     images = sum(sum(per_class.values()) for per_class in result.counts.values())
     print(

@@ -19,9 +19,15 @@ from test_train_helpers import add_shapes
 from agroml.core import config
 from agroml.images.pixels import load_image_array
 from agroml.training.backbones import BACKBONES
+from agroml.training.config import TrainConfig
 from agroml.training.run import train
 
 COLORS = {"circle": (230, 40, 40), "square": (40, 200, 60), "triangle": (50, 60, 230)}
+
+
+def _cfg(weights: str, **fields) -> TrainConfig:
+    """A pest config with the tests' per-class minimum (the tiny data sets have 8 images per class)."""
+    return TrainConfig.for_weights(weights, model_type="pest", min_per_class=4, **fields)
 
 
 def _settings(root: Path, **overrides):
@@ -38,7 +44,7 @@ def scratch_runs(tmp_path_factory):
     settings = _settings(tmp_path_factory.mktemp("scratch"))
     add_shapes(settings, {"circle": 8, "square": 8, "triangle": 8}, size=32)
     runs = {
-        arch: train(settings, "pest", arch, "none", image_size=32, epochs=1, batch_size=8, run_eagerly=True)
+        arch: train(settings, _cfg("none", arch=arch, image_size=32, epochs=1, batch_size=8, run_eagerly=True))
         for arch in BACKBONES
     }
     return settings, runs
@@ -143,12 +149,12 @@ def test_fast_path_matches_slow_path(tmp_path):
     # 40 per class: 36 held-out images, so the 0.25 tolerance is about 2 standard errors of a difference
     add_shapes(settings, {k: 40 for k in COLORS}, size=32, colors=COLORS)
     # a base that has seen these images (3 epochs from scratch): random deep features carry no colour
-    pre = train(settings, "pest", "mobilenetv2", "none", image_size=32, epochs=3, batch_size=16, run_eagerly=True)
+    pre = train(settings, _cfg("none", image_size=32, epochs=3, batch_size=16, run_eagerly=True))
     base_weights = tmp_path / "base.weights.h5"
     next(layer for layer in pre.model.layers if layer.name.startswith("mobilenetv2")).save_weights(base_weights)
     common = dict(image_size=32, epochs=8, batch_size=16, alpha=0.35, learning_rate=0.01)
-    fast = train(settings, "pest", "mobilenetv2", str(base_weights), fast=True, **common)
-    slow = train(settings, "pest", "mobilenetv2", str(base_weights), fast=False, **common)
+    fast = train(settings, _cfg(str(base_weights), fast=True, **common))
+    slow = train(settings, _cfg(str(base_weights), fast=False, **common))
     accuracy = {
         name: (
             r.metrics["val"]["accuracy"] * r.metrics["val"]["n"]
@@ -224,10 +230,10 @@ def test_train_json_and_a_label_map_that_survives_a_new_class(cli, workdir, monk
 def test_from_scratch_the_rate_warms_up_then_decays_to_zero_and_nothing_cuts_the_schedule_short(tmp_path):
     import keras
 
-    from agroml.training.loop import TrainConfig, callbacks, scratch_schedule
+    from agroml.training.loop import callbacks, scratch_schedule
 
-    cfg = TrainConfig("pest", weights="none").resolved(224)
-    assert (cfg.epochs, cfg.batch_size, cfg.learning_rate, cfg.patience) == (150, 16, 5e-3, None)
+    cfg = TrainConfig.for_weights("none", model_type="pest")
+    assert (cfg.epochs, cfg.batch_size, cfg.learning_rate, cfg.alpha, cfg.image_size) == (150, 16, 5e-3, 0.35, 224)
     sched = scratch_schedule(cfg.learning_rate, cfg.epochs, steps=12)
     rates = [float(sched(step)) for step in (0, 30, 60, 900, 1799)]
     assert rates[0] == pytest.approx(5e-4) and rates[1] < rates[2] == pytest.approx(5e-3)
@@ -236,8 +242,9 @@ def test_from_scratch_the_rate_warms_up_then_decays_to_zero_and_nothing_cuts_the
     scratch = callbacks("scratch", cfg, 150, 12, tmp_path, lambda *a: None, None, 0)
     # neither halves the rate nor stops (and restores mid-schedule weights) before the cosine decay ends
     assert not any(isinstance(c, (plateau, stopping)) for c in scratch)
-    head = TrainConfig("pest").resolved(224)
+    head = TrainConfig.for_weights("imagenet", model_type="pest")
     assert (head.batch_size, head.learning_rate) == (32, 1e-3)
+    assert (head.epochs, head.alpha, head.patience, head.image_size) == (15, 1.0, 4, 224)
     pretrained = callbacks("head", head, 15, 12, tmp_path, lambda *a: None, None, 0)
     assert any(isinstance(c, plateau) for c in pretrained)
     assert any(isinstance(c, stopping) and c.restore_best_weights for c in pretrained)
@@ -289,3 +296,31 @@ def test_tflite_check_agrees_and_stays_quiet(tmp_path):
     assert result["n"] == 20 and result["top1_agreement"] >= 0.95 and result["ok"] is (result["top1_agreement"] >= 0.99)
     assert result["size_bytes"] == (tmp_path / "model.tflite").stat().st_size
     assert not [w for w in caught if "Interpreter is deprecated" in str(w.message)]
+
+
+def test_a_yaml_config_with_flags_on_top_then_like_reproduces_the_runs_config(cli, workdir, monkeypatch):
+    """--config FILE (YAML; flags win over it) trains; --like RUN_ID --json trains again with the same
+    config.json, field for field, under a new run id (the data, split and seed are the same too)."""
+    monkeypatch.setenv("AGROML_MIN_TOTAL", "12")
+    settings = config.resolve(env_file=None)
+    add_shapes(settings, {"circle": 8, "square": 8, "triangle": 8}, size=32)
+    (workdir / "tiny.yaml").write_text(
+        "model_type: pest\nweights: none\nimage_size: 32\nepochs: 3\nbatch_size: 8\nlearning_rate: 2e-3\n"
+        "min_per_class: 4\nseed: 5\nrun_eagerly: true\n"
+    )
+    first = cli("train", "--config", "tiny.yaml", "--epochs", "1", "--dropout", "0.1", "--json")
+    assert first.exit_code == 0, first.stderr
+    out = json.loads(first.stdout)
+    assert set(out) == {"run_id", "path", "metrics", "tflite", "warnings"}
+    recorded = json.loads((Path(out["path"]) / "config.json").read_text())
+    assert (recorded["epochs"], recorded["dropout"]) == (1, 0.1)  # the flags
+    assert (recorded["learning_rate"], recorded["batch_size"], recorded["seed"]) == (2e-3, 8, 5)  # the file
+    assert (recorded["alpha"], recorded["patience"]) == (0.35, 4)  # the scratch preset, concrete
+
+    again = cli("train", "--like", out["run_id"], "--json")
+    assert again.exit_code == 0, again.stderr
+    out2 = json.loads(again.stdout)
+    assert out2["run_id"] != out["run_id"]
+    reproduced = json.loads((Path(out2["path"]) / "config.json").read_text())
+    assert reproduced.pop("run_id") == out2["run_id"] and recorded.pop("run_id") == out["run_id"]
+    assert reproduced == recorded

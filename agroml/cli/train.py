@@ -1,25 +1,52 @@
-"""Command: `agroml train`, one training run of one model type into models/<type>/<run_id>/."""
+"""Command: `agroml train`, one training run of one model type into models/<type>/<run_id>/.
+
+Every training flag defaults to None here and only the flags the user typed reach the library, so the
+preset of the weights (agroml.training.config) decides the rest; the `[default: ...]` texts below are
+read from the same preset objects, so help and code cannot disagree.
+"""
 
 from __future__ import annotations
 
-from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated, Any
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from agroml.cli import output
-from agroml.cli.options import JsonOpt, MinPerClassOpt, ModelOpt, SeedOpt
+from agroml.cli.options import JsonOpt, MinPerClassOpt, ModelType
 from agroml.core import config
+from agroml.training.backbones import BACKBONES, get_backbone
+from agroml.training.config import (
+    PRETRAINED,
+    SCRATCH,
+    TFLITE_MODES,
+    check_tflite_mode,
+    field_names,
+    resolve_config,
+)
 from agroml.training.run import train
 
 if TYPE_CHECKING:
     from agroml.training.run import TrainResult
 
 
-class TfliteMode(StrEnum):
-    float16 = "float16"
-    int8 = "int8"
+def _default(name: str) -> str:
+    """`[default: 15; 150 with --weights none]` from the two presets."""
+
+    pretrained, scratch = getattr(PRETRAINED, name), getattr(SCRATCH, name)
+    if pretrained == scratch:
+        return f"[default: {pretrained}]"
+    return f"[default: {pretrained}; {scratch} with --weights none]"
+
+
+def _arch(value: str | None) -> str | None:
+    return None if value is None else get_backbone(value).name  # a bad name: the library's message, exit 2
+
+
+def _tflite(value: str | None) -> str | None:
+    return None if value is None else check_tflite_mode(value.lower())
 
 
 def _summary(result: TrainResult) -> None:
@@ -66,90 +93,121 @@ def register(app: typer.Typer) -> None:
 
     @app.command("train")
     def train_cmd(
-        model: ModelOpt,
+        ctx: typer.Context,
+        model_type: Annotated[
+            ModelType | None, typer.Option("--model", "-m", help="Model type [default: the --config / --like one's].")
+        ] = None,
         arch: Annotated[
-            str, typer.Option("--arch", help="Backbone: mobilenetv2, resnet50 or efficientnetb0.")
-        ] = "mobilenetv2",
+            str | None,
+            typer.Option(
+                "--arch",
+                metavar="[" + "|".join(BACKBONES) + "]",
+                callback=_arch,
+                autocompletion=lambda: list(BACKBONES),
+                help=f"Backbone {_default('arch')}.",
+            ),
+        ] = None,
         weights: Annotated[
-            str,
+            str | None,
             typer.Option(
                 "--weights",
-                help="imagenet (downloaded once), none (train from scratch) or PATH (a weights file for the backbone).",
+                help="imagenet (downloaded once), none (train from scratch: the scratch preset) or PATH "
+                f"(a weights file for the backbone) [default: {PRETRAINED.weights}].",
             ),
-        ] = "imagenet",
-        image_size: Annotated[int | None, typer.Option("--image-size", help="Input pixels [default: 224].")] = None,
-        epochs: Annotated[
-            int | None, typer.Option("--epochs", help="Phase 1 epochs [default: 15; 150 with --weights none].")
         ] = None,
-        batch_size: Annotated[
-            int | None, typer.Option("--batch-size", help="[default: 32; 16 with --weights none].")
+        image_size: Annotated[
+            int | None, typer.Option("--image-size", help=f"Input pixels {_default('image_size')}.")
         ] = None,
+        epochs: Annotated[int | None, typer.Option("--epochs", help=f"Phase 1 epochs {_default('epochs')}.")] = None,
+        batch_size: Annotated[int | None, typer.Option("--batch-size", help=_default("batch_size"))] = None,
         learning_rate: Annotated[
             float | None,
-            typer.Option("--lr", help="[default: 1e-3; 5e-3 with --weights none, warmup then cosine decay]"),
+            typer.Option(
+                "--lr", help=f"Phase 1 rate (from scratch: warmup then cosine decay) {_default('learning_rate')}."
+            ),
         ] = None,
-        alpha: Annotated[
-            float | None, typer.Option("--alpha", help="MobileNetV2 width [default: 1.0; 0.35 with --weights none].")
-        ] = None,
+        alpha: Annotated[float | None, typer.Option("--alpha", help=f"MobileNetV2 width {_default('alpha')}.")] = None,
         fine_tune_layers: Annotated[
-            int, typer.Option("--fine-tune-layers", help="Phase 2: unfreeze the top N base layers.")
-        ] = 0,
-        fine_tune_epochs: Annotated[int, typer.Option("--fine-tune-epochs", help="Phase 2 epochs.")] = 0,
+            int | None,
+            typer.Option(
+                "--fine-tune-layers", help=f"Phase 2: unfreeze the top N base layers {_default('fine_tune_layers')}."
+            ),
+        ] = None,
+        fine_tune_epochs: Annotated[
+            int | None, typer.Option("--fine-tune-epochs", help=f"Phase 2 epochs {_default('fine_tune_epochs')}.")
+        ] = None,
+        fine_tune_learning_rate: Annotated[
+            float | None,
+            typer.Option("--fine-tune-lr", help=f"Phase 2 learning rate {_default('fine_tune_learning_rate')}."),
+        ] = None,
         aug_views: Annotated[
-            int, typer.Option("--aug-views", help="Fast path: views per image (1 clean + K-1 augmented).")
-        ] = 2,
-        fast: Annotated[bool, typer.Option("--fast/--slow", help="Phase 1 on cached base features.")] = True,
-        seed: SeedOpt = 0,
-        strict: Annotated[bool, typer.Option("--strict", help="Fail instead of leaving out small classes.")] = False,
-        tflite: Annotated[TfliteMode | None, typer.Option("--tflite", help="Also write model.tflite.")] = None,
+            int | None,
+            typer.Option(
+                "--aug-views", help=f"Fast path: views per image (1 clean + K-1 augmented) {_default('aug_views')}."
+            ),
+        ] = None,
+        fast: Annotated[
+            bool | None,
+            typer.Option(
+                "--fast/--slow",
+                help=f"Phase 1 on cached base features [default: {'--fast' if PRETRAINED.fast else '--slow'}].",
+            ),
+        ] = None,
+        patience: Annotated[
+            int | None, typer.Option("--patience", help=f"EarlyStopping epochs (pretrained) {_default('patience')}.")
+        ] = None,
+        dropout: Annotated[
+            float | None, typer.Option("--dropout", help=f"Dropout before the head {_default('dropout')}.")
+        ] = None,
+        seed: Annotated[
+            int | None, typer.Option("--seed", help=f"Random seed: same seed, same split {_default('seed')}.")
+        ] = None,
+        strict: Annotated[
+            bool | None, typer.Option("--strict", help="Fail instead of leaving out small classes.")
+        ] = None,
+        tflite: Annotated[
+            str | None,
+            typer.Option(
+                "--tflite",
+                metavar="[" + "|".join(TFLITE_MODES) + "]",
+                callback=_tflite,
+                autocompletion=lambda: list(TFLITE_MODES),
+                help="Also write model.tflite.",
+            ),
+        ] = None,
         min_per_class: MinPerClassOpt = None,
+        config_file: Annotated[
+            Path | None,
+            typer.Option(
+                "--config", help="JSON or YAML file of TrainConfig fields (e.g. `epochs: 30`); flags win over it."
+            ),
+        ] = None,
+        like: Annotated[
+            str | None,
+            typer.Option("--like", metavar="RUN_ID", help="Train with that run's config.json; flags win over it."),
+        ] = None,
         json_: JsonOpt = False,
     ) -> None:
         """Train a classifier for one model type on the store's confirmed and corrected rows.
 
         Splits the data 70/15/15 by --seed (identical photos kept together), trains the head on a frozen
         backbone (then fine-tunes with --fine-tune-layers), and writes `models/<type>/<run_id>/`: model.keras
-        (takes raw RGB pixels), labels.json, config.json, split.json, metrics.json, history.csv, plots and
-        MODEL_CARD.md. One training per model type at a time.
+        (takes raw RGB pixels), labels.json, config.json (the whole resolved config), split.json,
+        metrics.json, history.csv, plots and MODEL_CARD.md. One training per model type at a time.
+        Defaults come from the preset of --weights (pretrained, or none: from scratch); --config FILE or
+        --like RUN_ID replaces them, and flags win over both.
 
         Example: agroml train --model pest --weights none --image-size 96
+
+        Example: agroml train --like 20261126T130501Z-mobilenetv2 --epochs 30
         """
 
-        settings = config.resolve({"min_per_class": min_per_class})
+        names = set(field_names())
+        flags = {
+            k: v.value if isinstance(v, Enum) else v for k, v in ctx.params.items() if k in names and v is not None
+        }
+        settings = config.resolve()
+        cfg = resolve_config(settings, flags, config_file=config_file, like=like)
         with output.progress(enabled=None if not json_ else False) as progress:
-            result = train(
-                settings,
-                model.value,
-                arch,
-                weights,
-                image_size=image_size,
-                epochs=epochs,
-                batch_size=batch_size,
-                learning_rate=learning_rate,
-                alpha=alpha,
-                fine_tune_layers=fine_tune_layers,
-                fine_tune_epochs=fine_tune_epochs,
-                aug_views=aug_views,
-                fast=fast,
-                seed=seed,
-                strict=strict,
-                min_per_class=min_per_class,
-                tflite=tflite.value if tflite else None,
-                progress=progress,
-            )
-        for message in result.warnings:
-            output.warn(message)
-        if json_:
-            output.print_json(_as_json(result))
-        else:
-            _summary(result)
-
-
-def _as_json(result: TrainResult) -> dict[str, Any]:
-    return {
-        "run_id": result.run_id,
-        "path": str(result.path),
-        "metrics": result.metrics,
-        "tflite": result.tflite,
-        "warnings": result.warnings,
-    }
+            result = train(settings, cfg, progress=progress)
+        output.emit(result, json_, _summary)

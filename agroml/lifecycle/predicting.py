@@ -25,6 +25,9 @@ from agroml.images.pixels import load_image
 from agroml.lifecycle.promotion import resolve_run
 from agroml.lifecycle.registry import Registry
 
+#: A prediction's error when the model's output holds NaN or infinity (its training diverged).
+NON_FINITE = "the model produced non-finite probabilities: retrain it"
+
 
 @dataclass
 class SavedModel:
@@ -238,12 +241,18 @@ def predict(
             continue
         p = probs[row]
         row += 1
+        if not np.isfinite(p).all():  # a diverged model: a NaN would sort first and read as "ok"
+            predictions.append(Prediction(image, False, error=NON_FINITE))
+            continue
         order = np.argsort(-p, kind="stable")[:k]
         predictions.append(
             Prediction(image, True, top=[{"label": saved.classes[j], "probability": float(p[j])} for j in order])
         )
     failed = sum(1 for p in predictions if not p.ok)
-    warnings = [f"{failed} of {len(images)} image(s) could not be read"] if failed else []
+    non_finite = sum(1 for p in predictions if p.error == NON_FINITE)
+    warnings = [f"{failed - non_finite} of {len(images)} image(s) could not be read"] if failed > non_finite else []
+    if non_finite:
+        warnings.append(f"{non_finite} of {len(images)} image(s) got non-finite probabilities from {saved.run_id}")
     if top > len(saved.classes):
         warnings.append(f"--top {top} is more than the model's {len(saved.classes)} classes: showing all")
     return PredictResult(

@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 
 from agroml.core.progress import ProgressFn, no_progress
+from agroml.training.config import TrainConfig
 from agroml.training.data import make_dataset
-from agroml.training.loop import EpochFn, TrainConfig, callbacks, history_rows
+from agroml.training.loop import EpochFn, callbacks, history_rows
 from agroml.training.model import augmentation, build_head, compile_model
 
 
@@ -60,12 +61,12 @@ def train_and_val_features(
     Why one clean pass for both splits: each pass traces the base into a graph (about a second for
     MobileNetV2 on a 2-core CPU, as long as the base needs for 50 images).
     """
-    size, batch = int(cfg.image_size), int(cfg.batch_size)
+    size, batch = cfg.image_size, cfg.batch_size
     clean = extract_features(
         extractor, train_paths + val_paths, size, batch, task="features (train + val)", progress=progress
     )
     views = [clean[: len(train_paths)]]
-    for k in range(1, max(1, cfg.aug_views)):
+    for k in range(1, cfg.aug_views):
         views.append(
             extract_features(
                 extractor,
@@ -99,7 +100,8 @@ def fit_head_on_features(
 ) -> tuple[Any, list[dict[str, Any]]]:
     """Train the head on cached features: each epoch draws one view of every training image at random.
 
-    Returns the head (best weights restored) and its history rows.
+    Returns the head (best weights restored) and its history rows; a non-finite loss raises a
+    TrainingError (loop.StopOnNonFiniteLoss is among the phase's callbacks).
     """
     import tensorflow as tf
 
@@ -117,8 +119,8 @@ def fit_head_on_features(
     steps = max(1, math.ceil(n / cfg.batch_size))
     val_ds = tf.data.Dataset.from_tensor_slices((val_feats, y_val)).batch(256)
     head = build_head(dim, n_classes, cfg.dropout, feature_stats(train_feats[0]))
-    compile_model(head, float(cfg.learning_rate or 1e-3), n_classes)
-    epochs = int(cfg.epochs or 15)
+    compile_model(head, cfg.learning_rate, n_classes)
+    epochs = cfg.epochs
     history = head.fit(
         train_ds,
         validation_data=val_ds,

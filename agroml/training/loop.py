@@ -1,71 +1,28 @@
-"""The recipe: one flat config, and the phases that train a model with it.
+"""The recipe: the phases that train a model with a :class:`~agroml.training.config.TrainConfig`.
 
 - phase 1 ("head"): the head on the frozen base, by default on cached features (training/features.py);
 - phase 2 ("fine_tune", ``--fine-tune-layers N``): the top N base layers unfrozen, a low learning rate,
   BatchNorm kept in inference mode, recompiled;
 - from scratch (``--weights none``) one phase ("scratch") trains the whole network, BatchNorm learning,
   with rotation at any angle and a warmup + cosine learning-rate schedule run to its end.
-Each phase: a best checkpoint and a progress callback (the CLI draws it; the registry records each
-epoch); the pretrained phases also EarlyStopping restoring the best weights and ReduceLROnPlateau.
+Each phase: a stop at the first non-finite loss, a best checkpoint and a progress callback (the CLI
+draws it; the registry records each epoch); the pretrained phases also EarlyStopping restoring the
+best weights and ReduceLROnPlateau.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from agroml.core.errors import TrainingError
 from agroml.core.progress import ProgressFn, no_progress
+from agroml.training.config import TrainConfig, flag
 
 #: Called after every epoch with (epoch number across phases, that epoch's metrics).
 EpochFn = Callable[[int, dict[str, float]], None]
-
-
-@dataclass
-class TrainConfig:
-    """Every hyperparameter of a run; saved as config.json. None means "the default for this case"."""
-
-    model_type: str
-    arch: str = "mobilenetv2"
-    weights: str = "imagenet"
-    alpha: float | None = None  # MobileNetV2 width; default 1.0 pretrained, 0.35 from scratch
-    image_size: int | None = None  # default: the backbone's (224)
-    epochs: int | None = None  # phase 1 / scratch; default 15 head, 150 scratch
-    batch_size: int | None = None  # default 32; 16 from scratch (more steps for a random network)
-    learning_rate: float | None = None  # default 1e-3 head; 5e-3 scratch (peak of warmup + cosine)
-    fine_tune_layers: int = 0
-    fine_tune_epochs: int = 0
-    fine_tune_learning_rate: float = 1e-5
-    aug_views: int = 2  # fast path: views per image (1 clean + K-1 augmented)
-    fast: bool = True  # phase 1 on cached features when the base is frozen
-    patience: int | None = None  # EarlyStopping of pretrained phases (default 4); unused from scratch
-    dropout: float = 0.2
-    seed: int = 0
-    strict: bool = False
-    min_per_class: int | None = None
-    tflite: str | None = None
-    run_eagerly: bool = False  # Keras eager mode: no graph tracing (tiny runs, debugging)
-
-    @property
-    def scratch(self) -> bool:
-        return self.weights.strip().lower() == "none"
-
-    def resolved(self, default_size: int) -> TrainConfig:
-        """A copy with every None default filled in for this backbone and weights."""
-        c = TrainConfig(**asdict(self))
-        c.image_size = c.image_size or default_size
-        if c.alpha is None:
-            c.alpha = 0.35 if c.scratch else 1.0
-        if c.epochs is None:
-            c.epochs = 150 if c.scratch else 15
-        if c.batch_size is None:
-            c.batch_size = 16 if c.scratch else 32
-        if c.learning_rate is None:
-            c.learning_rate = 5e-3 if c.scratch else 1e-3
-        if c.patience is None and not c.scratch:
-            c.patience = 4
-        return c
 
 
 class EpochReporter:
@@ -103,6 +60,43 @@ class EpochReporter:
         return _Reporter(*args, **kwargs)
 
 
+class StopOnNonFiniteLoss:
+    """Keras callback raising a TrainingError at the first batch whose loss is NaN or infinite.
+
+    Why not keras.callbacks.TerminateOnNaN: it prints to stdout (reserved for --json) and only stops
+    fit, which then returns as if the phase had ended; the run went on to save a model predicting NaN.
+    Raising fails the run: no folder is left, the registry records it failed with this message.
+    """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:  # built lazily: keras is imported only when training
+        import keras
+
+        class _Stop(keras.callbacks.Callback):
+            def __init__(self, phase: str, first_epoch: int, rate_flag: str, rate: float) -> None:
+                super().__init__()
+                self.phase, self.first_epoch, self.rate_flag, self.rate = phase, first_epoch, rate_flag, rate
+                self.epoch = 0
+
+            def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+                self.epoch = epoch
+
+            def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+                self._check((logs or {}).get("loss"), "training loss")
+
+            def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+                self._check((logs or {}).get("val_loss"), "validation loss")
+
+            def _check(self, loss: Any, what: str) -> None:
+                if loss is not None and not math.isfinite(float(loss)):
+                    raise TrainingError(
+                        f"the {what} became {float(loss)} in epoch {self.first_epoch + self.epoch + 1} "
+                        f"({self.phase} phase): the model diverged and was not saved",
+                        fix=f"lower {self.rate_flag} below this run's {self.rate:g}, e.g. to {self.rate / 10:g}",
+                    )
+
+        return _Stop(*args, **kwargs)
+
+
 def format_metrics(logs: dict[str, Any]) -> str:
     keys = ("loss", "accuracy", "val_loss", "val_accuracy")
     return " ".join(f"{k}={float(logs[k]):.3f}" for k in keys if k in logs)
@@ -138,8 +132,8 @@ def callbacks(
     on_epoch: EpochFn | None,
     first_epoch: int,
 ) -> list[Any]:
-    """Pretrained phases: EarlyStopping (best weights restored) and ReduceLROnPlateau. Both: the best
-    checkpoint and the progress reporter.
+    """Pretrained phases: EarlyStopping (best weights restored) and ReduceLROnPlateau. Both: a stop at
+    the first non-finite loss, the best checkpoint and the progress reporter.
 
     From scratch the schedule runs to its end and the last weights are kept. Why: the cosine decay
     ends at a rate near zero, where the weights have settled; "best" val_loss on a few dozen
@@ -148,7 +142,7 @@ def callbacks(
     """
     import keras
 
-    patience = int(cfg.patience or 4)
+    patience = cfg.patience
     stopping = (
         []
         if phase == "scratch"
@@ -159,7 +153,9 @@ def callbacks(
             ),
         ]
     )
+    rate = "fine_tune_learning_rate" if phase == "fine_tune" else "learning_rate"
     return [
+        StopOnNonFiniteLoss(phase, first_epoch, flag(rate), getattr(cfg, rate)),
         *stopping,
         keras.callbacks.ModelCheckpoint(
             str(workdir / f"best_{phase}.weights.h5"), monitor="val_loss", save_best_only=True, save_weights_only=True

@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from agroml.core.errors import TrainingError, UsageError
+from agroml.core.errors import TrainingError
 from agroml.core.files import atomic_write
+from agroml.training.config import check_tflite_mode
 
-TFLITE_MODES = ("float16", "int8")
 #: Top-1 agreement a TFLite model must reach against the Keras model on the test split.
 TFLITE_MIN_AGREEMENT = 0.99
 
@@ -119,8 +119,7 @@ def export_tflite(model: Any, path: Path, mode: str, sample: np.ndarray) -> None
     """Write ``model`` as TFLite with float16 weights or int8 quantization (``sample`` calibrates int8)."""
     import tensorflow as tf
 
-    if mode not in TFLITE_MODES:
-        raise UsageError(f"unknown --tflite mode {mode!r}: valid modes are {', '.join(TFLITE_MODES)}")
+    check_tflite_mode(mode)
     with tempfile.TemporaryDirectory() as tmp:
         model.export(tmp, format="tf_saved_model", verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(tmp)

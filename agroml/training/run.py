@@ -12,7 +12,7 @@ import math
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,18 +20,17 @@ from typing import Any
 import numpy as np
 
 from agroml.core.config import Settings
-from agroml.core.errors import UsageError
 from agroml.core.files import to_jsonable, write_json
 from agroml.core.progress import ProgressFn, no_progress
-from agroml.core.schema import check_model_type
 from agroml.images.pixels import load_image_array
 from agroml.lifecycle import plots
 from agroml.lifecycle.metrics import compute_metrics
 from agroml.lifecycle.registry import Registry
 from agroml.training import features, outputs
-from agroml.training.backbones import Backbone, build_base, get_backbone, weights_mode
+from agroml.training.backbones import Backbone, build_base, get_backbone
+from agroml.training.config import TrainConfig
 from agroml.training.data import TrainingData, load_training_data, make_dataset
-from agroml.training.loop import EpochFn, TrainConfig, fit_phase, scratch_schedule
+from agroml.training.loop import EpochFn, fit_phase, scratch_schedule
 from agroml.training.model import (
     augmentation_settings,
     build_feature_extractor,
@@ -62,78 +61,34 @@ class TrainResult:
     #: The trained Keras model in memory (for notebooks and tests); the saved copy is path/model.keras.
     model: Any = field(default=None, repr=False)
 
+    def to_dict(self) -> dict[str, Any]:
+        """What `agroml train --json` prints (and the API returns)."""
+        return {
+            "run_id": self.run_id,
+            "path": str(self.path),
+            "metrics": self.metrics,
+            "tflite": self.tflite,
+            "warnings": self.warnings,
+        }
+
 
 def make_run_id(arch: str, now: datetime | None = None) -> str:
     """UTC timestamp + backbone, e.g. ``20261126T130501Z-mobilenetv2``: sortable and self-describing."""
     return f"{(now or datetime.now(UTC)).strftime('%Y%m%dT%H%M%SZ')}-{arch}"
 
 
-def validate(cfg: TrainConfig) -> Backbone:
-    """Check every flag before any data is read or a model built (bad usage -> exit 2)."""
-    check_model_type(cfg.model_type)
+def train(settings: Settings, cfg: TrainConfig, progress: ProgressFn = no_progress) -> TrainResult:
+    """Train one model as ``cfg`` says and write its run folder (``models/<type>/<run_id>/``).
+
+    ``cfg`` is checked first (a UsageError, exit 2, before any data is read); see
+    :func:`agroml.training.config.resolve_config` for a config built from flags, a file or an earlier run.
+    """
+
+    cfg.check()
     backbone = get_backbone(cfg.arch)
-    weights_mode(cfg.weights)
-    if cfg.tflite is not None and cfg.tflite not in outputs.TFLITE_MODES:
-        raise UsageError(f"unknown --tflite mode {cfg.tflite!r}: valid modes are {', '.join(outputs.TFLITE_MODES)}")
-    for name in ("batch_size", "aug_views"):
-        if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
-            raise UsageError(f"--{name.replace('_', '-')} {getattr(cfg, name)} must be at least 1")
-    if cfg.image_size is not None and cfg.image_size < 32:
-        raise UsageError(f"--image-size {cfg.image_size} is too small: the backbones need at least 32")
-    if cfg.alpha is not None and not backbone.has_alpha:
-        raise UsageError(f"--alpha applies to mobilenetv2 only, not {backbone.name}")
-    if cfg.fine_tune_layers < 0 or cfg.fine_tune_epochs < 0 or (cfg.epochs is not None and cfg.epochs < 1):
-        raise UsageError("--epochs must be at least 1, --fine-tune-layers and --fine-tune-epochs at least 0")
-    return backbone
-
-
-def train(
-    settings: Settings,
-    model_type: str,
-    arch: str = "mobilenetv2",
-    weights: str = "imagenet",
-    *,
-    image_size: int | None = None,
-    epochs: int | None = None,
-    batch_size: int | None = None,
-    learning_rate: float | None = None,
-    alpha: float | None = None,
-    fine_tune_layers: int = 0,
-    fine_tune_epochs: int = 0,
-    aug_views: int = 2,
-    fast: bool = True,
-    seed: int = 0,
-    strict: bool = False,
-    min_per_class: int | None = None,
-    tflite: str | None = None,
-    run_eagerly: bool = False,
-    progress: ProgressFn = no_progress,
-) -> TrainResult:
-    """Train one model of ``model_type`` and write its run folder; see :class:`TrainConfig` for the knobs."""
-
-    cfg = TrainConfig(
-        model_type,
-        arch.lower(),
-        str(weights),
-        alpha,
-        image_size,
-        epochs,
-        batch_size,
-        learning_rate,
-        fine_tune_layers,
-        fine_tune_epochs,
-        aug_views=aug_views,
-        fast=fast,
-        seed=seed,
-        strict=strict,
-        min_per_class=min_per_class,
-        tflite=tflite,
-        run_eagerly=run_eagerly,
-    )
-    backbone = validate(cfg)
-    cfg = cfg.resolved(backbone.default_size)
+    cfg = replace(cfg, arch=backbone.name)  # config.json records the name the library uses
     data = load_training_data(
-        settings, model_type, min_per_class=min_per_class, strict=strict, seed=seed, progress=progress
+        settings, cfg.model_type, min_per_class=cfg.min_per_class, strict=cfg.strict, seed=cfg.seed, progress=progress
     )
     warnings = list(data.warnings)
     if cfg.scratch and cfg.fine_tune_layers:
@@ -152,11 +107,11 @@ def train(
         "class_weights": data.class_weights(),
         "versions": outputs.package_versions(),
     }
-    type_dir = Path(settings.models_dir) / model_type
+    type_dir = Path(settings.models_dir) / cfg.model_type
     start = time.time()
     with (
         Registry(settings.models_dir) as registry,
-        registry.start(model_type, run_id, backbone.name, to_jsonable(config)) as handle,
+        registry.start(cfg.model_type, run_id, backbone.name, to_jsonable(config)) as handle,
     ):
         _remove_stale_partials(type_dir)  # the registry just proved no other training of this type is alive
         partial = type_dir / f".{run_id}.partial"
@@ -170,17 +125,17 @@ def train(
             raise
         handle.finish("succeeded", to_jsonable(result["metrics"]), path=final)
     return TrainResult(
-        run_id,
-        final,
-        model_type,
-        data.classes,
-        result["metrics"],
-        data.counts(),
-        config,
-        time.time() - start,
-        result["tflite"],
-        warnings + result["warnings"],
-        result["model"],
+        run_id=run_id,
+        path=final,
+        model_type=cfg.model_type,
+        classes=data.classes,
+        metrics=result["metrics"],
+        counts=data.counts(),
+        config=config,
+        seconds=time.time() - start,
+        tflite=result["tflite"],
+        warnings=warnings + result["warnings"],
+        model=result["model"],
     )
 
 
@@ -206,8 +161,8 @@ def build_and_fit(
     import keras
 
     keras.utils.set_random_seed(cfg.seed)
-    size, n_classes = int(cfg.image_size), len(data.classes)
-    base = build_base(backbone, size, cfg.weights, float(cfg.alpha or 1.0))
+    size, n_classes = cfg.image_size, len(data.classes)
+    base = build_base(backbone, size, cfg.weights, cfg.alpha)
     train_paths, y_train = data.arrays("train")
     val_paths, y_val = data.arrays("val")
     class_weight = data.class_weights()
@@ -220,11 +175,9 @@ def build_and_fit(
     rows: list[dict] = []
     if cfg.scratch:
         model = build_model(backbone, base, n_classes, size, scratch=True, dropout=cfg.dropout, seed=cfg.seed)
-        compile_model(
-            model, scratch_schedule(float(cfg.learning_rate), int(cfg.epochs), steps), n_classes, cfg.run_eagerly
-        )
+        compile_model(model, scratch_schedule(cfg.learning_rate, cfg.epochs, steps), n_classes, cfg.run_eagerly)
         rows += fit_phase(
-            model, "scratch", cfg, train_ds(), val_ds, int(cfg.epochs), steps, class_weight, workdir, progress, on_epoch
+            model, "scratch", cfg, train_ds(), val_ds, cfg.epochs, steps, class_weight, workdir, progress, on_epoch
         )
         return model, rows
     extractor = build_feature_extractor(backbone, base, size)
@@ -244,9 +197,9 @@ def build_and_fit(
         )
         copy_head(head, model)
     else:
-        compile_model(model, float(cfg.learning_rate), n_classes, cfg.run_eagerly)
+        compile_model(model, cfg.learning_rate, n_classes, cfg.run_eagerly)
         rows += fit_phase(
-            model, "head", cfg, train_ds(), val_ds, int(cfg.epochs), steps, class_weight, workdir, progress, on_epoch
+            model, "head", cfg, train_ds(), val_ds, cfg.epochs, steps, class_weight, workdir, progress, on_epoch
         )
     if cfg.fine_tune_layers > 0 and cfg.fine_tune_epochs > 0:
         unfreeze_top(base, cfg.fine_tune_layers)
@@ -294,8 +247,8 @@ def _train_into(
     for checkpoint in folder.glob("best_*.weights.h5"):  # the best weights are in the model now
         checkpoint.unlink()
     # a fresh optimizer: Adam's moment slots would triple the file (ResNet50: 280 MB instead of 95 MB)
-    compile_model(model, float(cfg.learning_rate), len(data.classes), cfg.run_eagerly)
-    size, warnings = int(cfg.image_size), []
+    compile_model(model, cfg.learning_rate, len(data.classes), cfg.run_eagerly)
+    size, warnings = cfg.image_size, []
     metrics: dict[str, Any] = {}
     for split in ("val", "test"):
         y, probs = predict_split(model, data, split, size, cfg.batch_size)
@@ -332,7 +285,7 @@ def _tflite(model: Any, folder: Path, cfg: TrainConfig, data: TrainingData) -> d
 
     split = "test" if data.splits["test"] else "val"
     paths, _ = data.arrays(split)
-    images = np.stack([load_image_array(p, int(cfg.image_size)) for p in paths])
+    images = np.stack([load_image_array(p, cfg.image_size) for p in paths])
     keras_probs = np.asarray(model.predict(images, verbose=0))
-    outputs.export_tflite(model, folder / "model.tflite", str(cfg.tflite), images)
+    outputs.export_tflite(model, folder / "model.tflite", cfg.tflite, images)
     return {"mode": cfg.tflite, "split": split, **outputs.check_tflite(folder / "model.tflite", images, keras_probs)}
