@@ -34,7 +34,7 @@ FEEDBACK_COLUMNS = {"confirmed": "confirmed", "corrected": "corrected", "rejecte
 def _class_table(title: str, classes: dict[str, dict[str, int]]) -> Table:
     table = Table(title=title, title_justify="left")
     for name, justify in (("model", "left"), ("class", "left"), ("images", "right"), ("", "left")):
-        table.add_column(name, justify=justify)
+        table.add_column(name, justify=output.justify(justify))
     for model, counts in classes.items():
         peak = max(counts.values(), default=0)
         for label, n in counts.items():

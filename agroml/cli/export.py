@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Annotated
+from enum import StrEnum
+from typing import TYPE_CHECKING, Annotated, TypeAlias
 
 import typer
 
@@ -23,8 +24,12 @@ from agroml.data.analysis import check_window
 from agroml.data.exporting import FORMATS, SCOPES, ExportResult, export_records
 from agroml.data.sources import open_source
 
-Scope = choices("Scope", SCOPES)
-Format = choices("Format", list(FORMATS))
+if TYPE_CHECKING:  # see cli/options.py
+    Scope: TypeAlias = StrEnum
+    Format: TypeAlias = StrEnum
+else:
+    Scope = choices("Scope", SCOPES)
+    Format = choices("Format", list(FORMATS))
 
 ScopeOpt = Annotated[
     Scope,

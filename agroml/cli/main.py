@@ -16,7 +16,7 @@ import importlib
 import os
 import sys
 from collections.abc import Iterator, MutableMapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 import typer.main
@@ -73,7 +73,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 #: Commands that load TensorFlow: its start-up lines are kept off the user's terminal while they run.
 LOADS_TENSORFLOW = frozenset({"train", "evaluate", "predict", "doctor"})
-MARKUP = "markdown"
+MARKUP: Literal["markdown"] = "markdown"
 
 
 class AgromlCommand(TyperCommand):

@@ -164,7 +164,7 @@ def _running(listing: output.Listing) -> None:
 
 def evaluate(
     run: RunArg = None,
-    model: ModelOpt = ModelType.pest,
+    model: ModelOpt = ModelType("pest"),
     newer: Annotated[
         bool, typer.Option("--newer", help="Rows created after the run's data instead of its test split.")
     ] = False,
@@ -219,7 +219,7 @@ def _render_evaluation(result: EvalResult) -> None:
 
 def predict(
     images: Annotated[list[str], typer.Argument(help="Image files or URLs.", show_default=False)],
-    model: ModelOpt = ModelType.pest,
+    model: ModelOpt = ModelType("pest"),
     run: Annotated[
         str | None,
         typer.Option("--run", help="Run id, `production` or a model folder \\[default: the newest succeeded run]."),
@@ -251,7 +251,8 @@ def _predictions(result: PredictResult) -> None:
     for p in result.predictions:
         if not p.ok:
             # the library's reason may already start with the image ("x.jpg: no such file"): say it once
-            output.error(p.error if (p.error or "").startswith(f"{p.image}:") else f"{p.image}: {p.error}")
+            reason = p.error or "unreadable image"
+            output.error(reason if reason.startswith(f"{p.image}:") else f"{p.image}: {reason}")
             continue
         ranked = ", ".join(f"{t['label']} {t['probability']:.1%}" for t in p.top)
         output.stdout.print(f"{p.image}: {ranked}", highlight=False, soft_wrap=True)
@@ -260,7 +261,7 @@ def _predictions(result: PredictResult) -> None:
 
 def promote(
     run: Annotated[str, typer.Argument(help="The run id to serve (see `agroml runs`).", show_default=False)],
-    model: ModelOpt = ModelType.pest,
+    model: ModelOpt = ModelType("pest"),
     json_: JsonOpt = False,
 ) -> None:
     """Make a run the production model: copied to `models/<type>/production/`, the previous one archived.

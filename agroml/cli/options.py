@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, TypeAlias
 
 import typer
 
@@ -21,9 +21,14 @@ def choices(name: str, values: tuple[str, ...] | list[str]) -> type[StrEnum]:
     return StrEnum(name, {value: value for value in values})  # type: ignore[return-value]
 
 
-ModelType = choices("ModelType", schema.MODEL_TYPES)
-ModelTypeOrAll = choices("ModelTypeOrAll", [*schema.MODEL_TYPES, "all"])
-SourceName = choices("SourceName", schema.SOURCES)
+if TYPE_CHECKING:  # members made at run time are invisible to a type checker: to it each is a StrEnum
+    ModelType: TypeAlias = StrEnum
+    ModelTypeOrAll: TypeAlias = StrEnum
+    SourceName: TypeAlias = StrEnum
+else:
+    ModelType = choices("ModelType", schema.MODEL_TYPES)
+    ModelTypeOrAll = choices("ModelTypeOrAll", [*schema.MODEL_TYPES, "all"])
+    SourceName = choices("SourceName", schema.SOURCES)
 
 
 def parse_time(text: str) -> datetime:

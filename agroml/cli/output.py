@@ -10,9 +10,9 @@ import contextlib
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast, get_args
 
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from agroml.core.files import json_text
@@ -71,6 +71,13 @@ class Listing:
     def to_dict(self) -> Any:
         data = [item.to_dict() for item in self.items]
         return data if self.key is None else {self.key: data}
+
+
+def justify(name: str) -> JustifyMethod:
+    """A column alignment named in a table spec, checked (Rich would silently ignore a misspelt one)."""
+    if name not in get_args(JustifyMethod):
+        raise ValueError(f"not a Rich alignment: {name!r}")
+    return cast(JustifyMethod, name)
 
 
 def error(message: str) -> None:

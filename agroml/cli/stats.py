@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, TypeAlias
 
 import typer
 from rich.table import Table
@@ -29,7 +30,10 @@ from agroml.data.analysis import DistributionReport, StatsReport, check_window, 
 from agroml.data.sources import open_source
 from agroml.lifecycle.plots import distribution_png
 
-ByKey = choices("ByKey", analysis.DISTRIBUTION_KEYS)
+if TYPE_CHECKING:  # see cli/options.py
+    ByKey: TypeAlias = StrEnum
+else:
+    ByKey = choices("ByKey", analysis.DISTRIBUTION_KEYS)
 
 ByOpt = Annotated[ByKey, typer.Option("--by", help="Count rows by this key (region = the farm location).")]
 PlotOpt = Annotated[Path | None, typer.Option("--plot", help="Also write a PNG chart to this file.", dir_okay=False)]
@@ -92,7 +96,7 @@ def _stats_tables(report: StatsReport) -> None:
             ("", "left"),
             ("feedback accuracy", "right"),
         ):
-            table.add_column(name, justify=justify)
+            table.add_column(name, justify=output.justify(justify))
         peak = max((c["trainable"] for c in s["classes"].values()), default=0)
         for label, c in s["classes"].items():
             short = label in ready["short_classes"]
@@ -117,7 +121,7 @@ def _distribution_tables(report: DistributionReport) -> None:
     )
     table = Table(title=title, title_justify="left")
     for name, justify in ((by, "left"), ("rows", "right"), ("", "left"), ("trainable", "right"), ("share", "right")):
-        table.add_column(name, justify=justify)
+        table.add_column(name, justify=output.justify(justify))
     peak = max((c["rows"] for c in report.counts), default=0)
     for c in report.counts:
         table.add_row(
@@ -142,7 +146,7 @@ def _distribution_tables(report: DistributionReport) -> None:
 
     months = Table(title="rows per month", title_justify="left")
     for name, justify in (("month", "left"), ("rows", "right"), ("", "left"), ("trainable", "right")):
-        months.add_column(name, justify=justify)
+        months.add_column(name, justify=output.justify(justify))
     peak = max((m["rows"] for m in report.months), default=0)
     for m in report.months:
         months.add_row(m["month"], str(m["rows"]), output.bar(m["rows"], peak), str(m["trainable"]))

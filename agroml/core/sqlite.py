@@ -90,13 +90,13 @@ class _Cursor(sqlite3.Cursor):
     def _fail(self, exc: sqlite3.Error) -> Exception:
         return self.connection.storage_error(exc)
 
-    def execute(self, *args: Any) -> _Cursor:  # type: ignore[override]
+    def execute(self, *args: Any) -> _Cursor:
         try:
             return super().execute(*args)
         except sqlite3.Error as exc:
             raise self._fail(exc) from exc
 
-    def executemany(self, *args: Any) -> _Cursor:  # type: ignore[override]
+    def executemany(self, *args: Any) -> _Cursor:
         try:
             return super().executemany(*args)
         except sqlite3.Error as exc:
@@ -137,14 +137,14 @@ class Connection(sqlite3.Connection):
     def storage_error(self, exc: sqlite3.Error) -> Exception:
         return storage_error(exc, self.path, self.setting, self.damaged_fix)
 
-    def cursor(self, factory: Any = None) -> Any:  # type: ignore[override]
+    def cursor(self, factory: Any = None) -> Any:
         return super().cursor(factory or _Cursor)
 
     # sqlite3.Connection.execute makes a plain cursor in C, whatever cursor() says: go through ours.
-    def execute(self, *args: Any) -> _Cursor:  # type: ignore[override]
+    def execute(self, *args: Any) -> _Cursor:
         return self.cursor().execute(*args)
 
-    def executemany(self, *args: Any) -> _Cursor:  # type: ignore[override]
+    def executemany(self, *args: Any) -> _Cursor:
         return self.cursor().executemany(*args)
 
 

@@ -252,9 +252,9 @@ def normalize_rows(
             )
             for values in raw[extra_cols].astype(object).itertuples(index=False, name=None)
         ]
-        extra = [None if e == "{}" else e for e in extra]
+        extra_text: list[str | None] = [None if e == "{}" else e for e in extra]
     else:
-        extra = [None] * n
+        extra_text = [None] * n
 
     farmer_ids = col("farmer_id").map(lambda v: None if v is None else str(v))
     records = pd.DataFrame(
@@ -281,7 +281,7 @@ def normalize_rows(
             "farmer_key": farmer_ids.map(lambda v: farmer_key(v, salt)),
             "created_at": created,
             "invalid_reason": reason,
-            "extra": extra,
+            "extra": extra_text,
         },
         index=raw.index,
     )

@@ -250,7 +250,8 @@ class Store:
     def _where(
         self, model_type: str | None, since: Any, until: Any, valid_only: bool, source: str | None = None
     ) -> tuple[str, list[Any]]:
-        clauses, params = [], []
+        clauses: list[str] = []
+        params: list[Any] = []
         if model_type is not None:
             clauses.append("model_type = ?")
             params.append(model_type)

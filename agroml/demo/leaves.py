@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -34,13 +36,19 @@ Color = tuple[int, int, int]
 def _jitter(rng: np.random.Generator, color: Color, amount: float = 18) -> Color:
     """``color`` with Gaussian noise per channel (plain Python: called thousands of times per image)."""
     noise = rng.normal(0, amount / 2, 3).tolist()
-    return tuple(min(255, max(0, int(c + d))) for c, d in zip(color, noise, strict=True))  # type: ignore[return-value]
+    return _rgb(min(255, max(0, int(c + d))) for c, d in zip(color, noise, strict=True))
+
+
+def _rgb(values: Iterable[Any]) -> Color:
+    """Three channel values as an (r, g, b) tuple of ints."""
+    r, g, b = (int(v) for v in values)
+    return r, g, b
 
 
 def smooth_noise(rng: np.random.Generator, h: int, w: int, cell: int) -> np.ndarray:
     """Blotchy noise in about [-1, 1]: random values on a coarse grid, bicubically enlarged."""
     small = rng.normal(0, 1, (max(2, h // cell), max(2, w // cell))).astype(np.float32)
-    return np.asarray(Image.fromarray(small, "F").resize((w, h), Image.BICUBIC))
+    return np.asarray(Image.fromarray(small, "F").resize((w, h), Image.Resampling.BICUBIC))
 
 
 class Leaf:
@@ -251,7 +259,7 @@ def _common_rust(
         x, y = leaf.point(rng.uniform(0.05, 0.95), rng.uniform(-0.9, 0.9))
         rx, ry = rng.uniform(2.0, 3.6), rng.uniform(1.4, 2.4)
         rgb.polygon(_ellipse(x, y, rx + 0.8, ry + 0.8, 0, 8), fill=(95, 50, 20))
-        rgb.polygon(_ellipse(x, y, rx, ry, 0, 8), fill=_jitter(rng, tuple(int(c) for c in color), 16))
+        rgb.polygon(_ellipse(x, y, rx, ry, 0, 8), fill=_jitter(rng, _rgb(color), 16))
         rgb.point((x - 0.5, y - 0.5), fill=(235, 160, 90))
 
 
@@ -299,7 +307,7 @@ def _maize_streak(
         t0 = rng.uniform(0.02, 0.9)
         t1 = min(0.98, t0 + rng.uniform(0.03, 0.16))
         pts = [leaf.point(float(t), s) for t in np.linspace(t0, t1, 5)]
-        rgb.line(pts, fill=_jitter(rng, tuple(int(c) for c in color), 12), width=int(rng.integers(1, 3)))
+        rgb.line(pts, fill=_jitter(rng, _rgb(color), 12), width=int(rng.integers(1, 3)))
 
 
 def _blemishes(leaf: Leaf, rgb: ImageDraw.ImageDraw, alpha: ImageDraw.ImageDraw, rng: np.random.Generator) -> None:
@@ -327,7 +335,7 @@ def _background(rng: np.random.Generator) -> Image.Image:
     """Soil, mulch or shade, with stones, straw and out-of-focus leaves: the clutter of a field photo."""
     kind = rng.integers(0, 3)
     base = [(120, 85, 55), (95, 80, 60), (60, 60, 50)][kind]
-    base = np.array(_jitter(rng, base, 24), np.float32)
+    jittered = np.array(_jitter(rng, base, 24), np.float32)
     f32 = np.float32
     tex = (
         1
@@ -335,7 +343,7 @@ def _background(rng: np.random.Generator) -> Image.Image:
         + f32(0.12) * smooth_noise(rng, SIZE, SIZE, 6)
         + rng.standard_normal((SIZE, SIZE), dtype=f32) * f32(0.06)
     )
-    arr = base * tex[..., None]
+    arr = jittered * tex[..., None]
     img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
     draw = ImageDraw.Draw(img)
     for _ in range(int(rng.integers(0, 8))):  # stones and clods
@@ -374,10 +382,10 @@ def _place(
     data = (ca, sa, _CW / 2 - ca * cx - sa * cy, -sa, ca, _CH / 2 + sa * cx - ca * cy)
     rgba = rgb.convert("RGBA")
     rgba.putalpha(alpha)
-    moved = rgba.transform((SIZE, SIZE), Image.AFFINE, data, resample=Image.BILINEAR)
+    moved = rgba.transform((SIZE, SIZE), Image.Transform.AFFINE, data, resample=Image.Resampling.BILINEAR)
     if blur > 0:  # out of focus: shrink and enlarge again, far cheaper than a wide Gaussian
         small = max(16, round(SIZE / (1 + blur)))
-        moved = moved.resize((small, small), Image.BILINEAR).resize((SIZE, SIZE), Image.BILINEAR)
+        moved = moved.resize((small, small), Image.Resampling.BILINEAR).resize((SIZE, SIZE), Image.Resampling.BILINEAR)
     canvas.paste(moved, (0, 0), moved)
 
 

@@ -418,7 +418,9 @@ def generate(
         for model_type in model_types:
             task = f"demo {model_type}"
             progress(task, 0, n)
-            upsert, truths, feedback = UpsertResult(0, 0, 0), Counter(), Counter()
+            upsert = UpsertResult(0, 0, 0)
+            truths: Counter[str] = Counter()
+            feedback: Counter[str] = Counter()
             for start in range(0, n, WRITE_BATCH):
                 rows = plan_rows(model_type, min(n, start + WRITE_BATCH), seed, start)
                 jobs = [

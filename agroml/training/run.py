@@ -287,5 +287,6 @@ def _tflite(model: Any, folder: Path, cfg: TrainConfig, data: TrainingData) -> d
     paths, _ = data.arrays(split)
     images = np.stack([load_image_array(p, cfg.image_size) for p in paths])
     keras_probs = np.asarray(model.predict(images, verbose=0))
+    assert cfg.tflite is not None  # _tflite runs only when a mode was asked for
     outputs.export_tflite(model, folder / "model.tflite", cfg.tflite, images)
     return {"mode": cfg.tflite, "split": split, **outputs.check_tflite(folder / "model.tflite", images, keras_probs)}
