@@ -160,7 +160,8 @@ def register(app: typer.Typer) -> None:
             float | None, typer.Option("--dropout", help=f"Dropout before the head {_default('dropout')}.")
         ] = None,
         seed: Annotated[
-            int | None, typer.Option("--seed", help=f"Random seed: same seed, same split {_default('seed')}.")
+            int | None,
+            typer.Option("--seed", min=0, help=f"Random seed: same seed, same split {_default('seed')}."),
         ] = None,
         strict: Annotated[
             bool | None, typer.Option("--strict", help="Fail instead of leaving out small classes.")
