@@ -297,6 +297,11 @@ def check_settings(settings: Settings) -> Check:
     return Check("settings", OK, detail)
 
 
+def check_setting_values(problems: Sequence[config.SettingError]) -> list[Check]:
+    """One failed line per setting whose value was refused (its default stands in for the other checks)."""
+    return [Check(f"setting {p.env}", FAIL, p.message, p.fix or "") for p in problems]
+
+
 def check_supabase_key(settings: Settings) -> Check:
     name, key = "supabase key", settings.supabase_key
     var = settings.key_var or "SUPABASE_SERVICE_KEY"
@@ -429,8 +434,11 @@ def environment_checks() -> list[Check]:
     return checks
 
 
-def run_checks(settings: Settings, offline: bool = False) -> list[Check]:
-    """Every check, in the order a person fixes things: environment, folders, settings, data, Supabase."""
+def run_checks(settings: Settings, offline: bool = False, problems: Sequence[config.SettingError] = ()) -> list[Check]:
+    """Every check, in the order a person fixes things: environment, folders, settings, data, Supabase.
+
+    ``problems`` are the settings :func:`agroml.core.config.resolve_all` refused: each is a failed line.
+    """
     checks = environment_checks()
     folder = "a writable folder"
     folders = [
@@ -448,6 +456,7 @@ def run_checks(settings: Settings, offline: bool = False) -> list[Check]:
         checks += _guarded(f"{label} folder", lambda a=(label, path, env, target): check_folder(*a))
     checks += _guarded("disk", lambda: check_disk(settings))
     checks += _guarded("settings", lambda: check_settings(settings))
+    checks += check_setting_values(problems)
     counts: dict[str, Any] | None = None
 
     def store() -> Check:
@@ -470,16 +479,17 @@ def diagnose(
 ) -> Report:
     """Resolve the settings and run every check; a broken setting is a failed check, not a crash.
 
-    Doctor is where people go when the settings are wrong, so a bad value (AGROML_PAGE_SIZE=abc) must
-    show up as one line in the report while the checks that need no settings still run.
+    Doctor is where people go when the settings are wrong, so every bad value (AGROML_PAGE_SIZE=abc,
+    AGROML_IMAGE_MAX_MB=-1) shows up as its own failed line, and the other checks still run with that
+    setting's default in its place.
     """
 
     try:
-        settings = config.resolve(overrides, environ=environ, env_file=env_file)
+        settings, problems = config.resolve_all(overrides, environ=environ, env_file=env_file)
     except ConfigError as exc:
         checks = [Check("settings", FAIL, exc.message, exc.fix or "fix the setting in the environment or .env")]
         return Report(checks=environment_checks() + checks)
-    return Report(checks=run_checks(settings, offline), settings=settings_rows(settings))
+    return Report(checks=run_checks(settings, offline, problems), settings=settings_rows(settings))
 
 
 # --- online (Supabase) checks ---------------------------------------------------------------------------------------
