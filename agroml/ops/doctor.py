@@ -28,7 +28,7 @@ from typing import Any
 
 from agroml.core import config
 from agroml.core.config import Settings, jwt_payload, key_role, mask_secret
-from agroml.core.errors import AgromlError, ConfigError, NoDataError, SourceError
+from agroml.core.errors import AgromlError, ConfigError, NoDataError, SourceError, UnreachableError
 from agroml.core.schema import MODEL_TYPES, table_spec
 from agroml.data.analysis import readiness, readiness_verdict
 from agroml.data.store import Store
@@ -499,6 +499,7 @@ _IMAGE_FIXES = {
     "no_base_url": "set AGROML_IMAGE_BASE_URL to the host that served /uploads/...",
     "not_found": "check the bucket (AGROML_IMAGE_BUCKET) and that the object exists",
     "forbidden": KEY_FIX,
+    "unreachable": "check the image host's name and this machine's network",
 }
 
 
@@ -519,7 +520,7 @@ def online_checks(settings: Settings) -> list[Any]:
         try:
             source.probe_table(MODEL_TYPES[0])
         except SourceError as exc:
-            if "network" in exc.message:
+            if isinstance(exc, UnreachableError) or "network" in exc.message:
                 return [
                     Check(
                         "supabase rest",
