@@ -11,10 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
+from supa_rows import jpeg
 
 from agroml.core import config
 from agroml.data.records import make_records
 from agroml.data.store import SCHEMA_VERSION, Store
+from agroml.images.cache import ImageCache
 from agroml.ops import doctor
 
 
@@ -62,7 +64,8 @@ def by_name(checks: list[doctor.Check]) -> dict[str, doctor.Check]:
 
 
 def fill_store(path: Path, model_type: str, per_class: dict[str, int]) -> None:
-    """Confirmed rows for ``model_type``: ``per_class`` trainable rows of each label."""
+    """Confirmed rows for ``model_type``: ``per_class`` trainable rows of each label, each with its image
+    in the cache next to the store (readiness counts only rows whose image is there)."""
     rows = [
         {
             "id": f"{model_type}-{label}-{i}",
@@ -80,6 +83,9 @@ def fill_store(path: Path, model_type: str, per_class: dict[str, int]) -> None:
     ]
     with Store(path) as store:
         store.upsert(make_records(rows))
+    with ImageCache(path.parent / "images") as cache:
+        for i, row in enumerate(rows):
+            cache.put(jpeg(i, size=8), url=row["image_url"])
 
 
 # --- the whole command --------------------------------------------------------------------------------
@@ -301,6 +307,20 @@ def test_store_rows_and_readiness(workdir):
     assert checks["readiness storage"].status == "warn"
     assert doctor.doctor_exit_code(checks.values()) == 0
     assert doctor.doctor_exit_code(checks.values(), strict=True) == 1
+
+
+def test_readiness_counts_only_rows_whose_image_is_cached(workdir):
+    fill_store(workdir / "data" / "agroml.db", "pest", {"aphids": 12, "fall_armyworm": 12})
+    settings = settings_with(AGROML_MIN_TOTAL="20", AGROML_MIN_PER_CLASS="5")
+    assert by_name(doctor.run_checks(settings, offline=True))["readiness pest"].status == "ok"
+    files = sorted((workdir / "data" / "images").glob("??/*.jpg"))
+    assert len(files) == 24
+    for path in files[:5]:  # gone from the cache: training could not use those rows
+        path.unlink()
+    check = by_name(doctor.run_checks(settings, offline=True))["readiness pest"]
+    assert check.status == "warn"
+    assert "1 more trainable rows needed" in check.detail
+    assert "5 trainable rows lack their image in the cache" in check.detail
 
 
 # --- the Supabase key --------------------------------------------------------------------------------

@@ -370,6 +370,11 @@ class SupabaseSource:
                 self._warn_anon(spec)
         return found
 
+    def missing_images(self, model_type: str, since: Any = None, until: Any = None) -> dict[str, int]:
+        """Nothing is missing for a live read: every valid row has an image URL (a row without one is
+        invalid, reason no_image), and what those URLs hold is known only by fetching them (`pull`)."""
+        return {}
+
     def probe_table(self, model_type: str) -> int:
         """Select every mapped column with limit=1 (doctor): raises the explained error if one is missing."""
         spec = self.spec(model_type)

@@ -31,6 +31,7 @@ from agroml.core.config import Settings, jwt_payload, key_role, mask_secret
 from agroml.core.errors import AgromlError, ConfigError, NoDataError, SourceError, UnreachableError
 from agroml.core.schema import MODEL_TYPES, table_spec
 from agroml.data.analysis import readiness, readiness_verdict
+from agroml.data.sources import missing_images
 from agroml.data.store import Store
 from agroml.data.supabase import KEY_FIX, SupabaseSource
 from agroml.images.fetch import probe_image
@@ -254,13 +255,16 @@ def check_store(settings: Settings) -> tuple[Check, dict[str, Any] | None]:
 
 
 def check_readiness(settings: Settings, counts: dict[str, Any] | None) -> list[Check]:
-    """Per model type: enough trainable rows, overall and per class, to train honestly (local store)."""
+    """Per model type: enough trainable rows with their image cached, overall and per class, to train
+    honestly (local store); rows whose image is gone from the cache are counted apart, as `stats` does."""
     need = f"needs {settings.min_total} trainable rows and {settings.min_per_class} per class"
     if counts is None:
         return [Check(f"readiness {m}", WARN, f"no local data ({need})", DATA_FIX) for m in MODEL_TYPES]
+    with Store(settings.db_path, create=False) as store:
+        missing = {m: missing_images(store, settings.image_dir, m) for m in MODEL_TYPES}
     out = []
     for model in MODEL_TYPES:
-        result = readiness(counts[model], settings.min_total, settings.min_per_class)
+        result = readiness(counts[model], settings.min_total, settings.min_per_class, missing[model])
         verdict = readiness_verdict(result)
         if result["ok"]:
             out.append(Check(f"readiness {model}", OK, verdict))
