@@ -201,6 +201,20 @@ def test_a_bad_flag_is_bad_usage_naming_the_flag(workdir, name, value, shown):
     assert info.value.exit_code == 2
 
 
+def test_good_texts_are_accepted(workdir):
+    settings = config.resolve(
+        environ={
+            "AGROML_IMAGE_HOSTS": "cdn.example.org, *.example.net ,127.0.0.1:8123",
+            "SUPABASE_URL": "http://localhost:54321/",
+            "AGROML_IMAGE_BASE_URL": "https://old.example.org/api",
+            "AGROML_TIMEZONE": "UTC",
+        },
+        env_file=None,
+    )
+    assert settings.allowed_image_hosts == ["cdn.example.org", "*.example.net", "127.0.0.1:8123"]
+    assert settings.supabase_url == "http://localhost:54321"
+
+
 def test_resolve_all_lists_every_bad_value_and_keeps_the_defaults(workdir):
     env_file = write_env(workdir / ".env", AGROML_HTTP_TIMEOUT="-3")
     settings, problems = config.resolve_all(

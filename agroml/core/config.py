@@ -83,7 +83,7 @@ def _is_zone(value: str) -> bool:
 
 def _is_host_list(value: str) -> bool:
     """``host``, ``host:port`` or ``*.domain`` entries: one with a scheme or path would never match a URL."""
-    return not any(c in entry for entry in value.split(",") for c in "/?#@ \t")
+    return not any(c in entry.strip() for entry in value.split(",") for c in "/?#@ \t")
 
 
 _SECONDS_ABOVE_0 = _number(0, above=True, unit=" of seconds")
