@@ -33,7 +33,7 @@ from email.utils import formatdate
 from typing import Any
 from urllib.parse import quote
 
-from supaserver_http import Faults, HttpApp, ImageHost, Reply, RequestLog, corrupt, json_reply
+from supaserver_http import Faults, HttpApp, ImageHost, Reply, RequestLog, closed_port, corrupt, json_reply
 from supaserver_query import PgError, Table, execute, parse_query
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "Faults",
     "ImageHost",
     "RequestLog",
+    "closed_port",
     "make_jwt",
     "read_jwt",
     "start_image_host",

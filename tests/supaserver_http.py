@@ -37,6 +37,7 @@ class Faults:
     slow_s: float = 0.0
     corrupt_objects: bool = False  # storage objects / image-host files served with a destroyed header
     paths: tuple[str, ...] = ("/rest/", "/storage/")  # route prefixes the random faults apply to
+    burst: int = 0  # the first `burst` requests (on those paths) get error_statuses[0], then none: no dice
 
 
 @dataclass
@@ -112,6 +113,9 @@ class HttpApp:
         self._rng_faults: Faults | None = None
         self._rng_seed: int | None = None
         self._conns: set[socket.socket] = set()
+        self._burst_of: Faults | None = None
+        self._burst_used = 0
+        self.redirects: dict[str, tuple[str, int]] = {}
         self._httpd = _HTTPServer((host, port), _Handler)
         self._httpd.app = self  # type: ignore[attr-defined]
         self.url = f"http://{host}:{self._httpd.server_address[1]}"
@@ -155,6 +159,22 @@ class HttpApp:
     def _faulty(self, path: str) -> bool:
         return any(path.startswith(p) for p in self.faults.paths)
 
+    def _in_burst(self, faults: Faults) -> bool:
+        """True for the first `faults.burst` faulty requests since `faults` was set (a deterministic outage)."""
+        with self._lock:
+            if self._burst_of is not faults:
+                self._burst_of, self._burst_used = faults, 0
+            if self._burst_used < faults.burst:
+                self._burst_used += 1
+                return True
+            return False
+
+    def add_redirect(self, path: str, location: str, status: int = 302) -> str:
+        """Answer `path` (any query) with a redirect to `location`; returns the path's absolute URL."""
+        path = "/" + path.lstrip("/")
+        self.redirects[path] = (location, status)
+        return self.url + quote(path)
+
     # ----------------------------------------------------------------------------------------- serving
     def _serve(self, h: _Handler) -> None:
         with self._lock:
@@ -190,9 +210,14 @@ class HttpApp:
             log.fault, log.status = "drop", 0
             h.close_connection = True  # no status line at all: the client sees a disconnect
             return
-        if faulty and draw_error < faults.error_rate and faults.error_statuses:
+        if faulty and faults.error_statuses and self._in_burst(faults):
+            reply, log.fault = self._error_reply(log.path, faults.error_statuses[0]), "error"
+        elif faulty and draw_error < faults.error_rate and faults.error_statuses:
             status = faults.error_statuses[int(draw_status * len(faults.error_statuses))]
             reply, log.fault = self._error_reply(log.path, status), "error"
+        elif log.path in self.redirects:
+            location, status = self.redirects[log.path]
+            reply = Reply(status, b"", None, {"Location": location})
         else:
             try:
                 reply = self.handle(log)
@@ -228,11 +253,10 @@ class HttpApp:
 
 
 class ImageHost(HttpApp):
-    """A plain static host (not Supabase): files by path, optional redirects; no keys expected or wanted."""
+    """A plain static host (not Supabase): files by path, redirects (add_redirect); no keys expected or wanted."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.files: dict[str, tuple[bytes, str]] = {}
-        self.redirects: dict[str, tuple[str, int]] = {}
         super().__init__(host, port)
 
     def add(self, path: str, data: bytes, content_type: str = "image/jpeg") -> str:
@@ -241,24 +265,22 @@ class ImageHost(HttpApp):
         self.files[path] = (data, content_type)
         return self.url + quote(path)
 
-    def add_redirect(self, path: str, location: str, status: int = 302) -> str:
-        """Answer `path` with a redirect to `location` (to test that redirects are re-checked)."""
-        path = "/" + path.lstrip("/")
-        self.redirects[path] = (location, status)
-        return self.url + quote(path)
-
     def _faulty(self, path: str) -> bool:
         return True  # one kind of route here: faults.paths does not apply
 
     def handle(self, req: RequestLog) -> Reply:
-        if req.path in self.redirects:
-            location, status = self.redirects[req.path]
-            return Reply(status, b"", None, {"Location": location})
         if req.method not in ("GET", "HEAD") or req.path not in self.files:
             return Reply(404, b"Not Found", "text/plain; charset=utf-8")
         data, ctype = self.files[req.path]
         corrupt = self.faults.corrupt_objects
         return Reply(200, corrupt(data) if corrupt else data, ctype, corrupted=corrupt)
+
+
+def closed_port(host: str = "127.0.0.1") -> int:
+    """A port on `host` that nothing listens on (bound, then released): connecting to it is refused."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
 
 
 def corrupt(data: bytes) -> bytes:

@@ -11,10 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
+from supa_rows import jpeg
 
 from agroml.core import config
 from agroml.data.records import make_records
 from agroml.data.store import SCHEMA_VERSION, Store
+from agroml.images.cache import ImageCache
 from agroml.ops import doctor
 
 
@@ -62,7 +64,8 @@ def by_name(checks: list[doctor.Check]) -> dict[str, doctor.Check]:
 
 
 def fill_store(path: Path, model_type: str, per_class: dict[str, int]) -> None:
-    """Confirmed rows for ``model_type``: ``per_class`` trainable rows of each label."""
+    """Confirmed rows for ``model_type``: ``per_class`` trainable rows of each label, each with its image
+    in the cache next to the store (readiness counts only rows whose image is there)."""
     rows = [
         {
             "id": f"{model_type}-{label}-{i}",
@@ -80,6 +83,9 @@ def fill_store(path: Path, model_type: str, per_class: dict[str, int]) -> None:
     ]
     with Store(path) as store:
         store.upsert(make_records(rows))
+    with ImageCache(path.parent / "images") as cache:
+        for i, row in enumerate(rows):
+            cache.put(jpeg(i, size=8), url=row["image_url"])
 
 
 # --- the whole command --------------------------------------------------------------------------------
@@ -199,9 +205,51 @@ def test_bad_setting_is_a_failed_check_not_a_crash(cli, monkeypatch):
     result = cli("doctor", "--offline", "--json")
     assert result.exit_code == 1
     checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
-    assert checks["settings"]["status"] == "fail"
-    assert checks["settings"]["detail"] == "AGROML_PAGE_SIZE='lots' is not a valid whole number"
+    assert checks["setting AGROML_PAGE_SIZE"] == {
+        "name": "setting AGROML_PAGE_SIZE",
+        "status": "fail",
+        "detail": "AGROML_PAGE_SIZE='lots' (from env) is not valid: expected a whole number >= 1",
+        "fix": "change AGROML_PAGE_SIZE in the environment, or unset it to use the default 1000",
+    }
     assert checks["python"]["status"] == "ok"  # the checks that need no settings still ran
+
+
+@pytest.mark.parametrize(
+    ("env", "value"),
+    [
+        ("AGROML_IMAGE_MAX_MB", "-1"),
+        ("AGROML_IMAGE_MAX_MB", "0"),
+        ("AGROML_HTTP_TIMEOUT", "nan"),
+        ("AGROML_HTTP_TIMEOUT", "-5"),
+        ("AGROML_RETRY_MAX_SECONDS", "inf"),
+        ("AGROML_RETRY_BASE_SECONDS", "nan"),
+        ("AGROML_IMAGE_CONCURRENCY", "0"),
+        ("AGROML_PAGE_SIZE", "0"),
+        ("AGROML_MIN_TOTAL", "-1"),
+        ("AGROML_SOURCE", "postgres"),
+        ("AGROML_TIMEZONE", "Mars/Olympus"),
+        ("SUPABASE_URL", "abc.supabase.co"),
+    ],
+)
+def test_every_bad_setting_is_its_own_failed_line_and_the_rest_still_run(cli, workdir, monkeypatch, env, value):
+    (workdir / ".env").write_text("AGROML_HTTP_TIMEOUT=0\n")  # a second bad one, from .env
+    if env == "AGROML_HTTP_TIMEOUT":
+        (workdir / ".env").write_text("AGROML_IMAGE_CONCURRENCY=-2\n")
+    monkeypatch.setenv(env, value)
+    result = cli("doctor", "--offline", "--json")
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    failed = {c["name"]: c for c in report["checks"] if c["status"] == "fail"}
+    second = "AGROML_IMAGE_CONCURRENCY" if env == "AGROML_HTTP_TIMEOUT" else "AGROML_HTTP_TIMEOUT"
+    assert set(failed) == {f"setting {env}", f"setting {second}"}
+    assert failed[f"setting {env}"]["detail"].startswith(f"{env}={value!r} (from env) is not valid: expected ")
+    assert "(from .env) is not valid" in failed[f"setting {second}"]["detail"]
+    names = {c["name"] for c in report["checks"]}
+    assert {"store", "readiness pest", "supabase key", "data folder"} <= names  # the rest still ran
+    shown = {row["name"]: row for row in report["settings"]}
+    assert shown[env]["origin"] == "default (env refused)"
+    table = cli("doctor", "--offline")
+    assert table.exit_code == 1 and f"setting{env}" in table_text(table.output) and "2 failed" in table.output
 
 
 def test_bad_column_mapping_fails_the_settings_check(workdir):
@@ -284,6 +332,20 @@ def test_store_rows_and_readiness(workdir):
     assert checks["readiness storage"].status == "warn"
     assert doctor.doctor_exit_code(checks.values()) == 0
     assert doctor.doctor_exit_code(checks.values(), strict=True) == 1
+
+
+def test_readiness_counts_only_rows_whose_image_is_cached(workdir):
+    fill_store(workdir / "data" / "agroml.db", "pest", {"aphids": 12, "fall_armyworm": 12})
+    settings = settings_with(AGROML_MIN_TOTAL="20", AGROML_MIN_PER_CLASS="5")
+    assert by_name(doctor.run_checks(settings, offline=True))["readiness pest"].status == "ok"
+    files = sorted((workdir / "data" / "images").glob("??/*.jpg"))
+    assert len(files) == 24
+    for path in files[:5]:  # gone from the cache: training could not use those rows
+        path.unlink()
+    check = by_name(doctor.run_checks(settings, offline=True))["readiness pest"]
+    assert check.status == "warn"
+    assert "1 more trainable rows needed" in check.detail
+    assert "5 trainable rows lack their image in the cache" in check.detail
 
 
 # --- the Supabase key --------------------------------------------------------------------------------

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import io
 import random
+import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 from PIL import Image
 from supa_rows import jpeg
-from supaserver import Faults
+from supaserver import Faults, closed_port, start_image_host
 
 from agroml.core import config
 from agroml.images.cache import ImageCache, verify_image
@@ -157,6 +158,108 @@ def test_redirects_are_checked_hop_by_hop(workdir, supabase_server, image_host):
     assert summary.failures == {bad: "host_not_allowed", bad_scheme: "bad_scheme"}
     assert "redirect refused" in summary.details[bad]
     assert ok in summary.paths
+
+
+def _keyed(requests) -> list:
+    """The requests that carried the Supabase key in any form."""
+    return [r for r in requests if "apikey" in r.headers or "authorization" in r.headers or "apikey" in r.query]
+
+
+def test_a_redirect_never_carries_the_key_to_any_host(workdir, supabase_server, image_host):
+    """The key goes only to Supabase, and only for a URL the database named: a redirect's target was
+    chosen by whoever answered, so it never gets the key, even when it points back at Supabase."""
+    s, h = supabase_server, image_host
+    s.add_object("private", "p/secret.jpg", jpeg(1), public=False)  # readable with the key only
+    public = s.add_object("predictions", "p/public.jpg", jpeg(2))
+    h.add("/img/host.jpg", jpeg(3))
+    named = s.add_object("predictions", "p/named.jpg", jpeg(4))  # the database names this: key sent
+    urls = {
+        # an allow-listed host aiming at a private Storage object (the key would open it)
+        "host_to_private": h.add_redirect("/a.jpg", f"{s.url}/storage/v1/object/private/p/secret.jpg"),
+        "host_to_public": h.add_redirect("/b.jpg", public),  # a public object needs no key: fetched
+        # Supabase's own Storage redirecting to the allowed host, and to another Storage path
+        "supabase_to_host": s.add_redirect("/storage/v1/object/predictions/p/moved.jpg", h.url + "/img/host.jpg"),
+        "supabase_to_supabase": s.add_redirect(
+            "/storage/v1/object/predictions/p/moved2.jpg", f"{s.url}/storage/v1/object/private/p/secret.jpg"
+        ),
+        "named": named,
+    }
+    settings = _settings(s, h)
+    with ImageCache(settings.image_dir) as cache:
+        summary = fetch_images(list(urls.values()), cache, settings)
+    assert {name: summary.failures.get(url) for name, url in urls.items()} == {
+        "host_to_private": "forbidden",  # asked without the key: Storage refuses it
+        "host_to_public": None,
+        "supabase_to_host": None,
+        "supabase_to_supabase": "forbidden",
+        "named": None,
+    }
+    assert not _keyed(h.requests) and len(h.requests) == 3  # a.jpg, b.jpg, and the hop from Supabase
+    first_hops = {"/storage/v1/object/predictions/p/moved.jpg", "/storage/v1/object/predictions/p/moved2.jpg"}
+    first_hops.add(urlsplit(named).path)
+    assert {r.path for r in _keyed(s.requests)} == first_hops  # the URLs the database named, nothing else
+    assert all(r.headers["apikey"] == s.service_key for r in _keyed(s.requests))
+    hops = [r for r in s.requests if r.path.endswith(("/private/p/secret.jpg", "/public/predictions/p/public.jpg"))]
+    assert len(hops) == 3 and not _keyed(hops)
+
+
+def test_a_redirect_to_a_host_not_allowed_is_refused_before_any_request(workdir, supabase_server, image_host):
+    other = start_image_host()  # a third loopback server, on no list
+    try:
+        other.add("/x.jpg", jpeg(5))
+        targets = {
+            other.url + "/x.jpg": "private_address",  # loopback, another port, not in AGROML_IMAGE_HOSTS
+            "http://images.example.org/x.jpg": "host_not_allowed",
+            "http://169.254.169.254/latest/meta-data": "private_address",
+            "file:///etc/passwd": "bad_scheme",
+            "ftp://images.example.org/x.jpg": "bad_scheme",
+        }
+        urls = {image_host.add_redirect(f"/r{i}.jpg", t): reason for i, (t, reason) in enumerate(targets.items())}
+        # the second hop of a chain is checked as well as the first
+        urls[image_host.add_redirect("/chain.jpg", image_host.url + "/r0.jpg")] = "private_address"
+        settings = _settings(supabase_server, image_host)
+        with ImageCache(settings.image_dir) as cache:
+            summary = fetch_images(list(urls), cache, settings)
+        assert summary.failures == urls
+        assert all(summary.details[u].startswith(f"{r}: redirect refused: ") for u, r in urls.items())
+        assert not other.requests  # refused hops cost no request
+    finally:
+        other.stop()
+
+
+def test_every_retry_is_announced_with_its_wait_status_and_host(workdir, supabase_server):
+    urls = [supabase_server.add_object("predictions", f"p/{i}.jpg", jpeg(i)) for i in range(3)]
+    supabase_server.faults = Faults(burst=4, error_statuses=(503,))  # the first 4 requests fail, then none
+    settings = _settings(supabase_server, image_concurrency=1)
+    notices: list[str] = []
+    with ImageCache(settings.image_dir) as cache:
+        summary = fetch_images(urls, cache, settings, notice=notices.append)
+    assert (summary.fetched, summary.failed, summary.retries) == (3, 0, 4)
+    host = supabase_server.url.split("//")[1]
+    assert len(notices) == 4
+    for n, line in enumerate(notices):
+        assert re.fullmatch(rf"retrying in \d+\.\d s \(attempt {n + 2}, giving up after 20 s\): 503 from {host}", line)
+
+
+def test_an_unreachable_image_host_fails_fast_naming_it(workdir, supabase_server):
+    port = closed_port()
+    settings = _settings(supabase_server, image_hosts=f"127.0.0.1:{port},nothing-here.invalid")
+    notices: list[str] = []
+    with ImageCache(settings.image_dir) as cache:
+        summary = fetch_images(
+            [f"http://127.0.0.1:{port}/a.jpg", "http://nothing-here.invalid/b.jpg"],
+            cache,
+            settings,
+            notice=notices.append,
+        )
+    assert summary.reasons == {"unreachable": 2}
+    assert summary.requests == 6  # 3 quick attempts each, not 20 s of them
+    refused, dns = (summary.details[u] for u in summary.failures)
+    assert f"127.0.0.1:{port}: connection refused" in refused and "gave up after 3 attempts" in refused
+    assert "nothing-here.invalid: name not found (DNS)" in dns and "gave up after 3 attempts" in dns
+    assert sorted(n.split(": ", 1)[1] for n in notices) == sorted(
+        [f"127.0.0.1:{port}: connection refused"] * 2 + ["nothing-here.invalid: name not found (DNS)"] * 2
+    )
 
 
 def test_a_relative_path_without_a_base_url_fails_with_no_base_url(workdir, supabase_server):

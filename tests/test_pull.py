@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -15,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from supa_rows import add_empty_tables, add_pest_table, jpeg, pest_rows
-from supaserver import Faults
+from supaserver import Faults, closed_port
 
 from agroml.core import config
 from agroml.data.pulling import pull
@@ -154,6 +155,73 @@ def test_pull_with_the_anon_key_warns_about_row_level_security(cli, env, monkeyp
     result = cli("pull", "--model", "pest", "--no-images")
     assert result.exit_code == 0
     assert "row-level security hides other farmers' rows" in result.stderr
+
+
+# --- an unreachable host, a flaky one ----------------------------------------------------------------------
+def _retry_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("retrying in ")]
+
+
+@pytest.mark.parametrize(
+    ("url", "host", "what"),
+    [
+        ("http://127.0.0.1:{port}", "127.0.0.1:{port}", "connection refused"),
+        ("http://agroml-test-{port}.invalid", "agroml-test-{port}.invalid", "name not found (DNS)"),
+        ("https://agroml-test-{port}.invalid:8443/", "agroml-test-{port}.invalid:8443", "name not found (DNS)"),
+    ],
+)
+def test_pull_from_an_unreachable_host_gives_up_after_3_quick_attempts_naming_it(
+    cli, env, workdir, monkeypatch, url, host, what
+):
+    """Refused or unknown: no budget of retries, the host and the fix named, every retry shown."""
+    port = closed_port()
+    url, host = url.format(port=port), host.format(port=port)
+    monkeypatch.setenv("SUPABASE_URL", url)
+    monkeypatch.setenv("AGROML_RETRY_MAX_SECONDS", "600")  # the budget is not what ends it
+    result = cli("pull", "--model", "pest")
+    assert result.exit_code == 1
+    error = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1
+    assert re.fullmatch(
+        rf"error: could not reach Supabase at {re.escape(host)} \({re.escape(what)}; 3 attempts in [\d.]+ s\) "
+        rf"\(check SUPABASE_URL \({re.escape(url.rstrip('/'))}\) and this machine's network\)",
+        error[0],
+    ), error[0]
+    assert "AGROML_RETRY_MAX_SECONDS" not in result.stderr  # more time would not help: never advised
+    lines = _retry_lines(result.stderr)
+    assert [line.split(" (", 1)[1] for line in lines] == [
+        f"attempt 2/3): {host}: {what}",
+        f"attempt 3/3): {host}: {what}",
+    ]
+    assert not (workdir / "data" / "agroml.db").exists() or _rows_in(workdir / "data" / "agroml.db") == 0
+
+
+def test_a_burst_of_503s_is_retried_out_loud_and_the_copy_is_exact(cli, env, workdir):
+    rows = pest_rows(
+        120, seed=17, image_url=lambda i, row_id: env.add_object("predictions", f"p/{row_id}.jpg", jpeg(i))
+    )
+    add_pest_table(env, rows)
+    env.faults = Faults(burst=3, error_statuses=(503,))  # the first 3 requests fail, then none
+    result = cli("pull", "--model", "pest", "--json")
+    assert result.exit_code == 0, result.output
+    host = env.url.split("//")[1]
+    lines = _retry_lines(result.stderr)
+    assert len(lines) == 3 == len([r for r in env.requests if r.fault])
+    for line in lines:
+        assert re.fullmatch(rf"retrying in \d+\.\d s \(attempt \d, giving up after 120 s\): 503 from {host}", line)
+    report = json.loads(result.stdout)
+    assert report["rest_retries"] == 3 and report["images"]["fetched"] == 120
+    frame = _store_frame(workdir / "data" / "agroml.db")
+    assert list(frame["id"]) == sorted(r["id"] for r in rows)
+    want = {r["id"]: r["image_url"] for r in rows}
+    assert all(frame["image_url"] == frame["id"].map(want)) and frame["image_hash"].notna().all()
+
+    # the same burst on the image downloads: each retry is a line too
+    env.faults = Faults(burst=2, error_statuses=(503,), paths=("/storage/",))
+    result = cli("pull", "--model", "pest", "--json", env={"AGROML_DATA_DIR": "again"})
+    assert result.exit_code == 0, result.output
+    assert len(_retry_lines(result.stderr)) == 2
+    assert json.loads(result.stdout)["images"]["retries"] == 2
 
 
 # --- killed mid-way ---------------------------------------------------------------------------------------

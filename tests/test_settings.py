@@ -108,34 +108,130 @@ def test_mask_secret_shows_at_most_last_four():
     assert config.mask_secret("0123456789abcdef") == "…cdef"
 
 
+# --- every value is checked where it is read ---------------------------------------------------------
+#: Every numeric setting and the values it must refuse (whatever the range, text, NaN and infinities
+#: never pass; zero where the setting means a size, a time to wait or a count of workers).
+BAD_NUMBERS: dict[str, tuple[str, ...]] = {
+    "AGROML_PAGE_SIZE": ("lots", "0", "-1", "1.5", "nan", "inf", "1e3"),
+    "AGROML_HTTP_TIMEOUT": ("soon", "0", "-1", "-0.5", "nan", "inf", "-inf", "1e999"),
+    "AGROML_RETRY_MAX_SECONDS": ("long", "-1", "-0.001", "nan", "inf", "-inf", "1e999"),
+    "AGROML_RETRY_BASE_SECONDS": ("short", "0", "-1", "nan", "inf", "-inf"),
+    "AGROML_IMAGE_CONCURRENCY": ("many", "0", "-1", "1.5", "257", "nan", "inf"),
+    "AGROML_IMAGE_MAX_MB": ("big", "0", "-1", "nan", "inf", "-inf", "1e999"),
+    "AGROML_MIN_TOTAL": ("ten", "-1", "2.5", "nan", "inf"),
+    "AGROML_MIN_PER_CLASS": ("x", "-1", "2.5", "nan", "inf"),
+}
+#: Values at the edge of each range that must still be accepted.
+EDGE_NUMBERS = {
+    "AGROML_PAGE_SIZE": ("1", 1),
+    "AGROML_HTTP_TIMEOUT": ("0.01", 0.01),
+    "AGROML_RETRY_MAX_SECONDS": ("0", 0.0),
+    "AGROML_RETRY_BASE_SECONDS": ("0.001", 0.001),
+    "AGROML_IMAGE_CONCURRENCY": ("256", 256),
+    "AGROML_IMAGE_MAX_MB": ("0.5", 0.5),
+    "AGROML_MIN_TOTAL": ("0", 0),
+    "AGROML_MIN_PER_CLASS": ("0", 0),
+}
+BAD_TEXTS: dict[str, tuple[str, ...]] = {
+    "AGROML_SOURCE": ("postgres", "Local", "supabase,local"),
+    "AGROML_TIMEZONE": ("Mars/Olympus", "Nairobi", "../../etc/passwd", "UTC+3"),
+    "SUPABASE_URL": (
+        "abc.supabase.co",
+        "ftp://abc.supabase.co",
+        "https://",
+        "https://abc.supabase.co?x=1",
+        "https://user:pw@abc.supabase.co",
+        "https://abc.supabase.co:port",
+        "https://abc supabase.co",
+    ),
+    "AGROML_IMAGE_BASE_URL": ("example.org", "file:///srv/images", "https://example.org/#x"),
+    "AGROML_IMAGE_HOSTS": ("https://cdn.example.org", "cdn.example.org/images", "a.org, user@b.org"),
+    "AGROML_IMAGE_BUCKET": ("predictions/pest",),
+}
+_SETTING_BY_ENV = {s.env[0]: s for s in config.SETTINGS}
+
+
+def test_every_numeric_setting_has_bad_values_under_test():
+    """A new numeric setting must be added to BAD_NUMBERS and EDGE_NUMBERS: no setting goes unchecked."""
+    numeric = {s.env[0] for s in config.SETTINGS if s.kind in (int, float)}
+    assert set(BAD_NUMBERS) == numeric == set(EDGE_NUMBERS)
+    assert all(_SETTING_BY_ENV[env].rule is not None for env in [*numeric, *BAD_TEXTS])
+
+
 @pytest.mark.parametrize(
     ("env", "value"),
-    [
-        ("AGROML_PAGE_SIZE", "lots"),
-        ("AGROML_IMAGE_CONCURRENCY", "1.5"),
-        ("AGROML_MIN_TOTAL", "ten"),
-        ("AGROML_HTTP_TIMEOUT", "soon"),
-    ],
+    [(env, value) for env, values in [*BAD_NUMBERS.items(), *BAD_TEXTS.items()] for value in values],
 )
-def test_bad_numbers_name_the_variable(workdir, env, value):
+def test_a_bad_value_is_refused_naming_variable_value_origin_and_range(workdir, env, value):
+    setting = _SETTING_BY_ENV[env]
     with pytest.raises(ConfigError) as info:
         config.resolve(environ={env: value}, env_file=None)
-    kind = "number" if env == "AGROML_HTTP_TIMEOUT" else "whole number"
-    assert str(info.value) == (
-        f"{env}={value!r} is not a valid {kind} (set {env} in the environment or .env to a {kind})"
+    message = str(info.value)
+    assert message.startswith(f"{env}={value!r} (from env) is not valid: expected {setting.rule.describe} (")
+    assert f"change {env} in the environment, or unset it" in message
+    assert info.value.exit_code == 1
+    # the same value from .env says so
+    with pytest.raises(ConfigError, match=rf"^{env}=.* \(from \.env\) is not valid") as info:
+        config.resolve(environ={}, env_file=write_env(workdir / ".env", **{env: value}))
+    assert f"change {env} in .env, or remove it" in str(info.value)
+
+
+@pytest.mark.parametrize("env", sorted(EDGE_NUMBERS))
+def test_values_at_the_edge_of_each_range_are_accepted(workdir, env):
+    text, want = EDGE_NUMBERS[env]
+    settings = config.resolve(environ={env: text}, env_file=None)
+    assert getattr(settings, _SETTING_BY_ENV[env].name) == want
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "shown"),
+    [
+        ("min_total", -1, "--min-total=-1"),
+        ("min_per_class", -5, "--min-per-class=-5"),
+        ("timezone", "Mars/Olympus", "--timezone='Mars/Olympus'"),
+        ("source", "postgres", "--source='postgres'"),
+        ("image_max_mb", float("nan"), "AGROML_IMAGE_MAX_MB=nan"),  # a library caller's override
+        ("http_timeout", 0, "AGROML_HTTP_TIMEOUT=0"),
+    ],
+)
+def test_a_bad_flag_is_bad_usage_naming_the_flag(workdir, name, value, shown):
+    with pytest.raises(ConfigError) as info:
+        config.resolve({name: value}, environ={}, env_file=None)
+    assert str(info.value).startswith(f"{shown} (from flag) is not valid: expected ")
+    assert info.value.exit_code == 2
+
+
+def test_good_texts_are_accepted(workdir):
+    settings = config.resolve(
+        environ={
+            "AGROML_IMAGE_HOSTS": "cdn.example.org, *.example.net ,127.0.0.1:8123",
+            "SUPABASE_URL": "http://localhost:54321/",
+            "AGROML_IMAGE_BASE_URL": "https://old.example.org/api",
+            "AGROML_TIMEZONE": "UTC",
+        },
+        env_file=None,
     )
+    assert settings.allowed_image_hosts == ["cdn.example.org", "*.example.net", "127.0.0.1:8123"]
+    assert settings.supabase_url == "http://localhost:54321"
 
 
-def test_bad_number_in_dotenv_names_the_variable(workdir):
-    with pytest.raises(ConfigError, match=r"^AGROML_MIN_PER_CLASS='x' is not a valid"):
-        config.resolve(environ={}, env_file=write_env(workdir / ".env", AGROML_MIN_PER_CLASS="x"))
+def test_resolve_all_lists_every_bad_value_and_keeps_the_defaults(workdir):
+    env_file = write_env(workdir / ".env", AGROML_HTTP_TIMEOUT="-3")
+    settings, problems = config.resolve_all(
+        environ={"AGROML_IMAGE_MAX_MB": "-1", "AGROML_RETRY_BASE_SECONDS": "nan", "AGROML_PAGE_SIZE": "50"},
+        env_file=env_file,
+    )
+    assert [(p.env, p.value, p.origin) for p in problems] == [
+        ("AGROML_HTTP_TIMEOUT", "-3", ".env"),
+        ("AGROML_RETRY_BASE_SECONDS", "nan", "env"),
+        ("AGROML_IMAGE_MAX_MB", "-1", "env"),
+    ]
+    assert (settings.image_max_mb, settings.origins["image_max_mb"]) == (15.0, "default (env refused)")
+    assert (settings.http_timeout, settings.origins["http_timeout"]) == (30.0, "default (.env refused)")
+    assert (settings.page_size, settings.origins["page_size"]) == (50, "env")  # good values stand
 
 
-def test_page_size_must_be_positive_and_source_known(workdir):
-    with pytest.raises(ConfigError, match="AGROML_PAGE_SIZE=0 must be at least 1"):
-        config.resolve(environ={"AGROML_PAGE_SIZE": "0"}, env_file=None)
-    with pytest.raises(ConfigError, match="unknown source 'postgres': valid sources are local, supabase"):
-        config.resolve(environ={"AGROML_SOURCE": "postgres"}, env_file=None)
+def test_unknown_override_is_a_programming_error(workdir):
     with pytest.raises(ConfigError, match="unknown setting"):
         config.resolve({"no_such_thing": 1}, environ={}, env_file=None)
 

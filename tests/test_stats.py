@@ -8,12 +8,15 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from supa_rows import jpeg
 
 from agroml.core import config
 from agroml.data import analysis
 from agroml.data import records as rec
 from agroml.data.sources import LocalSource
 from agroml.data.store import Store
+from agroml.images.cache import ImageCache
+from agroml.ops import doctor
 
 NO_DATA = "no data: run `agroml demo` or `agroml pull`"
 
@@ -62,10 +65,14 @@ def make(model: str, rows) -> pd.DataFrame:
 
 @pytest.fixture
 def store(workdir: Path) -> config.Settings:
+    """The rows above in the store, every image in the cache (indexed by URL, as a fetch leaves it)."""
     settings = config.resolve(env_file=None)
     with Store(settings.db_path) as s:
         s.upsert(make("pest", PEST_ROWS))
         s.upsert(make("disease", DISEASE_ROWS))
+    with ImageCache(settings.image_dir) as cache:
+        for i, (row_id, *_rest) in enumerate(PEST_ROWS + DISEASE_ROWS):
+            cache.put(jpeg(i, size=8), url=f"test://{row_id}.jpg")
     return settings
 
 
@@ -149,6 +156,7 @@ def test_readiness_verdict_and_flags(cli, store):
         "trainable": 7,
         "needed": 93,
         "classes_ready": 0,
+        "missing_images": 0,
     }
     # healthy is predicted but never labelled: short even at a minimum of 1
     ready = stats_json(cli, "--model", "pest", "--min-total", "7", "--min-per-class", "3")["models"]["pest"]["ready"]
@@ -201,6 +209,43 @@ def test_feedback_counts_from_records_match_the_store(store):
     assert rec.feedback_counts(frame.iloc[:0]).empty
 
 
+def _trainable_hashes(settings: config.Settings, model: str) -> list[str]:
+    with Store(settings.db_path, create=False) as s:
+        frame = s.read(model, valid_only=True, columns=["label", "image_hash"])
+    return list(frame.loc[frame["label"].notna(), "image_hash"])
+
+
+def test_readiness_counts_only_rows_whose_image_is_in_the_cache(cli, demo_data):
+    """Images deleted from the cache: `train` could not use their rows, so stats and doctor do not count them."""
+    flags = ("--model", "pest", "--min-total", "10", "--min-per-class", "1")
+    before = stats_json(cli, *flags)["models"]["pest"]
+    hashes = _trainable_hashes(demo_data, "pest")
+    assert before["ready"]["ok"] and before["ready"]["missing_images"] == 0
+    assert before["ready"]["trainable"] == before["trainable"] == len(hashes) > 20
+
+    cache = demo_data.image_dir
+    gone = sorted(set(hashes))[::3]  # every third photo of a trainable row
+    for sha in gone:
+        for path in cache.glob(f"{sha[:2]}/{sha}.*"):
+            path.unlink()
+    lost = sum(1 for h in hashes if h in set(gone))
+    after = stats_json(cli, *flags)["models"]["pest"]
+    assert after["trainable"] == before["trainable"]  # the feedback did not change...
+    assert after["ready"]["trainable"] == len(hashes) - lost  # ...what training can use did
+    assert after["ready"]["missing_images"] == lost > 0
+    text = cli("stats", *flags).stdout
+    assert f"{lost} trainable rows lack their image in the cache (`agroml pull` fetches them)" in " ".join(text.split())
+
+    for path in cache.glob("??/*.*"):  # the whole cache gone: not ready, and it says why
+        path.unlink()
+    ready = stats_json(cli, *flags)["models"]["pest"]["ready"]
+    assert (ready["ok"], ready["trainable"], ready["missing_images"]) == (False, 0, len(hashes))
+    settings = config.resolve({"min_total": 10, "min_per_class": 1}, env_file=None)
+    check = {c.name: c for c in doctor.check_readiness(settings, doctor.check_store(settings)[1])}
+    assert check["readiness pest"].status == "warn"
+    assert f"{len(hashes)} trainable rows lack their image in the cache" in check["readiness pest"].detail
+
+
 # --- output ----------------------------------------------------------------------------------------
 def test_json_shape_has_every_documented_key_and_type(cli, store):
     report = stats_json(cli)
@@ -220,6 +265,7 @@ def test_json_shape_has_every_documented_key_and_type(cli, store):
         ready = block["ready"]
         assert type(ready["ok"]) is bool and type(ready["min_total"]) is int and type(ready["min_per_class"]) is int
         assert isinstance(ready["short_classes"], list) and all(isinstance(s, str) for s in ready["short_classes"])
+        assert type(ready["missing_images"]) is int
 
 
 def test_human_output_shows_tables_percentages_and_provenance(cli, store):

@@ -9,10 +9,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from supa_rows import add_empty_tables, add_pest_table, pest_rows
-from supaserver import Faults
+from supaserver import Faults, closed_port
 
 from agroml.core import config, schema
-from agroml.core.errors import ConfigError, SourceError
+from agroml.core.errors import ConfigError, SourceError, UnreachableError
 from agroml.core.retry import RetryPolicy, TransientError, is_retryable_status
 from agroml.data import records as rec
 from agroml.data.sources import open_source
@@ -109,6 +109,35 @@ def test_retrying_is_bounded_in_time_and_says_what_to_do(supabase_server):
         list(src.fetch_rows("pest"))
     assert "pest_predictions" in str(err.value) and "http_503" in str(err.value)
     assert "AGROML_RETRY_MAX_SECONDS" in str(err.value)
+
+
+def test_a_redirect_from_the_rest_api_is_not_followed_and_the_key_stays_home(supabase_server, image_host):
+    add_pest_table(supabase_server, pest_rows(3))
+    target = image_host.url + "/rest/v1/pest_predictions"
+    supabase_server.add_redirect("/rest/v1/pest_predictions", target, status=301)
+    with SupabaseSource(_settings(supabase_server)) as src, pytest.raises(ConfigError) as err:
+        list(src.fetch_rows("pest"))
+    host = supabase_server.url.split("//")[1]
+    assert str(err.value) == (
+        f"Supabase at {host} answered 301, a redirect to {target}; agroml does not follow redirects with the key "
+        "(set SUPABASE_URL to the project's own https://<ref>.supabase.co URL)"
+    )
+    assert not image_host.requests and len(_rest_gets(supabase_server)) == 1  # not followed, not retried
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:{port}", "no-such-project-{port}.invalid"])
+def test_an_unreachable_host_gets_3_quick_attempts_whatever_the_budget(supabase_server, host):
+    host = host.format(port=closed_port())
+    notices: list[str] = []
+    settings = _settings(supabase_server, supabase_url=f"http://{host}", retry_max_seconds=3600)
+    with SupabaseSource(settings, notice=notices.append) as src, pytest.raises(UnreachableError) as err:
+        src.model_types()
+    assert src.requests == 3 and src.policy.retries == 2 and len(notices) == 2
+    assert str(err.value).startswith(f"could not reach Supabase at {host} (")
+    assert "3 attempts in" in str(err.value) and "RETRY_MAX_SECONDS" not in str(err.value)
+    assert all(
+        n.endswith(f"{host}: " + ("connection refused" if "127" in host else "name not found (DNS)")) for n in notices
+    )
 
 
 def test_since_and_until_are_sent_to_the_server(big_server):

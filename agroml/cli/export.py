@@ -90,7 +90,7 @@ def export(
 
     since, until = check_window(since, until)  # a bad window is the first thing to report
     settings = config.resolve({"source": source, "exports_dir": out})
-    with contextlib.closing(open_source(settings)) as src, output.progress() as progress:
+    with contextlib.closing(open_source(settings, output.notice)) as src, output.progress() as progress:
         result = export_records(
             src,
             model.value,

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar, cast, get_args
 
 from rich.console import Console, JustifyMethod
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from agroml.core.files import json_text
@@ -90,6 +91,11 @@ def warn(message: str) -> None:
 
 def hint(message: str) -> None:
     stderr.print(f"[dim]{message}[/]", highlight=False)
+
+
+def notice(message: str) -> None:
+    """A library notice (e.g. a retry) as one stderr line; above the progress bars when they are drawn."""
+    stderr.print(escape(message), highlight=False)
 
 
 def bar(value: float, maximum: float, width: int = 24) -> str:

@@ -58,7 +58,9 @@ def pull(
     since, until = check_window(since, until)  # a bad window is the first thing to report
     settings = config.resolve({})
     with output.progress() as progress:
-        result = run_pull(settings, model.value, since, until, images=not no_images, progress=progress)
+        result = run_pull(
+            settings, model.value, since, until, images=not no_images, progress=progress, notice=output.notice
+        )
     output.emit(result, json_, _tables)
     output.hint(f"store: {settings.db_path} · images: {settings.image_dir}")
 

@@ -174,7 +174,7 @@ def stats(
 
     since, until = check_window(since, until)  # a bad window is the first thing to report
     settings = config.resolve({"source": source, "min_total": min_total, "min_per_class": min_per_class})
-    with contextlib.closing(open_source(settings)) as src:
+    with contextlib.closing(open_source(settings, output.notice)) as src:
         report = analysis.stats_report(
             src, schema.expand_model_types(model.value), since, until, settings.min_total, settings.min_per_class
         )
@@ -202,7 +202,7 @@ def distribution(
 
     since, until = check_window(since, until)  # a bad window is the first thing to report
     settings = config.resolve({"source": source, "timezone": timezone})
-    with contextlib.closing(open_source(settings)) as src:
+    with contextlib.closing(open_source(settings, output.notice)) as src:
         report = analysis.distribution_report(src, model.value, by.value, since, until, settings.timezone)
     if plot is not None:
         report.plot = str(distribution_png(report.to_dict(), plot))

@@ -11,11 +11,14 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dotenv import dotenv_values
 
@@ -27,8 +30,73 @@ KEY_VARS: tuple[str, ...] = ("SUPABASE_SERVICE_KEY", "SUPABASE_SERVICE_ROLE_KEY"
 
 
 @dataclass(frozen=True)
+class Rule:
+    """The values a setting accepts: ``accepts`` checks a converted value, ``describe`` names the range.
+
+    Why every setting has one: a bad value is not noticed where it is set but far away, where it is
+    used (AGROML_IMAGE_MAX_MB=-1 refused every image as too_large, a NaN retry time never retried). So
+    each value is checked once, where it is read, and its error names the range.
+    """
+
+    describe: str
+    accepts: Callable[[Any], bool]
+
+
+def _number(low: float, *, above: bool = False, unit: str = "") -> Rule:
+    """A finite number >= ``low`` (> ``low`` with ``above``): NaN and infinities never pass."""
+    bound = f"> {low:g}" if above else f">= {low:g}"
+    return Rule(f"a finite number{unit} {bound}", lambda v: math.isfinite(v) and (v > low if above else v >= low))
+
+
+def _whole(low: int, high: int | None = None) -> Rule:
+    if high is None:
+        return Rule(f"a whole number >= {low}", lambda v: v >= low)
+    return Rule(f"a whole number from {low} to {high}", lambda v: low <= v <= high)
+
+
+def _one_of(*choices: str) -> Rule:
+    return Rule(f"one of {', '.join(choices)}", lambda v: v in choices)
+
+
+def _is_http_url(value: str) -> bool:
+    """http(s), a host, a numeric port if any; no credentials, query, fragment or blanks."""
+    try:
+        parts = urlsplit(value)
+        _ = parts.port  # raises ValueError for a port that is not a number
+    except ValueError:
+        return False
+    return (
+        parts.scheme in ("http", "https")
+        and bool(parts.hostname)
+        and not (parts.username or parts.password or parts.query or parts.fragment)
+        and not any(c.isspace() for c in value)
+    )
+
+
+def _is_zone(value: str) -> bool:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def _is_host_list(value: str) -> bool:
+    """``host``, ``host:port`` or ``*.domain`` entries: one with a scheme or path would never match a URL."""
+    return not any(c in entry.strip() for entry in value.split(",") for c in "/?#@ \t")
+
+
+_SECONDS_ABOVE_0 = _number(0, above=True, unit=" of seconds")
+_COUNT = _whole(0)
+
+
+@dataclass(frozen=True)
 class Setting:
-    """One documented setting: its attribute, environment name(s), default and meaning."""
+    """One documented setting: its attribute, environment name(s), default, meaning and valid values.
+
+    ``flag`` is the command-line option that also sets it (named in errors when the value came from
+    there); ``rule`` is checked on every value read, whatever its origin (None: any text or path).
+    """
 
     name: str
     env: tuple[str, ...]
@@ -36,6 +104,8 @@ class Setting:
     help: str
     kind: type = str
     secret: bool = False
+    rule: Rule | None = None
+    flag: str | None = None
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -43,18 +113,40 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("db_path", ("AGROML_DB",), None, "Local store file (default <data_dir>/agroml.db).", Path),
     Setting("image_dir", ("AGROML_IMAGE_DIR",), None, "Image cache folder (default <data_dir>/images).", Path),
     Setting("models_dir", ("AGROML_MODELS_DIR",), "models", "Training runs, registry and promoted models.", Path),
-    Setting("exports_dir", ("AGROML_EXPORTS_DIR",), "exports", "Where `agroml export` writes.", Path),
-    Setting("source", ("AGROML_SOURCE",), "local", "Where records are read: local (the store) or supabase."),
-    Setting("supabase_url", ("SUPABASE_URL",), None, "Your project URL, https://<ref>.supabase.co."),
+    Setting("exports_dir", ("AGROML_EXPORTS_DIR",), "exports", "Where `agroml export` writes.", Path, flag="--out"),
+    Setting(
+        "source",
+        ("AGROML_SOURCE",),
+        "local",
+        "Where records are read: local (the store) or supabase.",
+        rule=_one_of("local", "supabase"),
+        flag="--source",
+    ),
+    Setting(
+        "supabase_url",
+        ("SUPABASE_URL",),
+        None,
+        "Your project URL, https://<ref>.supabase.co.",
+        rule=Rule("an http(s) URL with a host, such as https://<ref>.supabase.co", _is_http_url),
+    ),
     Setting("supabase_key", KEY_VARS, None, "Service-role key (reads every farmer's rows).", str, True),
-    Setting("page_size", ("AGROML_PAGE_SIZE",), 1000, "Rows per PostgREST page (keyset paging).", int),
-    Setting("http_timeout", ("AGROML_HTTP_TIMEOUT",), 30.0, "Seconds before one HTTP request times out.", float),
+    Setting("page_size", ("AGROML_PAGE_SIZE",), 1000, "Rows per PostgREST page (keyset paging).", int, rule=_whole(1)),
+    Setting(
+        "http_timeout",
+        ("AGROML_HTTP_TIMEOUT",),
+        30.0,
+        "Seconds before one HTTP request times out.",
+        float,
+        rule=_SECONDS_ABOVE_0,
+    ),
     Setting(
         "retry_max_seconds",
         ("AGROML_RETRY_MAX_SECONDS",),
         120.0,
-        "Total seconds one request may spend retrying 429/5xx/network errors.",
+        "Total seconds one request may spend retrying 429/5xx/dropped connections (0: never retry); "
+        "a refused connection or unknown host name gets 3 quick attempts instead.",
         float,
+        rule=_number(0, unit=" of seconds"),
     ),
     Setting(
         "retry_base_seconds",
@@ -62,23 +154,53 @@ SETTINGS: tuple[Setting, ...] = (
         0.5,
         "First retry's largest wait; each retry doubles it (full jitter, 30 s cap).",
         float,
+        rule=_SECONDS_ABOVE_0,
     ),
     Setting(
         "image_hosts",
         ("AGROML_IMAGE_HOSTS",),
         "",
         "Comma-separated extra hosts images may be fetched from (SUPABASE_URL's host is always allowed).",
+        rule=Rule("comma-separated host, host:port or *.domain entries, without scheme or path", _is_host_list),
     ),
     Setting(
         "image_base_url",
         ("AGROML_IMAGE_BASE_URL",),
         None,
         "Base URL that relative /uploads/... image paths are resolved against.",
+        rule=Rule("an http(s) URL with a host, such as https://example.org", _is_http_url),
     ),
-    Setting("image_bucket", ("AGROML_IMAGE_BUCKET",), "predictions", "Storage bucket for bare image paths."),
-    Setting("image_concurrency", ("AGROML_IMAGE_CONCURRENCY",), 16, "Images downloaded at once.", int),
-    Setting("image_max_mb", ("AGROML_IMAGE_MAX_MB",), 15.0, "Largest image accepted, in MB.", float),
-    Setting("timezone", ("AGROML_TIMEZONE",), "Africa/Nairobi", "Farm local time zone for seasons and months."),
+    Setting(
+        "image_bucket",
+        ("AGROML_IMAGE_BUCKET",),
+        "predictions",
+        "Storage bucket for bare image paths.",
+        rule=Rule("a bucket name without '/'", lambda v: "/" not in v),
+    ),
+    Setting(
+        "image_concurrency",
+        ("AGROML_IMAGE_CONCURRENCY",),
+        16,
+        "Images downloaded at once.",
+        int,
+        rule=_whole(1, 256),
+    ),
+    Setting(
+        "image_max_mb",
+        ("AGROML_IMAGE_MAX_MB",),
+        15.0,
+        "Largest image accepted, in MB.",
+        float,
+        rule=_number(0, above=True, unit=" of MB"),
+    ),
+    Setting(
+        "timezone",
+        ("AGROML_TIMEZONE",),
+        "Africa/Nairobi",
+        "Farm local time zone for seasons and months.",
+        rule=Rule("an IANA time zone name such as Africa/Nairobi", _is_zone),
+        flag="--timezone",
+    ),
     Setting(
         "hash_salt",
         ("AGROML_HASH_SALT",),
@@ -87,8 +209,24 @@ SETTINGS: tuple[Setting, ...] = (
         str,
         True,
     ),
-    Setting("min_total", ("AGROML_MIN_TOTAL",), 100, "Trainable rows needed before training.", int),
-    Setting("min_per_class", ("AGROML_MIN_PER_CLASS",), 10, "Trainable rows needed per class.", int),
+    Setting(
+        "min_total",
+        ("AGROML_MIN_TOTAL",),
+        100,
+        "Trainable rows needed before training.",
+        int,
+        rule=_COUNT,
+        flag="--min-total",
+    ),
+    Setting(
+        "min_per_class",
+        ("AGROML_MIN_PER_CLASS",),
+        10,
+        "Trainable rows needed per class.",
+        int,
+        rule=_COUNT,
+        flag="--min-per-class",
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -162,19 +300,43 @@ def mask_secret(value: str | None) -> str:
     return "…" + value[-4:] if len(value) > 8 else "****"
 
 
-def _convert(setting: Setting, raw: Any) -> Any:
+_KINDS = {int: "whole number", float: "number"}
+_ORIGIN_FIX = {
+    "env": "change {name} in the environment, or unset it{default}",
+    ".env": "change {name} in .env, or remove it{default}",
+    "flag": "change the value given to {name}",
+}
+
+
+class SettingError(ConfigError):
+    """One setting's value is not valid. Names the variable (or flag), the value, where it came from and
+    what is valid, so the user can fix it without reading the code."""
+
+    def __init__(self, setting: Setting, raw: Any, origin: str) -> None:
+        name = setting.flag if origin == "flag" and setting.flag else setting.env[0]
+        valid = setting.rule.describe if setting.rule else f"a {_KINDS.get(setting.kind, setting.kind.__name__)}"
+        default = "" if setting.default in (None, "") else f" to use the default {setting.default}"
+        super().__init__(
+            f"{name}={raw!r} (from {origin}) is not valid: expected {valid}",
+            fix=_ORIGIN_FIX.get(origin, _ORIGIN_FIX["env"]).format(name=name, default=default),
+        )
+        self.setting, self.env, self.value, self.origin = setting, name, raw, origin
+        self.exit_code = 2 if origin == "flag" else 1  # a bad flag is bad usage; a bad setting a failed run
+
+
+def _checked(setting: Setting, raw: Any, origin: str) -> Any:
+    """``raw`` converted to the setting's kind and checked against its rule; SettingError otherwise."""
     if raw is None:
         return None
-    if setting.kind is str or isinstance(raw, setting.kind):
-        return raw
-    try:
-        return setting.kind(raw)
-    except (TypeError, ValueError):
-        env = setting.env[0]
-        kind = {"int": "whole number", "float": "number"}.get(setting.kind.__name__, setting.kind.__name__)
-        raise ConfigError(
-            f"{env}={raw!r} is not a valid {kind}", fix=f"set {env} in the environment or .env to a {kind}"
-        ) from None
+    value = raw
+    if setting.kind is not str and not isinstance(raw, setting.kind):
+        try:
+            value = setting.kind(raw)
+        except (TypeError, ValueError, OverflowError):
+            raise SettingError(setting, raw, origin) from None
+    if setting.rule is not None and not setting.rule.accepts(value):
+        raise SettingError(setting, raw, origin)
+    return value
 
 
 def resolve(
@@ -185,7 +347,25 @@ def resolve(
     """Merge flags (``overrides``, None values ignored), the environment, ``.env`` and defaults.
 
     The environment wins over ``.env`` (as python-dotenv's ``override=False`` does) so a cron job
-    can change one value without editing the file.
+    can change one value without editing the file. Every value is checked against its setting's rule
+    here, where it is read: the first bad one raises :class:`SettingError` (``agroml doctor`` lists
+    them all, through :func:`resolve_all`).
+    """
+    settings, problems = resolve_all(overrides, environ, env_file)
+    if problems:
+        raise problems[0]
+    return settings
+
+
+def resolve_all(
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    env_file: str | Path | None = ".env",
+) -> tuple[Settings, list[SettingError]]:
+    """Like :func:`resolve`, but a bad value is replaced by its default and returned with the others.
+
+    For ``agroml doctor``: it must show every bad setting as a failed check and still run the checks
+    that the remaining settings allow. The origin of a replaced value says so ("default (env refused)").
     """
     environ = os.environ if environ is None else environ
     dotenv: dict[str, str] = {}
@@ -198,42 +378,42 @@ def resolve(
 
     values: dict[str, Any] = {}
     origins: dict[str, str] = {}
+    problems: list[SettingError] = []
     key_var = None
     for s in SETTINGS:
         if s.name in overrides:
-            values[s.name], origins[s.name] = _convert(s, overrides[s.name]), "flag"
-            continue
-        # Variable order first, then environment before .env (python-dotenv's merge does the same): a
-        # generic SUPABASE_KEY (often the anon key) in the environment must not hide SUPABASE_SERVICE_KEY in .env.
-        found = next(
-            (
-                (e, layer, origin)
-                for e in s.env
-                for layer, origin in ((environ, "env"), (dotenv, ".env"))
-                if layer.get(e, "").strip()
-            ),
-            None,
-        )
-        if found:
-            hit, layer, origin = found
-            values[s.name], origins[s.name] = _convert(s, layer[hit].strip()), origin
-            if s.name == "supabase_key":
-                key_var = hit
+            raw, origin = overrides[s.name], "flag"
         else:
-            values[s.name], origins[s.name] = _convert(s, s.default), "default"
+            # Variable order first, then environment before .env (python-dotenv's merge does the same): a
+            # generic SUPABASE_KEY (often the anon key) in the environment must not hide SUPABASE_SERVICE_KEY
+            # in .env.
+            found = next(
+                (
+                    (e, layer, origin)
+                    for e in s.env
+                    for layer, origin in ((environ, "env"), (dotenv, ".env"))
+                    if layer.get(e, "").strip()
+                ),
+                None,
+            )
+            if found is None:
+                raw, origin = s.default, "default"
+            else:
+                hit, layer, origin = found
+                raw = layer[hit].strip()
+                if s.name == "supabase_key":
+                    key_var = hit
+        try:
+            values[s.name], origins[s.name] = _checked(s, raw, origin), origin
+        except SettingError as exc:
+            problems.append(exc)
+            values[s.name], origins[s.name] = _checked(s, s.default, "default"), f"default ({origin} refused)"
 
     data_dir = Path(values["data_dir"])
     if values["db_path"] is None:
         values["db_path"] = data_dir / "agroml.db"
     if values["image_dir"] is None:
         values["image_dir"] = data_dir / "images"
-    if values["source"] not in ("local", "supabase"):
-        raise ConfigError(
-            f"unknown source {values['source']!r}: valid sources are local, supabase",
-            fix="use --source local|supabase or set AGROML_SOURCE",
-        )
-    if values["page_size"] < 1:
-        raise ConfigError(f"AGROML_PAGE_SIZE={values['page_size']} must be at least 1")
     if values["supabase_url"]:
         values["supabase_url"] = values["supabase_url"].rstrip("/")
 
@@ -245,7 +425,8 @@ def resolve(
                 model, key = parsed
                 schema_overrides.setdefault(model, {})[key] = value.strip()
                 origins[env] = origin
-    return Settings(**values, schema_overrides=schema_overrides, origins=origins, key_var=key_var)
+    settings = Settings(**values, schema_overrides=schema_overrides, origins=origins, key_var=key_var)
+    return settings, problems
 
 
 def _parse_schema_env(env: str) -> tuple[str, str] | None:
@@ -283,6 +464,8 @@ def env_example_text() -> str:
     ]
     for s in SETTINGS:
         lines += ["", f"# {s.help}"]
+        if s.rule is not None:
+            lines.append(f"# Valid: {s.rule.describe}.")
         if len(s.env) > 1:
             lines.append(f"# Also read from {', '.join(s.env[1:])} (first one set wins, in this order).")
         if s.secret:

@@ -51,6 +51,10 @@ class SourceError(AgromlError):
     """A remote source (Supabase) failed in a way retrying does not fix."""
 
 
+class UnreachableError(SourceError):
+    """The remote host refused the connection or its name did not resolve: retrying longer would not help."""
+
+
 class ImageError(AgromlError):
     """An image could not be fetched, decoded or cached."""
 

@@ -1,4 +1,5 @@
-"""Progress reporting without printing: the library calls a callback, the CLI draws Rich bars.
+"""Progress reporting without printing: the library calls a callback, the CLI draws Rich bars (and prints
+notices, one line each, such as a retry).
 
 A callback gets (task, done, total, info): ``task`` names the work ("rows", "images", "epoch 3/10"),
 ``done`` is the absolute count so far (absolute, so a repeated call is harmless), ``total`` may be None
@@ -16,3 +17,14 @@ class ProgressFn(Protocol):
 
 def no_progress(task: str, done: int, total: int | None = None, info: str = "") -> None:
     """The default callback: does nothing (library calls never need a None check)."""
+
+
+class NoticeFn(Protocol):
+    """A one-line message for the user while work goes on ("retrying in 2.1 s ..."); the CLI prints it
+    on stderr, the API may log it. The library never prints: it calls this."""
+
+    def __call__(self, message: str) -> None: ...
+
+
+def no_notice(message: str) -> None:
+    """The default notice callback: does nothing."""

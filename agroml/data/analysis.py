@@ -14,14 +14,15 @@ Definitions (reference/agroshield-schema.md):
 - readiness: at least ``min_total`` trainable rows, every class (predicted or trained) with at least
   ``min_per_class`` trainable rows, and at least two such classes (one class is not a classifier).
   A class the deployed model predicts but nobody has labelled is short: a model trained without it
-  could no longer name it.
+  could no longer name it. Only rows whose image training can read count (the source says which are
+  missing: for the local store, rows whose image is not in the cache); how many do not is reported.
 """
 
 from __future__ import annotations
 
 import calendar
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
@@ -124,16 +125,23 @@ def _class_trainable(counts: pd.DataFrame) -> tuple[dict[str, int], dict[str, in
     return _sum_by(valid, "predicted_label"), _sum_by(valid[valid["label"].notna()], "label")
 
 
-def readiness(counts: pd.DataFrame, min_total: int, min_per_class: int) -> dict[str, Any]:
+def readiness(
+    counts: pd.DataFrame, min_total: int, min_per_class: int, missing_images: Mapping[str, int] | None = None
+) -> dict[str, Any]:
     """Is there enough labelled data to train honestly? From ONE model type's feedback counts.
 
-    Returns ``{"ok", "min_total", "min_per_class", "short_classes", "trainable", "needed",
-    "classes_ready"}``: ``needed`` is how many more trainable rows ``min_total`` asks for,
-    ``classes_ready`` how many classes have at least ``min_per_class`` trainable rows.
+    ``missing_images`` is {class: trainable rows whose image training cannot use} (the source's
+    ``missing_images``): those rows do not count. Returns ``{"ok", "min_total", "min_per_class",
+    "short_classes", "trainable", "needed", "classes_ready", "missing_images"}``: ``trainable`` counts
+    rows WITH their image, ``missing_images`` the trainable rows without one, ``needed`` is how many more
+    trainable rows ``min_total`` asks for, ``classes_ready`` how many classes have at least
+    ``min_per_class`` trainable rows.
     """
     if not counts.empty and counts["model_type"].nunique() > 1:
         raise ValueError("readiness() takes the feedback counts of one model type")
-    predicted, trainable_by = _class_trainable(counts)
+    predicted, labelled = _class_trainable(counts)
+    lost = {c: min(int(n), labelled.get(c, 0)) for c, n in (missing_images or {}).items()}
+    trainable_by = {c: n - lost.get(c, 0) for c, n in labelled.items()}
     trainable = sum(trainable_by.values())
     classes = sorted(set(predicted) | set(trainable_by))
     short = [c for c in classes if trainable_by.get(c, 0) < min_per_class]
@@ -146,13 +154,18 @@ def readiness(counts: pd.DataFrame, min_total: int, min_per_class: int) -> dict[
         "trainable": int(trainable),
         "needed": int(max(0, min_total - trainable)),
         "classes_ready": int(ready_classes),
+        "missing_images": int(sum(lost.values())),
     }
 
 
 def readiness_verdict(ready: dict[str, Any]) -> str:
     """One line a person can act on: "ready to train ..." or "not ready: <what is missing>"."""
+    missing = ready.get("missing_images", 0)
+    lacking = f"{missing} trainable rows lack their image in the cache (`agroml pull` fetches them)"
     if ready["ok"]:
-        return f"ready to train ({ready['trainable']} trainable rows, {ready['classes_ready']} classes)"
+        return f"ready to train ({ready['trainable']} trainable rows, {ready['classes_ready']} classes)" + (
+            f"; {lacking}" if missing else ""
+        )
     parts = []
     if ready["needed"]:
         parts.append(f"{ready['needed']} more trainable rows needed")
@@ -160,11 +173,16 @@ def readiness_verdict(ready: dict[str, Any]) -> str:
         parts.append(f"short classes: {', '.join(ready['short_classes'])} (minimum {ready['min_per_class']})")
     if ready["classes_ready"] < 2 and not ready["short_classes"]:
         parts.append(f"only {ready['classes_ready']} class with trainable rows (a classifier needs at least 2)")
+    if missing:
+        parts.append(lacking)
     return "not ready: " + "; ".join(parts or ["no trainable rows"])
 
 
-def model_stats(counts: pd.DataFrame, min_total: int = 100, min_per_class: int = 10) -> dict[str, Any]:
-    """The per-model block of ``stats`` (issue item 7) from one model type's feedback counts."""
+def model_stats(
+    counts: pd.DataFrame, min_total: int = 100, min_per_class: int = 10, missing_images: Mapping[str, int] | None = None
+) -> dict[str, Any]:
+    """The per-model block of ``stats`` (issue item 7) from one model type's feedback counts; readiness
+    leaves out the trainable rows whose image is missing (``missing_images``, {class: rows})."""
     invalid = _sum_by(counts[counts["invalid_reason"].notna()], "invalid_reason")
     valid = _valid(counts)
     by_feedback = _sum_by(valid, "feedback")
@@ -206,7 +224,7 @@ def model_stats(counts: pd.DataFrame, min_total: int = 100, min_per_class: int =
         "feedback_rate": answered / total if total else 0.0,
         "feedback_accuracy": _ratio(confirmed, answered),
         "classes": classes,
-        "ready": readiness(counts, min_total, min_per_class),
+        "ready": readiness(counts, min_total, min_per_class, missing_images),
         "deployed_confusion": confusion,
     }
 
@@ -305,7 +323,7 @@ def stats_report(
         counts = counts[counts["model_type"] == m] if not counts.empty else counts
         if not counts.empty:
             seen.add(m)
-        models[m] = model_stats(counts, min_total, min_per_class)
+        models[m] = model_stats(counts, min_total, min_per_class, source.missing_images(m, since, until))
     warnings = _empty_check(source, model_types, seen) + list(getattr(source, "warnings", []) or [])
     for m, block in models.items():
         if block["invalid"]:

@@ -21,7 +21,7 @@ from typing import Any
 
 from agroml.core import schema
 from agroml.core.config import Settings
-from agroml.core.progress import ProgressFn, no_progress
+from agroml.core.progress import NoticeFn, ProgressFn, no_notice, no_progress
 from agroml.data.analysis import check_window
 from agroml.data.store import Store, UpsertResult
 from agroml.data.supabase import SupabaseSource
@@ -97,12 +97,16 @@ def pull(
     *,
     images: bool = True,
     progress: ProgressFn = no_progress,
+    notice: NoticeFn = no_notice,
 ) -> PullResult:
-    """Upsert every row of ``model_type`` (or all) created in [since, until) and fetch its images."""
+    """Upsert every row of ``model_type`` (or all) created in [since, until) and fetch its images.
+
+    ``notice`` hears of every retry (the CLI prints each on stderr): a slow network is never silent.
+    """
 
     since, until = check_window(since, until)  # before any request: an empty window is a mistake
     types = schema.expand_model_types(model_type)
-    with Store(settings.db_path, create=True) as store, SupabaseSource(settings) as source:
+    with Store(settings.db_path, create=True) as store, SupabaseSource(settings, notice) as source:
         source.use_salt(store.salt(settings.hash_salt))
         models: dict[str, ModelPull] = {}
         wanted: dict[str, list[str]] = {}  # image url -> ids of the rows showing it
@@ -120,7 +124,7 @@ def pull(
             models, None, requests=source.requests, retries=source.policy.retries, warnings=list(source.warnings)
         )
         if images:
-            result.images, result.hashes_recorded = _pull_images(settings, store, source.name, wanted, progress)
+            result.images, result.hashes_recorded = _pull_images(settings, store, source.name, wanted, progress, notice)
     if result.images is not None and result.images.failed:
         reasons = ", ".join(f"{n} {r}" for r, n in result.images.reasons.items())
         result.rows_without_image = sum(len(wanted[url]) for url in result.images.failures)
@@ -150,7 +154,12 @@ def _upsert(
 
 
 def _pull_images(
-    settings: Settings, store: Store, source: str, wanted: dict[str, list[str]], progress: ProgressFn
+    settings: Settings,
+    store: Store,
+    source: str,
+    wanted: dict[str, list[str]],
+    progress: ProgressFn,
+    notice: NoticeFn,
 ) -> tuple[FetchSummary, int]:
     """Fetch in batches, recording each batch's hashes in the store as soon as its files exist."""
     summary = FetchSummary()
@@ -165,7 +174,7 @@ def _pull_images(
             ) -> None:
                 progress("images", offset + done, len(urls), info)
 
-            part = fetch_images(batch, cache, settings, batch_progress)
+            part = fetch_images(batch, cache, settings, batch_progress, notice)
             summary.add(part)
             pairs = [(source, row_id, sha) for url, sha in part.hashes().items() for row_id in wanted[url]]
             recorded += store.set_image_hashes(pairs)

@@ -6,14 +6,18 @@ switches between the store and a live read without the analysis code knowing whi
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 import pandas as pd
 
 from agroml.core.config import Settings
+from agroml.core.progress import NoticeFn, no_notice
 from agroml.data.store import Store
 from agroml.data.supabase import SupabaseSource
+from agroml.images.cache import ImageCache
 
 
 class RecordSource(Protocol):
@@ -43,6 +47,10 @@ class RecordSource(Protocol):
         """Model types that have rows."""
         ...
 
+    def missing_images(self, model_type: str, since: Any = None, until: Any = None) -> dict[str, int]:
+        """{training label: trainable rows whose image training could not use}: readiness leaves them out."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -54,6 +62,7 @@ class LocalSource:
     def __init__(self, settings: Settings) -> None:
 
         self.store = Store(settings.db_path, create=False)
+        self.image_dir = Path(settings.image_dir)
 
     def iter_records(
         self, model_type: str | None = None, since: Any = None, until: Any = None, **kw: Any
@@ -66,6 +75,9 @@ class LocalSource:
     def model_types(self) -> list[str]:
         return self.store.model_types()
 
+    def missing_images(self, model_type: str, since: Any = None, until: Any = None) -> dict[str, int]:
+        return missing_images(self.store, self.image_dir, model_type, since, until)
+
     def close(self) -> None:
         self.store.close()
 
@@ -76,8 +88,40 @@ class LocalSource:
         self.close()
 
 
-def open_source(settings: Settings) -> RecordSource:
-    """The source ``settings.source`` names (flag --source > AGROML_SOURCE > local)."""
+def open_source(settings: Settings, notice: NoticeFn = no_notice) -> RecordSource:
+    """The source ``settings.source`` names (flag --source > AGROML_SOURCE > local); ``notice`` hears of
+    every retry a remote source makes."""
     if settings.source == "supabase":
-        return SupabaseSource(settings)
+        return SupabaseSource(settings, notice)
     return LocalSource(settings)
+
+
+def missing_images(
+    store: Store, image_dir: str | Path, model_type: str, since: Any = None, until: Any = None
+) -> dict[str, int]:
+    """{training label: valid, labelled rows of ``model_type`` whose image is not in the cache}.
+
+    Why: readiness must count what ``train`` can use, and training takes only rows whose image is
+    cached (cached images get deleted, a pull may not have fetched them). The lookup is training's
+    (agroml.training.data.resolve_images): the file named by the row's image hash, else the cache
+    index entry for its URL. Reads only: a missing cache folder or index is not created.
+    """
+    root = Path(image_dir)
+    missing: Counter[str] = Counter()
+    found: dict[str, bool] = {}  # image hash -> its file exists (many rows may share a photo)
+    with ImageCache(root) as cache:
+        indexed = (root / "index.db").is_file()
+        for chunk in store.iter_records(
+            model_type, since, until, columns=["label", "image_hash", "image_url"], valid_only=True
+        ):
+            rows = chunk[chunk["label"].notna()]
+            lost = []
+            for label, sha, url in rows.itertuples(index=False, name=None):
+                if sha and sha not in found:
+                    found[sha] = cache.find(sha) is not None
+                if not (sha and found[sha]):
+                    lost.append((label, url))
+            urls = [u for _, u in lost if u]
+            in_index = cache.lookup_many(urls) if indexed and urls else {}
+            missing.update(label for label, url in lost if url not in in_index)
+    return dict(missing)

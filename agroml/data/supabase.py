@@ -20,14 +20,22 @@ import json
 import re
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import pandas as pd
 
 from agroml.core import schema
 from agroml.core.config import COLUMN_ENV, TABLE_ENV, Settings, key_role
-from agroml.core.errors import ConfigError, SourceError, UsageError
-from agroml.core.progress import ProgressFn, no_progress
-from agroml.core.retry import RetriesExhausted, RetryPolicy, TransientError, is_retryable_status, retry_after_seconds
+from agroml.core.errors import ConfigError, SourceError, UnreachableError, UsageError
+from agroml.core.progress import NoticeFn, ProgressFn, no_notice, no_progress
+from agroml.core.retry import (
+    RetriesExhausted,
+    RetryPolicy,
+    TransientError,
+    is_retryable_status,
+    retry_after_seconds,
+    transport_error,
+)
 from agroml.core.schema import MODEL_TYPES
 from agroml.data import records as rec
 from agroml.data.store import Store
@@ -59,12 +67,13 @@ class SupabaseSource:
     """Live reads of AgroShield's prediction tables. Use as a context manager, or call :meth:`close`.
 
     ``warnings`` collects what the caller should tell the user (e.g. an anon key seeing no rows);
-    ``requests`` and ``policy.retries`` count the traffic, for summaries and benchmarks.
+    ``requests`` and ``policy.retries`` count the traffic, for summaries and benchmarks; ``notice``
+    hears of every retry ("retrying in 2.1 s (attempt 2, ...): 503 from <host>").
     """
 
     name = "supabase"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, notice: NoticeFn = no_notice) -> None:
         if not settings.supabase_url:
             raise ConfigError(
                 "SUPABASE_URL is not set",
@@ -76,13 +85,17 @@ class SupabaseSource:
         from supabase import ClientOptions, SupabaseException, create_client
 
         self.settings = settings
-        self.policy = RetryPolicy.from_settings(settings)
+        self.policy = RetryPolicy.from_settings(settings, notice=notice)
+        self.host = urlsplit(settings.supabase_url).netloc
         self.warnings: list[str] = []
         self.requests = 0
         self.role = key_role(settings.supabase_key)
         self._salt: str | None = None
         timeout = httpx.Timeout(settings.http_timeout, connect=min(10.0, settings.http_timeout))
-        self._http = httpx.Client(timeout=timeout, limits=httpx.Limits(max_keepalive_connections=4))
+        # never follow a redirect: the client sends the key with every request, and a redirect may name any host
+        self._http = httpx.Client(
+            timeout=timeout, limits=httpx.Limits(max_keepalive_connections=4), follow_redirects=False
+        )
         try:
             self.client = create_client(
                 settings.supabase_url,
@@ -118,29 +131,51 @@ class SupabaseSource:
             self.requests += 1
             try:
                 resp = builder.request.send(httpx.Headers())
-            except httpx.TransportError as exc:  # refused, reset, dropped, timed out, body cut short
-                raise TransientError("network", f"{type(exc).__name__}: {exc}") from None
+            except httpx.TransportError as exc:  # refused, unknown host, reset, dropped, timed out, cut short
+                raise transport_error(exc, self.host) from None
             if is_retryable_status(resp.status_code):
                 raise TransientError(
-                    f"http_{resp.status_code}", resp.text[:200], retry_after_seconds(resp.headers.get("retry-after"))
+                    f"http_{resp.status_code}",
+                    resp.text[:200],
+                    retry_after_seconds(resp.headers.get("retry-after")),
+                    host=self.host,
                 )
+            if 300 <= resp.status_code < 400:
+                raise self._redirected(resp)
             if resp.status_code >= 400:
                 raise self._explain(resp, spec)
             try:
                 rows = json.loads(resp.content)
             except ValueError:  # a body cut at the right length still fails to parse: try again
-                raise TransientError("bad_body", f"{len(resp.content)} bytes that are not JSON") from None
+                raise TransientError(
+                    "bad_body", f"{len(resp.content)} bytes that are not JSON", host=self.host
+                ) from None
             if not isinstance(rows, list):
-                raise TransientError("bad_body", f"expected a JSON array, got {type(rows).__name__}")
+                raise TransientError("bad_body", f"expected a JSON array, got {type(rows).__name__}", host=self.host)
             return rows, parse_total(resp.headers.get("content-range"))
 
         try:
             return self.policy.call(attempt)
         except RetriesExhausted as exc:
+            if exc.unreachable:  # more time would not help: say so, and what to check
+                raise UnreachableError(
+                    f"could not reach Supabase at {self.host} ({exc.last.unreachable}; "
+                    f"{exc.attempts} attempts in {exc.elapsed:.1f} s)",
+                    fix=f"check SUPABASE_URL ({self.settings.supabase_url}) and this machine's network",
+                ) from None
             raise SourceError(
                 f"Supabase kept failing on table {spec.table!r}: {exc}",
                 fix="try again later, or allow longer with AGROML_RETRY_MAX_SECONDS",
             ) from None
+
+    def _redirected(self, resp: httpx.Response) -> Exception:
+        """A redirect from the REST API is not followed: the key would go wherever it points."""
+        location = resp.headers.get("location", "")
+        return ConfigError(
+            f"Supabase at {self.host} answered {resp.status_code}, a redirect to {location or '(nowhere)'}; "
+            "agroml does not follow redirects with the key",
+            fix="set SUPABASE_URL to the project's own https://<ref>.supabase.co URL",
+        )
 
     def _explain(self, resp: httpx.Response, spec: schema.TableSpec) -> Exception:
         """A 4xx answer as an error that says what to change."""
@@ -334,6 +369,11 @@ class SupabaseSource:
             elif self.role == "anon":
                 self._warn_anon(spec)
         return found
+
+    def missing_images(self, model_type: str, since: Any = None, until: Any = None) -> dict[str, int]:
+        """Nothing is missing for a live read: every valid row has an image URL (a row without one is
+        invalid, reason no_image), and what those URLs hold is known only by fetching them (`pull`)."""
+        return {}
 
     def probe_table(self, model_type: str) -> int:
         """Select every mapped column with limit=1 (doctor): raises the explained error if one is missing."""

@@ -1,9 +1,11 @@
 """Fetching images into the content-addressed cache: which URLs may be fetched, how, and how fast.
 
 Image URLs are data typed by users and old backends, so every one passes :class:`UrlPolicy` first:
-http/https only; the Supabase key goes ONLY to SUPABASE_URL's exact origin (scheme, host, port);
-any other host must be on AGROML_IMAGE_HOSTS; private and loopback addresses are refused unless
-listed; redirects are not followed blindly but each hop is checked again. Storage paths
+http/https only; the Supabase key goes ONLY to SUPABASE_URL's exact origin (scheme, host, port), and
+only for a URL the database named: never to a redirect's target, not even when the redirect points
+back at Supabase (an allow-listed host could otherwise aim the key at any Storage path); any other host
+must be on AGROML_IMAGE_HOSTS; private and loopback addresses are refused unless listed; redirects are
+not followed blindly but each hop is checked again. Storage paths
 (``pest_images/pest_<uuid>.jpg`` or ``<bucket>/<path>``) go to the authenticated object route and
 relative ``/uploads/...`` paths are resolved against AGROML_IMAGE_BASE_URL.
 
@@ -33,15 +35,23 @@ from urllib.parse import quote, urljoin, urlsplit
 
 from agroml.core.config import Settings
 from agroml.core.errors import ImageError
-from agroml.core.progress import ProgressFn, no_progress
-from agroml.core.retry import RetriesExhausted, RetryPolicy, TransientError, is_retryable_status, retry_after_seconds
+from agroml.core.progress import NoticeFn, ProgressFn, no_notice, no_progress
+from agroml.core.retry import (
+    RetriesExhausted,
+    RetryPolicy,
+    TransientError,
+    is_retryable_status,
+    retry_after_seconds,
+    transport_error,
+)
 from agroml.images.cache import TOO_LARGE, CachedImage, ImageCache, ImageRejected, verify_image
 
 if TYPE_CHECKING:
     import httpx
 
 # Failure reasons (besides images.py's too_large / not_an_image / truncated / decompression_bomb,
-# and http_<status> / network for answers that kept failing after retries).
+# http_<status> / network for answers that kept failing after retries, and unreachable for a host that
+# refused the connection or whose name did not resolve).
 EMPTY_URL, BAD_SCHEME = "empty_url", "bad_scheme"
 HOST_NOT_ALLOWED, PRIVATE_ADDRESS = "host_not_allowed", "private_address"
 NO_BASE_URL, NO_SUPABASE_URL, BAD_PATH = "no_base_url", "no_supabase_url", "bad_path"
@@ -63,7 +73,7 @@ class ImageRefused(Exception):
 
 @dataclass(frozen=True)
 class Target:
-    """A resolved image URL and whether it is Supabase's origin (the only one that gets the key)."""
+    """A resolved image URL and whether it gets the key: Supabase's origin, named by the database (not a redirect)."""
 
     url: str
     supabase: bool
@@ -203,11 +213,11 @@ class FetchSummary:
 class Fetcher:
     """Downloads over one shared, pooled httpx.Client with the retry policy and the size cap."""
 
-    def __init__(self, settings: Settings, policy: RetryPolicy | None = None) -> None:
+    def __init__(self, settings: Settings, policy: RetryPolicy | None = None, notice: NoticeFn = no_notice) -> None:
         import httpx
 
         self.urls = UrlPolicy(settings)
-        self.retry = policy or RetryPolicy.from_settings(settings)
+        self.retry = policy or RetryPolicy.from_settings(settings, notice=notice)
         self.max_bytes = int(settings.image_max_mb * 1_000_000)
         self._key_headers = (
             {"apikey": settings.supabase_key, "Authorization": f"Bearer {settings.supabase_key}"}
@@ -237,24 +247,26 @@ class Fetcher:
     def _attempt(self, target: Target) -> bytes:
         import httpx
 
-        url, supabase = target.url, target.supabase
+        url, send_key = target.url, target.supabase
         for _hop in range(MAX_REDIRECTS + 1):
             with self._lock:
                 self.requests += 1
             try:
-                with self.client.stream("GET", url, headers=self._key_headers if supabase else None) as resp:
+                with self.client.stream("GET", url, headers=self._key_headers if send_key else None) as resp:
                     if resp.status_code in _REDIRECTS and resp.headers.get("location"):
                         try:
-                            nxt = self.urls.check(urljoin(url, resp.headers["location"]))
+                            url = self.urls.check(urljoin(url, resp.headers["location"])).url
                         except ImageRefused as exc:
                             raise ImageRefused(exc.reason, f"redirect refused: {exc.detail}") from None
-                        url, supabase = nxt.url, nxt.supabase
+                        # The database named the first URL only: whoever answered chose this one, so it
+                        # never gets the key, even when it points at Supabase's own origin.
+                        send_key = False
                         continue
                     if not 200 <= resp.status_code < 300:
                         raise self._status_error(resp)
                     return self._read_capped(resp)
-            except httpx.TransportError as exc:  # refused, reset, dropped mid-body, timed out
-                raise TransientError("network", f"{type(exc).__name__}: {exc}") from None
+            except httpx.TransportError as exc:  # refused, unknown host, reset, dropped mid-body, timed out
+                raise transport_error(exc, urlsplit(url).netloc) from None
         raise ImageRefused(TOO_MANY_REDIRECTS, f"more than {MAX_REDIRECTS} redirects")
 
     def _read_capped(self, resp: httpx.Response) -> bytes:
@@ -282,7 +294,11 @@ class Fetcher:
             except (ValueError, AttributeError, TypeError):
                 status = 400
         if is_retryable_status(status):
-            return TransientError(f"http_{status}", retry_after=retry_after_seconds(resp.headers.get("retry-after")))
+            return TransientError(
+                f"http_{status}",
+                retry_after=retry_after_seconds(resp.headers.get("retry-after")),
+                host=resp.url.netloc.decode("ascii", "replace"),
+            )
         if status == 404:
             return ImageRefused(NOT_FOUND, f"{resp.status_code} for {resp.url}")
         if status in (401, 403):
@@ -320,11 +336,16 @@ def _fill_lock(root: Path) -> Iterator[None]:
 
 
 def fetch_images(
-    urls: list[str], cache: ImageCache, settings: Settings, progress: ProgressFn = no_progress
+    urls: list[str],
+    cache: ImageCache,
+    settings: Settings,
+    progress: ProgressFn = no_progress,
+    notice: NoticeFn = no_notice,
 ) -> FetchSummary:
     """Bring every URL's image into ``cache``; each ends fetched, cached or failed with a reason.
 
     The cache index is keyed by the resolved URL, so a warm cache answers with no request at all.
+    ``notice`` hears of every retry.
     """
     summary = FetchSummary()
     unique = list(dict.fromkeys(urls))
@@ -348,7 +369,7 @@ def fetch_images(
     if not todo:
         return summary
 
-    fetcher = Fetcher(settings)
+    fetcher = Fetcher(settings, notice=notice)
     pending: list[tuple[str, CachedImage]] = []  # files in place, not yet in the index
     flushed = time.monotonic()
     try:

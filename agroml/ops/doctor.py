@@ -29,10 +29,11 @@ from typing import Any
 
 from agroml.core import config
 from agroml.core.config import Settings, jwt_payload, key_role, mask_secret
-from agroml.core.errors import AgromlError, ConfigError, NoDataError, SourceError
+from agroml.core.errors import AgromlError, ConfigError, NoDataError, SourceError, UnreachableError
 from agroml.core.schema import MODEL_TYPES, table_spec
 from agroml.core.sqlite import can_access
 from agroml.data.analysis import readiness, readiness_verdict
+from agroml.data.sources import missing_images
 from agroml.data.store import DAMAGED_FIX, Store
 from agroml.data.supabase import KEY_FIX, SupabaseSource
 from agroml.images.fetch import probe_image
@@ -278,13 +279,16 @@ def check_store(settings: Settings) -> tuple[Check, dict[str, Any] | None]:
 
 
 def check_readiness(settings: Settings, counts: dict[str, Any] | None) -> list[Check]:
-    """Per model type: enough trainable rows, overall and per class, to train honestly (local store)."""
+    """Per model type: enough trainable rows with their image cached, overall and per class, to train
+    honestly (local store); rows whose image is gone from the cache are counted apart, as `stats` does."""
     need = f"needs {settings.min_total} trainable rows and {settings.min_per_class} per class"
     if counts is None:
         return [Check(f"readiness {m}", WARN, f"no local data ({need})", DATA_FIX) for m in MODEL_TYPES]
+    with Store(settings.db_path, create=False) as store:
+        missing = {m: missing_images(store, settings.image_dir, m) for m in MODEL_TYPES}
     out = []
     for model in MODEL_TYPES:
-        result = readiness(counts[model], settings.min_total, settings.min_per_class)
+        result = readiness(counts[model], settings.min_total, settings.min_per_class, missing[model])
         verdict = readiness_verdict(result)
         if result["ok"]:
             out.append(Check(f"readiness {model}", OK, verdict))
@@ -319,6 +323,11 @@ def check_settings(settings: Settings) -> Check:
         f"{len(rows)} settings; not default: {', '.join(changed)}" if changed else f"{len(rows)} settings, all defaults"
     )
     return Check("settings", OK, detail)
+
+
+def check_setting_values(problems: Sequence[config.SettingError]) -> list[Check]:
+    """One failed line per setting whose value was refused (its default stands in for the other checks)."""
+    return [Check(f"setting {p.env}", FAIL, p.message, p.fix or "") for p in problems]
 
 
 def check_supabase_key(settings: Settings) -> Check:
@@ -453,8 +462,11 @@ def environment_checks() -> list[Check]:
     return checks
 
 
-def run_checks(settings: Settings, offline: bool = False) -> list[Check]:
-    """Every check, in the order a person fixes things: environment, folders, settings, data, Supabase."""
+def run_checks(settings: Settings, offline: bool = False, problems: Sequence[config.SettingError] = ()) -> list[Check]:
+    """Every check, in the order a person fixes things: environment, folders, settings, data, Supabase.
+
+    ``problems`` are the settings :func:`agroml.core.config.resolve_all` refused: each is a failed line.
+    """
     checks = environment_checks()
     folder = "a writable folder"
     folders = [
@@ -472,6 +484,7 @@ def run_checks(settings: Settings, offline: bool = False) -> list[Check]:
         checks += _guarded(f"{label} folder", lambda a=(label, path, env, target): check_folder(*a))
     checks += _guarded("disk", lambda: check_disk(settings))
     checks += _guarded("settings", lambda: check_settings(settings))
+    checks += check_setting_values(problems)
     counts: dict[str, Any] | None = None
 
     def store() -> Check:
@@ -494,16 +507,17 @@ def diagnose(
 ) -> Report:
     """Resolve the settings and run every check; a broken setting is a failed check, not a crash.
 
-    Doctor is where people go when the settings are wrong, so a bad value (AGROML_PAGE_SIZE=abc) must
-    show up as one line in the report while the checks that need no settings still run.
+    Doctor is where people go when the settings are wrong, so every bad value (AGROML_PAGE_SIZE=abc,
+    AGROML_IMAGE_MAX_MB=-1) shows up as its own failed line, and the other checks still run with that
+    setting's default in its place.
     """
 
     try:
-        settings = config.resolve(overrides, environ=environ, env_file=env_file)
+        settings, problems = config.resolve_all(overrides, environ=environ, env_file=env_file)
     except ConfigError as exc:
         checks = [Check("settings", FAIL, exc.message, exc.fix or "fix the setting in the environment or .env")]
         return Report(checks=environment_checks() + checks)
-    return Report(checks=run_checks(settings, offline), settings=settings_rows(settings))
+    return Report(checks=run_checks(settings, offline, problems), settings=settings_rows(settings))
 
 
 # --- online (Supabase) checks ---------------------------------------------------------------------------------------
@@ -513,6 +527,7 @@ _IMAGE_FIXES = {
     "no_base_url": "set AGROML_IMAGE_BASE_URL to the host that served /uploads/...",
     "not_found": "check the bucket (AGROML_IMAGE_BUCKET) and that the object exists",
     "forbidden": KEY_FIX,
+    "unreachable": "check the image host's name and this machine's network",
 }
 
 
@@ -533,7 +548,7 @@ def online_checks(settings: Settings) -> list[Any]:
         try:
             source.probe_table(MODEL_TYPES[0])
         except SourceError as exc:
-            if "network" in exc.message:
+            if isinstance(exc, UnreachableError) or "network" in exc.message:
                 return [
                     Check(
                         "supabase rest",
