@@ -209,10 +209,8 @@ def model_stats(
     # corrections off it: the deployed model's confusion as far as farmers told us.
     labelled = valid[valid["label"].notna()]
     pairs = labelled.groupby(["predicted_label", "label"])["n"].sum() if not labelled.empty else pd.Series([])
-    confusion = sorted(
-        ({"predicted": str(p), "actual": str(a), "n": int(n)} for (p, a), n in pairs.items()),
-        key=lambda d: (-d["n"], d["predicted"], d["actual"]),
-    )
+    ranked = sorted(((int(n), str(p), str(a)) for (p, a), n in pairs.items()), key=lambda t: (-t[0], t[1], t[2]))
+    confusion = [{"predicted": p, "actual": a, "n": n} for n, p, a in ranked]
     return {
         "total": total,
         "confirmed": confirmed,

@@ -24,6 +24,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -444,9 +445,9 @@ def _guarded(name: str, fn: Callable[[], Check | Sequence[Check]]) -> list[Check
 
 def _redact(checks: list[Check], secrets: Iterable[str | None]) -> list[Check]:
     """Replace any secret a check quoted (a crash message, a URL with the key) with its masked form."""
-    secrets = [s for s in secrets if s and len(s) >= 8]
+    known = [s for s in secrets if s is not None and len(s) >= 8]
     for check in checks:
-        for secret in secrets:
+        for secret in known:
             check.detail = check.detail.replace(secret, mask_secret(secret))
             check.fix = check.fix.replace(secret, mask_secret(secret))
     return checks
@@ -481,7 +482,7 @@ def run_checks(settings: Settings, offline: bool = False, problems: Sequence[con
     if not Path(settings.image_dir).absolute().is_relative_to(data):
         folders.append(("image cache", Path(settings.image_dir), "AGROML_IMAGE_DIR", folder))
     for label, path, env, target in folders:
-        checks += _guarded(f"{label} folder", lambda a=(label, path, env, target): check_folder(*a))
+        checks += _guarded(f"{label} folder", partial(check_folder, label, path, env, target))
     checks += _guarded("disk", lambda: check_disk(settings))
     checks += _guarded("settings", lambda: check_settings(settings))
     checks += check_setting_values(problems)
