@@ -4,8 +4,8 @@ Why atomic writes everywhere: a run folder, an evaluation report, a cached image
 kill interrupts half-way must not be left half-written where a whole one is expected. Every write goes
 to a temporary sibling, is flushed to disk, and is renamed over the target in one step.
 
-Why one JSON encoding: the old training log crashed on numpy integers half-way through a write and the
-truncated file broke the history for good. :func:`to_jsonable` turns numpy scalars and arrays, paths,
+Why one JSON encoding: ``json.dumps`` raises on a numpy integer half-way through a write, leaving a
+truncated file. :func:`to_jsonable` turns numpy scalars and arrays, paths,
 times, tuples and sets into plain JSON values and NaN / infinities into null *before* anything is
 written, so a write happens whole or not at all, and the CLI's ``--json``, the registry and run folders
 all encode values the same way.

@@ -181,7 +181,7 @@ def readiness_verdict(ready: dict[str, Any]) -> str:
 def model_stats(
     counts: pd.DataFrame, min_total: int = 100, min_per_class: int = 10, missing_images: Mapping[str, int] | None = None
 ) -> dict[str, Any]:
-    """The per-model block of ``stats`` (issue item 7) from one model type's feedback counts; readiness
+    """The per-model block of ``stats`` from one model type's feedback counts; readiness
     leaves out the trainable rows whose image is missing (``missing_images``, {class: rows})."""
     invalid = _sum_by(counts[counts["invalid_reason"].notna()], "invalid_reason")
     valid = _valid(counts)

@@ -3,9 +3,9 @@
 Every source (the local store, Supabase, demo, import) ends in a pandas DataFrame with exactly the
 columns of :data:`RECORD_FIELDS`. This module is the only place that knows AgroShield's column names
 (through :class:`TableSpec`, overridable per model type with ``AGROML_<MODEL>_TABLE`` and
-``AGROML_<MODEL>_COL_<FIELD>``) and the meaning of a farmer's feedback, which the old system got
-wrong: corrections are the most valuable training rows, rejections without a truth are not trainable
-but count against the deployed model, and rows without feedback are not labels at all.
+``AGROML_<MODEL>_COL_<FIELD>``) and the meaning of a farmer's feedback: corrections are the most
+valuable training rows, rejections without a truth are not trainable but count against the deployed
+model, and rows without feedback are not labels at all.
 """
 
 from __future__ import annotations

@@ -1,9 +1,8 @@
 """Honest evaluation: metrics on rows a model never trained on, and how fast and big the model is.
 
-Why its own module: the old system measured "accuracy" on its own training rows and computed top-3
-wrongly for integer labels. Here the rows come from the run's recorded test split (split.json), or
-from rows created after the newest row the run trained on, and every figure comes from
-:func:`compute_metrics`, pure numpy, checked against hand-computed cases in the tests.
+Why honest: a model measured on rows it trained on looks better than it is. Here the rows come from
+the run's recorded test split (split.json), or from rows created after the newest row the run trained
+on, and every figure comes from :func:`agroml.lifecycle.metrics.compute_metrics`.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Classification metrics, pure numpy: what training writes to metrics.json and evaluation reports.
 
-Why its own module: the old system measured "accuracy" on its own training rows and computed top-3
-wrongly for integer labels. Training (on its held-out splits) and evaluation (on rows a model never saw)
+Why its own module: one definition of every figure (top-k for integer labels, macro F1 over the
+classes present, ECE). Training (on its held-out splits) and evaluation (on rows a model never saw)
 both call :func:`compute_metrics`, checked against hand-computed cases in the tests.
 """
 

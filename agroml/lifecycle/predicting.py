@@ -1,8 +1,8 @@
 """Predictions from a saved run: load its model and its own label map, read images, rank classes.
 
 Why each run's own labels.json: the class order is fixed when a model is trained. A class added to
-the data later shifts a shared map and silently renames every output of older models (the old system
-kept one label file for all model types); reading the run's own file makes that impossible.
+the data later would shift a shared map and silently rename every output of older models; reading
+the run's own file makes that impossible.
 Images are resized here to the model's input size and passed as raw RGB uint8: every other step of
 preprocessing is inside the model.
 """

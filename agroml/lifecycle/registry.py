@@ -1,7 +1,7 @@
 """The run registry (``models/registry.db``): every training run, its state, and which run is in production.
 
-Why a database and not a log file: the old system appended to a JSON log and a crash while writing it
-(numpy ints) left a truncated file that broke the history for good. SQLite transactions cannot be
+Why a database and not a log file: a crash while appending to a log leaves a truncated file that
+breaks the history for good. SQLite transactions cannot be
 half-written, WAL lets ``agroml status`` read while a training writes, and ``BEGIN IMMEDIATE`` makes
 "is a run of this model type already running? if not, register mine" one atomic step, so two
 trainings started in the same second cannot both pass the check.

@@ -1,8 +1,8 @@
 """Backbones: name -> (base builder, default input size, preprocessing that lives INSIDE the model).
 
-Why preprocessing inside the model: the old system scaled every backbone by /255, which is wrong for
-all three (MobileNetV2 wants [-1, 1], ResNet50 wants caffe-style BGR mean subtraction, EfficientNet
-rescales itself from [0, 255]). Here every saved model takes raw RGB pixels 0..255, so whoever serves
+Why preprocessing inside the model: each backbone wants its own scaling (MobileNetV2 [-1, 1], ResNet50
+caffe-style BGR mean subtraction, EfficientNet rescales itself from [0, 255]; a shared /255 is wrong
+for all three). Here every saved model takes raw RGB pixels 0..255, so whoever serves
 it cannot get the scaling wrong. Only stock Keras layers are used (Rescaling, a frozen 1x1 Conv2D for
 the BGR flip + mean), so ``model.keras`` loads in a fresh process with no custom objects.
 """

@@ -2,11 +2,10 @@
 and a tf.data pipeline that decodes files lazily.
 
 Why each piece:
-- the old system split the unshuffled tail and evaluated on training rows; here a seeded, stratified
-  train/val/test split keeps identical photos (same content hash) in one split, so a duplicate upload
-  cannot leak from train into test;
-- the old system held every image in RAM as float64; here files are decoded in parallel, resized and
-  kept as uint8 batch by batch, so memory does not grow with the data set;
+- a seeded, stratified train/val/test split keeps identical photos (same content hash) in one split,
+  so a duplicate upload cannot leak from train into test, and the figures are measured on unseen rows;
+- files are decoded in parallel, resized and kept as uint8 batch by batch, so memory does not grow
+  with the data set;
 - nothing is silent: every row left out (image not cached, corrupt, class too small) is counted.
 """
 

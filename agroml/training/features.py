@@ -1,8 +1,8 @@
 """The fast path for phase 1: a frozen base gives the same output for the same pixels every epoch, so
 compute it once per image (and per augmented view) and train the head on those cached features.
 
-Why: with the old loop every epoch pushed every image through the whole frozen network again; the head
-alone is a matrix multiply. For E epochs and K views the base runs K times per training image and once
+Why: a plain loop pushes every image through the whole frozen network again every epoch, while the
+head alone is a matrix multiply. For E epochs and K views the base runs K times per training image and once
 per validation image instead of E times each. Features live in RAM as float32 (1,280-2,048 numbers per
 view), never the decoded images. The saved model is still the whole network (raw pixels in): the trained
 head is copied into it.

@@ -39,8 +39,8 @@ def augmentation_settings(scratch: bool = False) -> dict[str, Any]:
 def augmentation(seed: int = 0, scratch: bool = False) -> Any:
     """Flip, rotation, zoom, contrast, brightness on 0..255 pixels; Keras makes them identity at inference.
 
-    The old system built augmentation and never used it: here it is a layer of the model (slow path
-    and fine-tuning) or of the feature pipeline (fast path), so it is applied whenever training runs.
+    A layer of the model (slow path and fine-tuning) or of the feature pipeline (fast path), so it is
+    applied whenever training runs and can never be built and forgotten.
     """
     import keras
 
@@ -168,8 +168,8 @@ def unfreeze_top(base: Any, n_layers: int) -> int:
 
 
 def compile_model(model: Any, learning_rate: Any, n_classes: int, run_eagerly: bool = False) -> None:
-    """Adam, sparse cross-entropy; top-3 as SparseTopKCategoricalAccuracy (the old top-3 was wrong for
-    integer labels). ``learning_rate`` is a float or a Keras schedule."""
+    """Adam, sparse cross-entropy; top-3 as SparseTopKCategoricalAccuracy (labels are integer class
+    indices, so the sparse metric is the right one). ``learning_rate`` is a float or a Keras schedule."""
     import keras
 
     metrics: list[Any] = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]

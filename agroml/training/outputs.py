@@ -1,8 +1,8 @@
 """What a run leaves besides the model: JSON files written atomically, history.csv, MODEL_CARD.md, and
 the optional TFLite export with its agreement check.
 
-Why atomic JSON through one encoder: the old training log crashed on numpy integers half-way through
-a write and the truncated file broke the history for good.
+Why atomic JSON through one encoder (agroml.core.files): a value JSON cannot hold (a numpy integer, a
+NaN) must fail before a byte is written, and a kill mid-write must not leave a truncated file.
 """
 
 from __future__ import annotations
