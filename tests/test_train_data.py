@@ -9,7 +9,7 @@ import json
 
 import numpy as np
 import pytest
-from test_train_helpers import add_shapes, corrupt
+from shape_photos import add_shapes, corrupt
 
 from agroml.core import config
 from agroml.core.errors import NotEnoughDataError, TrainingError, UsageError

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_train_helpers import add_shapes
+from shape_photos import add_shapes
 
 from agroml.core import config
 from agroml.images.pixels import load_image_array

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from model_helpers import build_color_model, color_png, write_run
-from test_train_helpers import add_shapes
+from shape_photos import add_shapes
 
 from agroml.core import config
 from agroml.core.errors import TrainingError
