@@ -53,26 +53,8 @@ SCOPES: tuple[str, ...] = ("training", "all")
 #: What a trainer needs: the image, its training label and the metadata to split, stratify and audit
 #: by. Left out: user_confirmed (folded into feedback/label), feedback_text (farmers' free text) and
 #: invalid_reason (always empty in this scope).
-TRAINING_COLUMNS: tuple[str, ...] = (
-    "id",
-    "source",
-    "model_type",
-    "image_url",
-    "image_hash",
-    "predicted_label",
-    "confidence",
-    "actual_label",
-    "feedback",
-    "label",
-    "crop",
-    "location",
-    "latitude",
-    "longitude",
-    "severity",
-    "growth_stage",
-    "farmer_key",
-    "created_at",
-    "extra",
+TRAINING_COLUMNS: tuple[str, ...] = tuple(
+    f for f in rec.RECORD_FIELDS if f not in ("user_confirmed", "feedback_text", "invalid_reason")
 )
 
 #: First characters that make a spreadsheet read a CSV cell as a formula (OWASP's CSV injection list).

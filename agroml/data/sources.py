@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict, Unpack
 
 import pandas as pd
 
@@ -18,6 +18,16 @@ from agroml.core.progress import NoticeFn, no_notice
 from agroml.data.store import Store
 from agroml.data.supabase import SupabaseSource
 from agroml.images.cache import ImageCache
+
+
+class ReadOptions(TypedDict, total=False):
+    """How records are read, beyond which ones: every source takes these keywords (defaults: all columns,
+    invalid rows too, no personal data, 100,000 rows per chunk)."""
+
+    columns: Sequence[str] | None
+    valid_only: bool
+    include_personal: bool
+    chunk_rows: int
 
 
 class RecordSource(Protocol):
@@ -30,11 +40,7 @@ class RecordSource(Protocol):
         model_type: str | None = None,
         since: Any = None,
         until: Any = None,
-        *,
-        columns: Sequence[str] | None = None,
-        valid_only: bool = False,
-        include_personal: bool = False,
-        chunk_rows: int = 100_000,
+        **options: Unpack[ReadOptions],
     ) -> Iterator[pd.DataFrame]:
         """Record frames (the schema of agroml.data.records), a chunk at a time."""
         ...

@@ -24,18 +24,10 @@ from urllib.parse import urlsplit
 
 import pandas as pd
 
-from agroml.core import schema
+from agroml.core import retry, schema
 from agroml.core.config import COLUMN_ENV, TABLE_ENV, Settings, key_role
 from agroml.core.errors import ConfigError, SourceError, UnreachableError, UsageError
 from agroml.core.progress import NoticeFn, ProgressFn, no_notice, no_progress
-from agroml.core.retry import (
-    RetriesExhausted,
-    RetryPolicy,
-    TransientError,
-    is_retryable_status,
-    retry_after_seconds,
-    transport_error,
-)
 from agroml.core.schema import MODEL_TYPES
 from agroml.data import records as rec
 from agroml.data.store import Store
@@ -85,7 +77,7 @@ class SupabaseSource:
         from supabase import ClientOptions, SupabaseException, create_client
 
         self.settings = settings
-        self.policy = RetryPolicy.from_settings(settings, notice=notice)
+        self.policy = retry.RetryPolicy.from_settings(settings, notice=notice)
         self.host = urlsplit(settings.supabase_url).netloc
         self.warnings: list[str] = []
         self.requests = 0
@@ -132,12 +124,12 @@ class SupabaseSource:
             try:
                 resp = builder.request.send(httpx.Headers())
             except httpx.TransportError as exc:  # refused, unknown host, reset, dropped, timed out, cut short
-                raise transport_error(exc, self.host) from None
-            if is_retryable_status(resp.status_code):
-                raise TransientError(
+                raise retry.transport_error(exc, self.host) from None
+            if retry.is_retryable_status(resp.status_code):
+                raise retry.TransientError(
                     f"http_{resp.status_code}",
                     resp.text[:200],
-                    retry_after_seconds(resp.headers.get("retry-after")),
+                    retry.retry_after_seconds(resp.headers.get("retry-after")),
                     host=self.host,
                 )
             if 300 <= resp.status_code < 400:
@@ -147,16 +139,18 @@ class SupabaseSource:
             try:
                 rows = json.loads(resp.content)
             except ValueError:  # a body cut at the right length still fails to parse: try again
-                raise TransientError(
+                raise retry.TransientError(
                     "bad_body", f"{len(resp.content)} bytes that are not JSON", host=self.host
                 ) from None
             if not isinstance(rows, list):
-                raise TransientError("bad_body", f"expected a JSON array, got {type(rows).__name__}", host=self.host)
+                raise retry.TransientError(
+                    "bad_body", f"expected a JSON array, got {type(rows).__name__}", host=self.host
+                )
             return rows, parse_total(resp.headers.get("content-range"))
 
         try:
             return self.policy.call(attempt)
-        except RetriesExhausted as exc:
+        except retry.RetriesExhausted as exc:
             if exc.unreachable:  # more time would not help: say so, and what to check
                 raise UnreachableError(
                     f"could not reach Supabase at {self.host} ({exc.last.unreachable}; "
@@ -308,12 +302,12 @@ class SupabaseSource:
         model_type: str | None = None,
         since: Any = None,
         until: Any = None,
+        progress: ProgressFn = no_progress,
         *,
         columns: Sequence[str] | None = None,
         valid_only: bool = False,
         include_personal: bool = False,
         chunk_rows: int = 100_000,
-        progress: ProgressFn = no_progress,
     ) -> Iterator[pd.DataFrame]:
         """Record frames, model type by model type, about ``chunk_rows`` rows each."""
         types = [schema.check_model_type(model_type)] if model_type else list(MODEL_TYPES)
