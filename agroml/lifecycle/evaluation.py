@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,6 +29,9 @@ from agroml.lifecycle.plots import confusion_matrix_png
 from agroml.lifecycle.predicting import load_saved_model, predict_files
 from agroml.lifecycle.promotion import resolve_run
 from agroml.lifecycle.registry import Registry
+
+if TYPE_CHECKING:
+    import keras
 
 #: Single-image calls timed for latency (after warm-up): enough for a p95, cheap on a CPU.
 LATENCY_CALLS = 30
@@ -145,7 +148,7 @@ def _image_file(cache: Any, image_hash: str | None, image_url: str | None) -> Pa
     return None
 
 
-def measure_latency(model: Any, images: np.ndarray, calls: int = LATENCY_CALLS) -> dict[str, Any]:
+def measure_latency(model: keras.Model, images: np.ndarray, calls: int = LATENCY_CALLS) -> dict[str, Any]:
     """p50 / p95 milliseconds of single-image ``model.predict_on_batch(x[None])`` calls, after warm-up.
 
     Single-image calls, not a batch divided by its size: a farmer's phone or an API asks about one

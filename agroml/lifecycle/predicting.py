@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,6 +24,9 @@ from agroml.images.fetch import fetch_images
 from agroml.images.pixels import load_image
 from agroml.lifecycle.promotion import resolve_run
 from agroml.lifecycle.registry import Registry
+
+if TYPE_CHECKING:
+    import keras
 
 #: A prediction's error when the model's output holds NaN or infinity (its training diverged).
 NON_FINITE = "the model produced non-finite probabilities: retrain it"
@@ -38,7 +41,7 @@ class SavedModel:
     classes: list[str]
     image_size: tuple[int, int]
     config: dict[str, Any]
-    model: Any
+    model: keras.Model
     size_bytes: int
 
 
@@ -60,7 +63,7 @@ def read_labels(folder: Path) -> list[str]:
     return classes
 
 
-def _input_size(model: Any, config: dict[str, Any]) -> tuple[int, int]:
+def _input_size(model: keras.Model, config: dict[str, Any]) -> tuple[int, int]:
     shape = model.inputs[0].shape if getattr(model, "inputs", None) else None
     if shape is not None and len(shape) == 4 and shape[1] and shape[2]:
         return int(shape[1]), int(shape[2])

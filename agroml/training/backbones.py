@@ -14,9 +14,12 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agroml.core.errors import TrainingError, UsageError
+
+if TYPE_CHECKING:
+    import keras
 
 #: Caffe-style ImageNet means, in BGR order (what keras.applications.resnet50.preprocess_input uses).
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
@@ -32,14 +35,14 @@ class Backbone:
     name: str
     default_size: int
     #: (input size, weights "imagenet" | None, alpha) -> the keras.applications base, pooled.
-    build: Callable[[int, str | None, float], Any]
+    build: Callable[[int, str | None, float], keras.Model]
     #: () -> Keras layers turning raw RGB 0..255 floats into what the base expects.
     preprocessing: Callable[[], list[Any]]
     #: Whether the width multiplier --alpha applies (MobileNetV2 only).
     has_alpha: bool = False
 
 
-def _mobilenetv2(size: int, weights: str | None, alpha: float) -> Any:
+def _mobilenetv2(size: int, weights: str | None, alpha: float) -> keras.Model:
     import keras
 
     return keras.applications.MobileNetV2(
@@ -47,13 +50,13 @@ def _mobilenetv2(size: int, weights: str | None, alpha: float) -> Any:
     )
 
 
-def _resnet50(size: int, weights: str | None, alpha: float) -> Any:
+def _resnet50(size: int, weights: str | None, alpha: float) -> keras.Model:
     import keras
 
     return keras.applications.ResNet50(input_shape=(size, size, 3), include_top=False, weights=weights, pooling="avg")
 
 
-def _efficientnetb0(size: int, weights: str | None, alpha: float) -> Any:
+def _efficientnetb0(size: int, weights: str | None, alpha: float) -> keras.Model:
     import keras
 
     return keras.applications.EfficientNetB0(
@@ -123,7 +126,7 @@ def weights_mode(weights: str | None) -> str:
     return "path"
 
 
-def build_base(backbone: Backbone, size: int, weights: str | None, alpha: float = 1.0) -> Any:
+def build_base(backbone: Backbone, size: int, weights: str | None, alpha: float = 1.0) -> keras.Model:
     """The pooled base with the requested weights; frozen unless training from scratch.
 
     ``weights`` is "imagenet" (Keras downloads and caches), "none" (random init, whole network
@@ -160,7 +163,7 @@ def build_base(backbone: Backbone, size: int, weights: str | None, alpha: float 
     return base
 
 
-def set_bn_momentum(model: Any, momentum: float) -> None:
+def set_bn_momentum(model: keras.Model, momentum: float) -> None:
     import keras
 
     for layer in model.layers:

@@ -18,15 +18,19 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from agroml.core.config import Settings
 from agroml.core.errors import NotEnoughDataError, UsageError
 from agroml.core.progress import ProgressFn, no_progress
 from agroml.data.store import Store
 from agroml.images.cache import ImageCache
 from agroml.images.pixels import check_image, decode_resize
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 # reasons an image is left out, counted in TrainingData.skipped (with pixels.CORRUPT, pixels.UNSUPPORTED)
@@ -80,7 +84,7 @@ class TrainingData:
 
 
 # --- rows and images ------------------------------------------------------------------------------
-def read_labelled_rows(settings: Any, model_type: str) -> list[tuple[str, str, str | None, str | None]]:
+def read_labelled_rows(settings: Settings, model_type: str) -> list[tuple[str, str, str | None, str | None]]:
     """(row id, label, image hash, image url) of every valid, labelled row of ``model_type``."""
 
     with Store(settings.db_path, create=False) as store:
@@ -90,7 +94,7 @@ def read_labelled_rows(settings: Any, model_type: str) -> list[tuple[str, str, s
 
 
 def resolve_images(
-    settings: Any, rows: Sequence[tuple[str, str, str | None, str | None]], progress: ProgressFn = no_progress
+    settings: Settings, rows: Sequence[tuple[str, str, str | None, str | None]], progress: ProgressFn = no_progress
 ) -> tuple[list[Example], Counter]:
     """Examples whose image is cached and decodes; the rest counted by reason."""
     skipped: Counter = Counter()
@@ -193,7 +197,7 @@ def split_examples(
 
 
 def load_training_data(
-    settings: Any,
+    settings: Settings,
     model_type: str,
     *,
     min_per_class: int | None = None,
@@ -226,7 +230,7 @@ def make_dataset(
     shuffle: bool = False,
     seed: int = 0,
     repeat: bool = False,
-) -> Any:
+) -> tf.data.Dataset:
     """A batched, prefetched tf.data.Dataset of uint8 images (and labels, when given) read from files.
 
     Decoding is parallel and lazy: at most a few batches are decoded at any time. Without

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,14 +22,17 @@ from agroml.training.data import make_dataset
 from agroml.training.loop import EpochFn, callbacks, history_rows
 from agroml.training.model import augmentation, build_head, compile_model
 
+if TYPE_CHECKING:
+    import keras
+
 
 def extract_features(
-    extractor: Any,
+    extractor: keras.Model,
     paths: list[str],
     image_size: int,
     batch_size: int,
     *,
-    augment: Any = None,
+    augment: keras.Sequential | None = None,
     task: str = "features",
     progress: ProgressFn = no_progress,
 ) -> np.ndarray:
@@ -53,7 +56,11 @@ def extract_features(
 
 
 def train_and_val_features(
-    extractor: Any, train_paths: list[str], val_paths: list[str], cfg: TrainConfig, progress: ProgressFn = no_progress
+    extractor: keras.Model,
+    train_paths: list[str],
+    val_paths: list[str],
+    cfg: TrainConfig,
+    progress: ProgressFn = no_progress,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(train views (views, n, dim), val features (m, dim)): view 0 of train and the val features in one
     pass, then views 1.. of train with the model's augmentation in training mode.

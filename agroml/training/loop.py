@@ -15,11 +15,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agroml.core.errors import TrainingError
 from agroml.core.progress import ProgressFn, no_progress
 from agroml.training.config import TrainConfig, flag
+
+if TYPE_CHECKING:
+    import keras
+    import tensorflow as tf
+    from keras.optimizers.schedules import LearningRateSchedule
 
 #: Called after every epoch with (epoch number across phases, that epoch's metrics).
 EpochFn = Callable[[int, dict[str, float]], None]
@@ -102,7 +107,7 @@ def format_metrics(logs: dict[str, Any]) -> str:
     return " ".join(f"{k}={float(logs[k]):.3f}" for k in keys if k in logs)
 
 
-def scratch_schedule(learning_rate: float, epochs: int, steps: int) -> Any:
+def scratch_schedule(learning_rate: float, epochs: int, steps: int) -> LearningRateSchedule:
     """Linear warmup (a tenth of the run, at most 5 epochs) from lr/10 to lr, then cosine decay to 0.
 
     Why not ReduceLROnPlateau from scratch: on a few hundred images validation loss is noisy and
@@ -174,11 +179,11 @@ def history_rows(phase: str, history: Any, first_epoch: int) -> list[dict[str, A
 
 
 def fit_phase(
-    model: Any,
+    model: keras.Model,
     phase: str,
     cfg: TrainConfig,
-    train_ds: Any,
-    val_ds: Any,
+    train_ds: tf.data.Dataset,
+    val_ds: tf.data.Dataset,
     epochs: int,
     steps: int,
     class_weight: dict[int, float],

@@ -5,9 +5,14 @@ keras-io EfficientNet fine-tuning example, so each phase of the recipe reads as 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agroml.training.backbones import Backbone
+
+if TYPE_CHECKING:
+    import keras
+    import numpy as np
+    from keras.optimizers.schedules import LearningRateSchedule
 
 HEAD_NAME = "predictions"
 BASE_NAME_SUFFIX = "_base"
@@ -36,7 +41,7 @@ def augmentation_settings(scratch: bool = False) -> dict[str, Any]:
     }
 
 
-def augmentation(seed: int = 0, scratch: bool = False) -> Any:
+def augmentation(seed: int = 0, scratch: bool = False) -> keras.Sequential:
     """Flip, rotation, zoom, contrast, brightness on 0..255 pixels; Keras makes them identity at inference.
 
     A layer of the model (slow path and fine-tuning) or of the feature pipeline (fast path), so it is
@@ -77,7 +82,7 @@ def feature_norm(stats: tuple[Any, Any] | None) -> list[Any]:
 
 def build_model(
     backbone: Backbone,
-    base: Any,
+    base: keras.Model,
     n_classes: int,
     image_size: int,
     *,
@@ -85,8 +90,8 @@ def build_model(
     dropout: float = 0.2,
     seed: int = 0,
     augment: bool = True,
-    stats: tuple[Any, Any] | None = None,
-) -> Any:
+    stats: tuple[np.ndarray, np.ndarray] | None = None,
+) -> keras.Model:
     """The whole network taking raw pixels.
 
     With a pretrained base the base is called with ``training=False``: its BatchNorm layers stay in
@@ -107,7 +112,7 @@ def build_model(
     return keras.Model(inputs, outputs, name=f"agroml_{backbone.name}")
 
 
-def inference_model(model: Any) -> Any:
+def inference_model(model: keras.Model) -> keras.Model:
     """The trained network without its augmentation layer, sharing every weight: what is saved.
 
     Why: random layers are identity at inference anyway, but their ops stay in an exported graph and
@@ -124,7 +129,7 @@ def inference_model(model: Any) -> Any:
     return keras.Model(inputs, x, name=model.name)
 
 
-def build_feature_extractor(backbone: Backbone, base: Any, image_size: int) -> Any:
+def build_feature_extractor(backbone: Backbone, base: keras.Model, image_size: int) -> keras.Model:
     """Raw pixels -> the frozen base's pooled features (the fast path computes these once per view)."""
     import keras
 
@@ -135,7 +140,9 @@ def build_feature_extractor(backbone: Backbone, base: Any, image_size: int) -> A
     return keras.Model(inputs, base(x, training=False), name=f"{backbone.name}_features")
 
 
-def build_head(feature_dim: int, n_classes: int, dropout: float = 0.2, stats: tuple[Any, Any] | None = None) -> Any:
+def build_head(
+    feature_dim: int, n_classes: int, dropout: float = 0.2, stats: tuple[np.ndarray, np.ndarray] | None = None
+) -> keras.Model:
     """The head alone (features in), with the same layer names as the whole model's head."""
     import keras
 
@@ -148,12 +155,12 @@ def build_head(feature_dim: int, n_classes: int, dropout: float = 0.2, stats: tu
     return keras.Model(inputs, outputs, name="head")
 
 
-def copy_head(head: Any, model: Any) -> None:
+def copy_head(head: keras.Model, model: keras.Model) -> None:
     """Put the head trained on cached features into the whole network."""
     model.get_layer(HEAD_NAME).set_weights(head.get_layer(HEAD_NAME).get_weights())
 
 
-def unfreeze_top(base: Any, n_layers: int) -> int:
+def unfreeze_top(base: keras.Model, n_layers: int) -> int:
     """Make the top ``n_layers`` of the base trainable, BatchNorm layers excluded; returns how many."""
     import keras
 
@@ -167,7 +174,9 @@ def unfreeze_top(base: Any, n_layers: int) -> int:
     return unfrozen
 
 
-def compile_model(model: Any, learning_rate: Any, n_classes: int, run_eagerly: bool = False) -> None:
+def compile_model(
+    model: keras.Model, learning_rate: float | LearningRateSchedule, n_classes: int, run_eagerly: bool = False
+) -> None:
     """Adam, sparse cross-entropy; top-3 as SparseTopKCategoricalAccuracy (labels are integer class
     indices, so the sparse metric is the right one). ``learning_rate`` is a float or a Keras schedule."""
     import keras

@@ -15,13 +15,16 @@ import time
 import warnings
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from agroml.core.errors import TrainingError
 from agroml.core.files import atomic_write
 from agroml.training.config import check_tflite_mode
+
+if TYPE_CHECKING:
+    import keras
 
 #: Top-1 agreement a TFLite model must reach against the Keras model on the test split.
 TFLITE_MIN_AGREEMENT = 0.99
@@ -115,7 +118,7 @@ def model_card(
     return "\n".join(lines)
 
 
-def export_tflite(model: Any, path: Path, mode: str, sample: np.ndarray) -> None:
+def export_tflite(model: keras.Model, path: Path, mode: str, sample: np.ndarray) -> None:
     """Write ``model`` as TFLite with float16 weights or int8 quantization (``sample`` calibrates int8)."""
     import tensorflow as tf
 

@@ -15,7 +15,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -41,6 +41,10 @@ from agroml.training.model import (
     unfreeze_top,
 )
 
+if TYPE_CHECKING:
+    import keras
+    import tensorflow as tf
+
 SPLIT_FRACTIONS = (0.7, 0.15, 0.15)
 
 
@@ -59,7 +63,7 @@ class TrainResult:
     tflite: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
     #: The trained Keras model in memory (for notebooks and tests); the saved copy is path/model.keras.
-    model: Any = field(default=None, repr=False)
+    model: keras.Model | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """What `agroml train --json` prints (and the API returns)."""
@@ -169,7 +173,7 @@ def build_and_fit(
     steps = max(1, math.ceil(len(train_paths) / cfg.batch_size))
     val_ds = make_dataset(val_paths, y_val, size, cfg.batch_size)
 
-    def train_ds() -> Any:
+    def train_ds() -> tf.data.Dataset:
         return make_dataset(train_paths, y_train, size, cfg.batch_size, shuffle=True, seed=cfg.seed, repeat=True)
 
     rows: list[dict] = []
@@ -222,7 +226,9 @@ def build_and_fit(
     return model, rows
 
 
-def predict_split(model: Any, data: TrainingData, split: str, size: int, batch_size: int) -> tuple[np.ndarray, ...]:
+def predict_split(
+    model: keras.Model, data: TrainingData, split: str, size: int, batch_size: int
+) -> tuple[np.ndarray, ...]:
     """(uint8 images are not kept) -> (integer labels, probabilities) of one split, in split order."""
     paths, labels = data.arrays(split)
     if not paths:
@@ -280,7 +286,7 @@ def _train_into(
     return {"metrics": metrics, "tflite": tflite, "warnings": warnings, "model": model}
 
 
-def _tflite(model: Any, folder: Path, cfg: TrainConfig, data: TrainingData) -> dict[str, Any]:
+def _tflite(model: keras.Model, folder: Path, cfg: TrainConfig, data: TrainingData) -> dict[str, Any]:
     """model.tflite, checked against the Keras model on the test split (val if test is empty)."""
 
     split = "test" if data.splits["test"] else "val"
