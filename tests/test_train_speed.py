@@ -108,8 +108,11 @@ def cached_and_uncached(tmp_path_factory):
         "none", model_type="pest", min_per_class=4, image_size=32, epochs=3, batch_size=8, run_eagerly=True
     )
     seen: list[tuple[dict, str]] = []
+    bars: list[tuple[int, int | None, str]] = []
 
     def progress(task: str, done: int, total: int | None = None, info: str = "") -> None:
+        if task == "scratch epochs" and not (root / "b").exists():
+            bars.append((done, total, info))
         if task == "scratch steps" and done == 0 and not seen and (root / "a" / "models" / "registry.db").exists():
             with Registry(root / "a" / "models", create=False) as registry:
                 if registry.status() and registry.status()[0].epoch == 1:  # epoch 2 begins
@@ -120,11 +123,11 @@ def cached_and_uncached(tmp_path_factory):
         settings = _settings(root / name, train_cache_mb=budget)
         add_shapes(settings, {"circle": 8, "square": 8, "triangle": 8}, size=32)
         results[name] = (settings, train(settings, cfg, progress))
-    return results, seen
+    return results, seen, bars
 
 
 def test_cache_on_and_off_give_a_run_folder_with_the_same_files_and_say_which_was_used(cached_and_uncached):
-    results, _ = cached_and_uncached
+    results, _, _ = cached_and_uncached
     on, off = results["a"][1], results["b"][1]
     assert sorted(p.name for p in on.path.iterdir()) == sorted(p.name for p in off.path.iterdir())
     saved_on = json.loads((on.path / "config.json").read_text())["train_cache"]
@@ -135,7 +138,7 @@ def test_cache_on_and_off_give_a_run_folder_with_the_same_files_and_say_which_wa
 
 
 def test_status_mid_run_shows_epoch_of_total_phase_and_time_left(cached_and_uncached):
-    results, seen = cached_and_uncached
+    results, seen, bars = cached_and_uncached
     assert len(seen) == 1, "status was not read while the run trained"
     data, text = seen[0]
     (running,) = data["running"]
@@ -160,3 +163,8 @@ def test_status_mid_run_shows_epoch_of_total_phase_and_time_left(cached_and_unca
         3,
     )
     assert done.seconds_left == 0.0 and done.to_dict()["seconds_left_now"] is None
+
+    # the training bar: epoch N of the phase's total, the time left ahead of the metrics
+    assert [(done, total) for done, total, _ in bars] == [(1, 3), (2, 3), (3, 3)]
+    assert all(info.startswith("~") and " left loss=" in info for _, _, info in bars)
+    assert bars[-1][2].startswith("~0s left")
