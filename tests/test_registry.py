@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -227,3 +228,50 @@ def test_a_run_id_cannot_be_registered_twice(registry):
         "run id same is already used by another pest run (start again in a second: run ids are made from the time)"
     )
     registry.start("disease", "same", "mobilenetv2", {})  # ids are per model type, like the folders
+
+
+OLD_RUNS_TABLE = """CREATE TABLE runs (
+    run_id TEXT NOT NULL, model_type TEXT NOT NULL, arch TEXT, state TEXT NOT NULL,
+    pid INTEGER, pid_start INTEGER, host TEXT, started_at REAL NOT NULL, ended_at REAL,
+    updated_at REAL, epoch INTEGER, metrics TEXT, path TEXT, config TEXT, error TEXT,
+    PRIMARY KEY (model_type, run_id))"""
+
+
+def test_a_registry_from_before_the_progress_columns_gains_them_and_keeps_its_runs(tmp_path):
+    (tmp_path / "models").mkdir()
+    with sqlite3.connect(tmp_path / "models" / "registry.db") as con:
+        con.execute(OLD_RUNS_TABLE)
+        con.execute(
+            "INSERT INTO runs (run_id, model_type, state, started_at, ended_at, epoch, path) "
+            "VALUES ('old', 'pest', 'succeeded', 1.0, 2.0, 7, 'models/pest/old')"
+        )
+    con.close()
+    with Registry(tmp_path / "models") as registry:
+        (old,) = registry.runs()
+        assert (old.run_id, old.epoch, old.path, old.phase, old.total_epochs, old.seconds_left) == (
+            "old",
+            7,
+            "models/pest/old",
+            None,
+            None,
+            None,
+        )
+        handle = registry.start("pest", "new", "mobilenetv2", {})
+        handle.update(
+            4, {"loss": 1.0}, phase="scratch", phase_epoch=4, phase_epochs=10, total_epochs=10, seconds_left=60
+        )
+        (new,) = registry.status()
+        assert (new.phase, new.phase_epoch, new.phase_epochs, new.total_epochs, new.seconds_left) == (
+            "scratch",
+            4,
+            10,
+            10,
+            60.0,
+        )
+        handle.update(5, {}, seconds_left=float("nan"))  # nothing to estimate from: stored as unknown
+        assert registry.status()[0].seconds_left is None
+    # opened again, nothing is added twice
+    with Registry(tmp_path / "models") as registry:
+        assert {r.run_id for r in registry.runs()} == {"old", "new"}
+        names = [row[1] for row in registry.con.execute("PRAGMA table_info(runs)")]
+    assert len(names) == len(set(names)) and "seconds_left" in names

@@ -23,6 +23,26 @@ def test_empty_history_and_nothing_running(cli, workdir):
     assert not (workdir / "models").exists()  # reading commands write nothing
 
 
+def test_status_shows_epoch_of_total_the_phase_and_the_time_left(cli, workdir, sleeper):
+    settings = config.resolve(env_file=None)
+    with Registry(settings.models_dir) as registry:
+        run = registry.start("pest", "20260301T101500Z-mobilenetv2", "mobilenetv2", {}, pid=sleeper.pid)
+        run.update(
+            17, {"loss": 0.5}, phase="scratch", phase_epoch=17, phase_epochs=150, total_epochs=150, seconds_left=725
+        )
+    (row,) = json.loads(cli("status", "--json").stdout)["running"]
+    assert {k: row[k] for k in ("epoch", "total_epochs", "phase", "phase_epoch", "phase_epochs", "seconds_left")} == {
+        "epoch": 17,
+        "total_epochs": 150,
+        "phase": "scratch",
+        "phase_epoch": 17,
+        "phase_epochs": 150,
+        "seconds_left": 725.0,
+    }
+    assert 700 < row["seconds_left_now"] <= 725  # the estimate less the seconds since it was recorded
+    assert "epoch 17/150 (scratch 17/150), ~13m left: loss 0.500" in cli("status").stdout
+
+
 def test_status_shows_the_running_run_with_epoch_and_metrics(cli, workdir, sleeper):
     settings = config.resolve(env_file=None)
     with Registry(settings.models_dir) as registry:

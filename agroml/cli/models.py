@@ -13,6 +13,7 @@ from rich.table import Table
 from agroml.cli import output
 from agroml.cli.options import JsonOpt, ModelOpt, ModelType
 from agroml.core import config
+from agroml.core.progress import time_left_text
 from agroml.lifecycle.evaluation import EvalResult
 from agroml.lifecycle.evaluation import evaluate as run_evaluation
 from agroml.lifecycle.predicting import PredictResult
@@ -157,9 +158,18 @@ def _running(listing: output.Listing) -> None:
         shown = ", ".join(f"{k} {_fmt(v)}" for k, v in r.metrics.items() if isinstance(v, int | float))
         output.stdout.print(
             f"[bold]{r.model_type}[/] run {r.run_id} ({r.arch or '?'}), pid {r.pid} on {r.host}, "
-            f"running for {_duration(r.duration_s)}, epoch {_fmt(r.epoch) or '-'}" + (f": {shown}" if shown else ""),
+            f"running for {_duration(r.duration_s)}, {_where(r)}" + (f": {shown}" if shown else ""),
             soft_wrap=True,
         )
+
+
+def _where(r: RunInfo) -> str:
+    """``epoch 17/150 (scratch 17/150), ~12m left``; ``epoch -`` before the first epoch ends."""
+    epoch = f"epoch {_fmt(r.epoch) or '-'}" + (f"/{r.total_epochs}" if r.total_epochs else "")
+    if r.phase:
+        epoch += f" ({r.phase} {r.phase_epoch}/{r.phase_epochs})"
+    left = time_left_text(r.seconds_left_now)
+    return epoch + (f", {left}" if left else "")
 
 
 def evaluate(

@@ -227,6 +227,14 @@ SETTINGS: tuple[Setting, ...] = (
         rule=_COUNT,
         flag="--min-per-class",
     ),
+    Setting(
+        "train_cache_mb",
+        ("AGROML_TRAIN_CACHE_MB",),
+        1024.0,
+        "MB of memory training may keep decoded images in after the first epoch (0: decode every epoch).",
+        float,
+        rule=_number(0, unit=" of MB"),
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -259,6 +267,7 @@ class Settings:
     hash_salt: str | None = None
     min_total: int = 100
     min_per_class: int = 10
+    train_cache_mb: float = 1024.0
     #: AGROML_<MODEL>_TABLE / AGROML_<MODEL>_COL_<FIELD> overrides: {model: {"table"|field: name}}.
     schema_overrides: dict[str, dict[str, str]] = field(default_factory=dict)
     origins: dict[str, str] = field(default_factory=dict)

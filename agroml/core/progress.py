@@ -28,3 +28,16 @@ class NoticeFn(Protocol):
 
 def no_notice(message: str) -> None:
     """The default notice callback: does nothing."""
+
+
+def time_left_text(seconds: float | None) -> str:
+    """An estimate of the time left as people read it: ``~40s left``, ``~12m left``, ``~1h05m left``.
+
+    Rounded up to whole minutes past 90 s (an estimate from a few epochs is not worth more digits).
+    """
+    if seconds is None or seconds != seconds or seconds < 0:  # None or NaN: nothing to estimate from
+        return ""
+    if seconds < 90:
+        return f"~{round(seconds)}s left"
+    minutes = -(-int(seconds) // 60)
+    return f"~{minutes}m left" if minutes < 60 else f"~{minutes // 60}h{minutes % 60:02d}m left"

@@ -44,11 +44,23 @@ _SCHEMA = (
         run_id TEXT NOT NULL, model_type TEXT NOT NULL, arch TEXT, state TEXT NOT NULL,
         pid INTEGER, pid_start INTEGER, host TEXT, started_at REAL NOT NULL, ended_at REAL,
         updated_at REAL, epoch INTEGER, metrics TEXT, path TEXT, config TEXT, error TEXT,
+        phase TEXT, phase_epoch INTEGER, phase_epochs INTEGER, total_epochs INTEGER, seconds_left REAL,
         PRIMARY KEY (model_type, run_id))""",
     "CREATE INDEX IF NOT EXISTS runs_state ON runs (model_type, state)",
     """CREATE TABLE IF NOT EXISTS promotions (
         model_type TEXT NOT NULL, run_id TEXT NOT NULL, promoted_at REAL NOT NULL,
         previous_run_id TEXT, path TEXT NOT NULL)""",
+)
+
+
+#: Columns added after the first release, with their types: a registry.db made before them gets them
+#: with ALTER TABLE when it is opened (see Registry._migrate).
+_ADDED_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("phase", "TEXT"),
+    ("phase_epoch", "INTEGER"),
+    ("phase_epochs", "INTEGER"),
+    ("total_epochs", "INTEGER"),
+    ("seconds_left", "REAL"),
 )
 
 
@@ -106,7 +118,20 @@ class RunInfo:
     path: str | None = None
     config: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    phase: str | None = None
+    phase_epoch: int | None = None
+    phase_epochs: int | None = None
+    total_epochs: int | None = None
+    #: Estimated seconds left when the run last reported (at ``updated_at``).
+    seconds_left: float | None = None
     production: bool = False
+
+    @property
+    def seconds_left_now(self) -> float | None:
+        """The estimate less the time since it was made, for a running run (None when there is none)."""
+        if self.state != RUNNING or self.seconds_left is None or self.updated_at is None:
+            return None
+        return max(0.0, self.seconds_left - (time.time() - self.updated_at))
 
     @property
     def duration_s(self) -> float | None:
@@ -125,6 +150,8 @@ class RunInfo:
         for key in ("started_at", "ended_at", "updated_at"):
             out[key] = utc_stamp(out[key])
         out["duration_s"] = None if self.duration_s is None else round(self.duration_s, 1)
+        left = self.seconds_left_now
+        out["seconds_left_now"] = None if left is None else round(left, 1)
         return out
 
 
@@ -144,6 +171,7 @@ _COLUMNS = (
     "path",
     "config",
     "error",
+    *(name for name, _ in _ADDED_COLUMNS),
 )
 
 
@@ -172,12 +200,38 @@ class RunHandle:
         self._old_handler: Any = None
         self._installed = False
 
-    def update(self, epoch: int, metrics: dict[str, Any]) -> None:
-        """Record the latest epoch and its metrics (``agroml status`` shows them)."""
+    def update(
+        self,
+        epoch: int,
+        metrics: dict[str, Any],
+        *,
+        phase: str | None = None,
+        phase_epoch: int | None = None,
+        phase_epochs: int | None = None,
+        total_epochs: int | None = None,
+        seconds_left: float | None = None,
+    ) -> None:
+        """Record the latest epoch, its metrics, and where the run stands (``agroml status`` shows them).
+
+        A NaN ``seconds_left`` (nothing to estimate from yet) is stored as NULL.
+        """
+        left = None if seconds_left is None or seconds_left != seconds_left else float(seconds_left)
         with self.registry._tx() as con:
             con.execute(
-                "UPDATE runs SET epoch = ?, metrics = ?, updated_at = ? WHERE model_type = ? AND run_id = ?",
-                (int(epoch), _dumps(metrics), time.time(), self.model_type, self.run_id),
+                "UPDATE runs SET epoch = ?, metrics = ?, updated_at = ?, phase = ?, phase_epoch = ?, "
+                "phase_epochs = ?, total_epochs = ?, seconds_left = ? WHERE model_type = ? AND run_id = ?",
+                (
+                    int(epoch),
+                    _dumps(metrics),
+                    time.time(),
+                    phase,
+                    None if phase_epoch is None else int(phase_epoch),
+                    None if phase_epochs is None else int(phase_epochs),
+                    None if total_epochs is None else int(total_epochs),
+                    left,
+                    self.model_type,
+                    self.run_id,
+                ),
             )
 
     def finish(
@@ -270,9 +324,28 @@ class Registry:
         try:
             for statement in _SCHEMA:
                 self.con.execute(statement)
+            self._migrate()
         except BaseException:
             self.con.close()
             raise
+
+    def _migrate(self) -> None:
+        """Add the columns a registry.db made by an older agroml lacks (its runs keep NULL there).
+
+        Why ALTER TABLE and not a new file: the runs and promotions recorded so far are the history of
+        what served; ADD COLUMN keeps every row and is one quick schema change. The write lock is taken
+        only when a column is missing, so a current registry opens on a read-only account too.
+        """
+
+        def missing(con: sqlite3.Connection) -> list[tuple[str, str]]:
+            have = {row[1] for row in con.execute("PRAGMA table_info(runs)")}
+            return [(name, kind) for name, kind in _ADDED_COLUMNS if name not in have]
+
+        if not missing(self.con):
+            return
+        with self._tx() as con:
+            for name, kind in missing(con):  # again inside the lock: another process may have added them
+                con.execute(f"ALTER TABLE runs ADD COLUMN {name} {kind}")
 
     def close(self) -> None:
         self.con.close()

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -222,6 +222,41 @@ def load_training_data(
 
 
 # --- tf.data --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CachePlan:
+    """Whether training keeps its decoded images in memory after the first epoch, and why.
+
+    Why a budget: from scratch a run makes 150 passes over the same files, and decoding a PNG / JPEG
+    again each time is most of an epoch's work on a small model; kept decoded and resized, the images
+    cost ``size x size x 3`` bytes each. A shuffled split counts twice: tf.data's shuffle buffer
+    holds up to one more copy of a whole epoch while it draws from the cache.
+    """
+
+    used: bool
+    needed_mb: float
+    budget_mb: float
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"used": self.used, "needed_mb": self.needed_mb, "budget_mb": self.budget_mb, "reason": self.reason}
+
+
+def plan_cache(n_shuffled: int, n_in_order: int, image_size: int, budget_mb: float) -> CachePlan:
+    """Cache when ``(2 x n_shuffled + n_in_order) x size x size x 3`` bytes fit ``budget_mb`` (MB)."""
+    needed = round((2 * n_shuffled + n_in_order) * image_size * image_size * 3 / 2**20, 1)
+    if budget_mb <= 0:
+        return CachePlan(False, needed, budget_mb, "AGROML_TRAIN_CACHE_MB is 0: images decoded every epoch")
+    if needed > budget_mb:
+        return CachePlan(
+            False,
+            needed,
+            budget_mb,
+            f"decoded images need {needed:g} MB, over AGROML_TRAIN_CACHE_MB={budget_mb:g}: decoded every epoch "
+            "(raise it to cache them)",
+        )
+    return CachePlan(True, needed, budget_mb, f"decoded images kept in memory: {needed:g} of {budget_mb:g} MB")
+
+
 def make_dataset(
     paths: Sequence[str],
     labels: Sequence[int] | np.ndarray | None,
@@ -230,6 +265,7 @@ def make_dataset(
     shuffle: bool = False,
     seed: int = 0,
     repeat: bool = False,
+    cache: bool = False,
 ) -> tf.data.Dataset:
     """A batched, prefetched tf.data.Dataset of uint8 images (and labels, when given) read from files.
 
@@ -237,6 +273,10 @@ def make_dataset(
     ``shuffle`` the order is the order of ``paths`` (evaluation relies on it). Augmentation is not
     done here but in the model (or the fast path's traced feature call): Keras' random layers mapped
     over a tf.data pipeline are not guaranteed to draw a new transform per batch.
+
+    With ``cache`` the decoded, resized uint8 images are kept in memory after the first full pass
+    (see :class:`CachePlan` for the size) and shuffled after the cache, so each epoch still draws a
+    new order: the first pass decodes in path order, later ones only shuffle and batch.
     """
     import tensorflow as tf
 
@@ -246,6 +286,15 @@ def make_dataset(
         ds = ds.map(lambda p: decode_resize(p, image_size), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     else:
         ds = tf.data.Dataset.from_tensor_slices((paths, np.asarray(labels, dtype="int32")))
+        if cache:
+            ds = ds.map(
+                lambda p, y: (decode_resize(p, image_size), y), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+            ).cache()
+            if shuffle:
+                ds = ds.shuffle(max(1, len(paths)), seed=seed, reshuffle_each_iteration=True)
+            if repeat:
+                ds = ds.repeat()
+            return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
         if shuffle:
             ds = ds.shuffle(max(1, len(paths)), seed=seed, reshuffle_each_iteration=True)
         ds = ds.map(

@@ -104,6 +104,7 @@ def fit_head_on_features(
     workdir: Path,
     progress: ProgressFn = no_progress,
     on_epoch: EpochFn | None = None,
+    later_epochs: int = 0,
 ) -> tuple[Any, list[dict[str, Any]]]:
     """Train the head on cached features: each epoch draws one view of every training image at random.
 
@@ -135,6 +136,6 @@ def fit_head_on_features(
         steps_per_epoch=steps,
         verbose=0,
         shuffle=False,  # tf.data shuffles itself; keras warns otherwise
-        callbacks=callbacks("head", cfg, epochs, steps, workdir, progress, on_epoch, 0),
+        callbacks=callbacks("head", cfg, epochs, steps, workdir, progress, on_epoch, 0, later_epochs),
     )
     return head, history_rows("head", history, 0)

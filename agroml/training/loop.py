@@ -13,12 +13,14 @@ best weights and ReduceLROnPlateau.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agroml.core.errors import TrainingError
-from agroml.core.progress import ProgressFn, no_progress
+from agroml.core.progress import ProgressFn, no_progress, time_left_text
 from agroml.training.config import TrainConfig, flag
 
 if TYPE_CHECKING:
@@ -26,8 +28,35 @@ if TYPE_CHECKING:
     import tensorflow as tf
     from keras.optimizers.schedules import LearningRateSchedule
 
-#: Called after every epoch with (epoch number across phases, that epoch's metrics).
-EpochFn = Callable[[int, dict[str, float]], None]
+
+@dataclass(frozen=True)
+class EpochStatus:
+    """Where a training stands after an epoch: what the registry records and `agroml status` shows."""
+
+    epoch: int  # across phases, from 1
+    metrics: dict[str, float]
+    phase: str
+    phase_epoch: int  # within the phase, from 1
+    phase_epochs: int  # the epochs this phase is set to run (EarlyStopping may end it sooner)
+    total_epochs: int  # epochs before this phase + this phase's + the later phases'
+    seconds_left: float
+
+
+#: Called after every epoch with where the training stands.
+EpochFn = Callable[[EpochStatus], None]
+
+
+def seconds_left(epoch_seconds: Sequence[float], phase_epochs: int, later_epochs: int = 0) -> float:
+    """The mean epoch time of the current phase so far times the epochs left in it and in later phases.
+
+    Later phases are assumed to run at this phase's rate (the only rate measured yet); a pretrained
+    phase that stops early makes this an upper bound. Before the first epoch ends there is nothing
+    to estimate from: NaN.
+    """
+    if not epoch_seconds:
+        return math.nan
+    mean = sum(epoch_seconds) / len(epoch_seconds)
+    return mean * (max(0, phase_epochs - len(epoch_seconds)) + max(0, later_epochs))
 
 
 class EpochReporter:
@@ -45,22 +74,38 @@ class EpochReporter:
                 progress: ProgressFn,
                 on_epoch: EpochFn | None,
                 first_epoch: int,
+                later_epochs: int = 0,
             ) -> None:
                 super().__init__()
                 self.phase, self.epochs, self.steps = phase, epochs, steps
                 self.progress, self.on_epoch, self.first_epoch = progress, on_epoch, first_epoch
+                self.later_epochs = later_epochs
+                self.epoch_seconds: list[float] = []
+                self.started = time.perf_counter()
 
             def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+                self.started = time.perf_counter()
                 self.progress(f"{self.phase} steps", 0, self.steps)
 
             def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
                 self.progress(f"{self.phase} steps", batch + 1, self.steps, format_metrics(logs or {}))
 
             def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+                self.epoch_seconds.append(time.perf_counter() - self.started)  # training and validation
                 logs = {k: float(v) for k, v in (logs or {}).items()}
-                self.progress(f"{self.phase} epochs", epoch + 1, self.epochs, format_metrics(logs))
+                status = EpochStatus(
+                    epoch=self.first_epoch + epoch + 1,
+                    metrics=logs,
+                    phase=self.phase,
+                    phase_epoch=epoch + 1,
+                    phase_epochs=self.epochs,
+                    total_epochs=self.first_epoch + self.epochs + self.later_epochs,
+                    seconds_left=seconds_left(self.epoch_seconds, self.epochs, self.later_epochs),
+                )
+                info = " ".join(t for t in (time_left_text(status.seconds_left), format_metrics(logs)) if t)
+                self.progress(f"{self.phase} epochs", epoch + 1, self.epochs, info)
                 if self.on_epoch is not None:
-                    self.on_epoch(self.first_epoch + epoch + 1, logs)
+                    self.on_epoch(status)
 
         return _Reporter(*args, **kwargs)
 
@@ -136,6 +181,7 @@ def callbacks(
     progress: ProgressFn,
     on_epoch: EpochFn | None,
     first_epoch: int,
+    later_epochs: int = 0,
 ) -> list[Any]:
     """Pretrained phases: EarlyStopping (best weights restored) and ReduceLROnPlateau. Both: a stop at
     the first non-finite loss, the best checkpoint and the progress reporter.
@@ -165,7 +211,7 @@ def callbacks(
         keras.callbacks.ModelCheckpoint(
             str(workdir / f"best_{phase}.weights.h5"), monitor="val_loss", save_best_only=True, save_weights_only=True
         ),
-        EpochReporter(phase, epochs, steps, progress, on_epoch, first_epoch),
+        EpochReporter(phase, epochs, steps, progress, on_epoch, first_epoch, later_epochs),
     ]
 
 
@@ -191,8 +237,12 @@ def fit_phase(
     progress: ProgressFn = no_progress,
     on_epoch: EpochFn | None = None,
     first_epoch: int = 0,
+    later_epochs: int = 0,
 ) -> list[dict[str, Any]]:
-    """model.fit over the image pipeline for one phase; returns its history rows."""
+    """model.fit over the image pipeline for one phase; returns its history rows.
+
+    ``later_epochs``: the epochs the phases after this one are set to run (for the time-left estimate).
+    """
     history = model.fit(
         train_ds,
         validation_data=val_ds,
@@ -201,6 +251,6 @@ def fit_phase(
         class_weight=class_weight,
         verbose=0,
         shuffle=False,  # tf.data shuffles itself
-        callbacks=callbacks(phase, cfg, epochs, steps, workdir, progress, on_epoch, first_epoch),
+        callbacks=callbacks(phase, cfg, epochs, steps, workdir, progress, on_epoch, first_epoch, later_epochs),
     )
     return history_rows(phase, history, first_epoch)

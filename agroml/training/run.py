@@ -29,8 +29,8 @@ from agroml.lifecycle.registry import Registry
 from agroml.training import features, outputs
 from agroml.training.backbones import Backbone, build_base, get_backbone
 from agroml.training.config import TrainConfig
-from agroml.training.data import TrainingData, load_training_data, make_dataset
-from agroml.training.loop import EpochFn, fit_phase, scratch_schedule
+from agroml.training.data import CachePlan, TrainingData, load_training_data, make_dataset, plan_cache
+from agroml.training.loop import EpochFn, EpochStatus, fit_phase, scratch_schedule
 from agroml.training.model import (
     augmentation_settings,
     build_feature_extractor,
@@ -98,6 +98,9 @@ def train(settings: Settings, cfg: TrainConfig, progress: ProgressFn = no_progre
     if cfg.scratch and cfg.fine_tune_layers:
         warnings.append("--fine-tune-layers ignored with --weights none: the whole network trains from the start")
     run_id = make_run_id(backbone.name)
+    cache = pipeline_cache(cfg, data, settings.train_cache_mb)
+    if not cache.used and cache.budget_mb > 0 and image_pipeline_trains(cfg):
+        warnings.append(cache.reason)
     config = {
         "run_id": run_id,
         **asdict(cfg),
@@ -109,6 +112,7 @@ def train(settings: Settings, cfg: TrainConfig, progress: ProgressFn = no_progre
         "skipped": data.skipped,
         "dropped_classes": data.dropped_classes,
         "class_weights": data.class_weights(),
+        "train_cache": cache.to_dict(),
         "versions": outputs.package_versions(),
     }
     type_dir = Path(settings.models_dir) / cfg.model_type
@@ -121,7 +125,19 @@ def train(settings: Settings, cfg: TrainConfig, progress: ProgressFn = no_progre
         partial = type_dir / f".{run_id}.partial"
         partial.mkdir(parents=True)
         try:
-            result = _train_into(partial, cfg, backbone, data, config, progress, handle.update)
+
+            def record(status: EpochStatus) -> None:
+                handle.update(
+                    status.epoch,
+                    status.metrics,
+                    phase=status.phase,
+                    phase_epoch=status.phase_epoch,
+                    phase_epochs=status.phase_epochs,
+                    total_epochs=status.total_epochs,
+                    seconds_left=status.seconds_left,
+                )
+
+            result = _train_into(partial, cfg, backbone, data, config, progress, record, cache.used)
             final = type_dir / run_id
             os.replace(partial, final)
         except BaseException:
@@ -143,6 +159,16 @@ def train(settings: Settings, cfg: TrainConfig, progress: ProgressFn = no_progre
     )
 
 
+def image_pipeline_trains(cfg: TrainConfig) -> bool:
+    """Whether any phase runs model.fit over the image pipeline (the fast head trains on features)."""
+    return cfg.scratch or not cfg.fast or (cfg.fine_tune_layers > 0 and cfg.fine_tune_epochs > 0)
+
+
+def pipeline_cache(cfg: TrainConfig, data: TrainingData, budget_mb: float) -> CachePlan:
+    """Whether the train and val pipelines keep decoded images (train shuffled, val in order)."""
+    return plan_cache(len(data.splits["train"]), len(data.splits["val"]), cfg.image_size, budget_mb)
+
+
 def _remove_stale_partials(type_dir: Path) -> None:
     if type_dir.is_dir():
         for stale in type_dir.glob(".*.partial"):
@@ -156,8 +182,12 @@ def build_and_fit(
     workdir: Path,
     progress: ProgressFn = no_progress,
     on_epoch: EpochFn | None = None,
+    cache: bool = False,
 ) -> tuple[Any, list[dict]]:
     """Build the network and run the recipe's phases; returns (the trained model, history rows).
+
+    ``cache``: the train and val pipelines keep decoded images in memory after the first epoch
+    (decide with :func:`pipeline_cache`).
 
     The model has the best weights of a pretrained phase (EarlyStopping restores them), or from scratch
     the last weights of the schedule (see loop.callbacks for why).
@@ -171,10 +201,13 @@ def build_and_fit(
     val_paths, y_val = data.arrays("val")
     class_weight = data.class_weights()
     steps = max(1, math.ceil(len(train_paths) / cfg.batch_size))
-    val_ds = make_dataset(val_paths, y_val, size, cfg.batch_size)
+    val_ds = make_dataset(val_paths, y_val, size, cfg.batch_size, cache=cache)
+    fine_tune_epochs = cfg.fine_tune_epochs if cfg.fine_tune_layers > 0 else 0
 
     def train_ds() -> tf.data.Dataset:
-        return make_dataset(train_paths, y_train, size, cfg.batch_size, shuffle=True, seed=cfg.seed, repeat=True)
+        return make_dataset(
+            train_paths, y_train, size, cfg.batch_size, shuffle=True, seed=cfg.seed, repeat=True, cache=cache
+        )
 
     rows: list[dict] = []
     if cfg.scratch:
@@ -197,15 +230,36 @@ def build_and_fit(
     model = build_model(backbone, base, n_classes, size, scratch=False, dropout=cfg.dropout, seed=cfg.seed, stats=stats)
     if cfg.fast:
         head, rows = features.fit_head_on_features(
-            train_feats, y_train, val_feats, y_val, n_classes, cfg, class_weight, workdir, progress, on_epoch
+            train_feats,
+            y_train,
+            val_feats,
+            y_val,
+            n_classes,
+            cfg,
+            class_weight,
+            workdir,
+            progress,
+            on_epoch,
+            fine_tune_epochs,
         )
         copy_head(head, model)
     else:
         compile_model(model, cfg.learning_rate, n_classes, cfg.run_eagerly)
         rows += fit_phase(
-            model, "head", cfg, train_ds(), val_ds, cfg.epochs, steps, class_weight, workdir, progress, on_epoch
+            model,
+            "head",
+            cfg,
+            train_ds(),
+            val_ds,
+            cfg.epochs,
+            steps,
+            class_weight,
+            workdir,
+            progress,
+            on_epoch,
+            later_epochs=fine_tune_epochs,
         )
-    if cfg.fine_tune_layers > 0 and cfg.fine_tune_epochs > 0:
+    if fine_tune_epochs > 0:
         unfreeze_top(base, cfg.fine_tune_layers)
         # recompiled: Keras fixes the trainable variables at compile time
         compile_model(model, cfg.fine_tune_learning_rate, n_classes, cfg.run_eagerly)
@@ -245,10 +299,11 @@ def _train_into(
     config: dict[str, Any],
     progress: ProgressFn,
     on_epoch: EpochFn,
+    cache: bool,
 ) -> dict[str, Any]:
     """Train and write every output file into ``folder`` (the .partial folder)."""
 
-    trained, rows = build_and_fit(cfg, backbone, data, folder, progress, on_epoch)
+    trained, rows = build_and_fit(cfg, backbone, data, folder, progress, on_epoch, cache)
     model = inference_model(trained)
     for checkpoint in folder.glob("best_*.weights.h5"):  # the best weights are in the model now
         checkpoint.unlink()

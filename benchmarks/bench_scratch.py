@@ -1,0 +1,165 @@
+"""From-scratch training throughput (MobileNetV2 width 0.35, ``--weights none``): where an epoch goes.
+
+For each image size, on the same demo photos and in the same run, images per second of:
+- **pipeline**: iterating ``make_dataset`` over the training split alone (no model), as it was
+  (decoding every file each epoch) and with the cache (the second pass, read from memory);
+- **step**: the model's compiled train step repeated on one batch already in memory: the ceiling
+  the input pipeline can at best let an epoch reach;
+- **epoch**: ``model.fit`` of the training recipe (train + validation, the scratch schedule), epochs
+  after the first (which traces the graph and, with the cache, fills it), uncached and cached.
+Then the ratios: cached / uncached pipeline and epoch, and epoch / step (how close an epoch gets to
+the step's ceiling). Figures are images per second of the training split (validation time included
+in an epoch, as a user waits for it).
+
+Quick:  python benchmarks/bench_scratch.py                       # 600 demo rows, 64 and 96 px
+Own photos:  python benchmarks/bench_scratch.py --data-dir DIR   # a data folder with a local store
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def make_settings(root: Path, n: int, data_dir: Path | None):
+    from agroml.core import config
+    from agroml.demo import rows as demo
+
+    settings = config.resolve(
+        {"data_dir": data_dir or root / "data", "models_dir": root / "models", "min_total": 10},
+        environ={},
+        env_file=None,
+    )
+    if data_dir is None:
+        demo.generate(settings, ["pest"], n=n, seed=0)
+    return settings
+
+
+def per_second(n_images: int, seconds: float) -> float:
+    return n_images / seconds if seconds > 0 else float("inf")
+
+
+def pipeline_rate(paths, labels, size: int, batch: int, cache: bool) -> float:
+    """Images/s of one pass over the shuffled training pipeline (with ``cache``, the pass after the filling one)."""
+    from agroml.training.data import make_dataset
+
+    ds = make_dataset(paths, labels, size, batch, shuffle=True, seed=0, cache=cache)
+    if cache:
+        for _ in ds:  # the first epoch decodes and fills the cache
+            pass
+    start = time.perf_counter()
+    for _ in ds:
+        pass
+    return per_second(len(paths), time.perf_counter() - start)
+
+
+def new_model(data, size: int, batch: int, epochs: int, steps: int):
+    """The from-scratch network and its compile, as ``train --weights none`` builds them."""
+    import keras
+
+    from agroml.training.backbones import build_base, get_backbone
+    from agroml.training.config import SCRATCH
+    from agroml.training.loop import scratch_schedule
+    from agroml.training.model import build_model, compile_model
+
+    keras.utils.set_random_seed(0)
+    backbone = get_backbone(SCRATCH.arch)
+    base = build_base(backbone, size, "none", SCRATCH.alpha)
+    model = build_model(backbone, base, len(data.classes), size, scratch=True, dropout=SCRATCH.dropout)
+    compile_model(model, scratch_schedule(SCRATCH.learning_rate, epochs, steps), len(data.classes))
+    return model
+
+
+def step_rate(data, size: int, batch: int, repeats: int) -> float:
+    """Images/s of the compiled train step on one batch kept in memory (no input pipeline at all)."""
+    from agroml.training.data import make_dataset
+
+    paths, labels = data.arrays("train")
+    x, y = next(iter(make_dataset(paths, labels, size, batch)))
+    model = new_model(data, size, batch, 10, 10)
+    for _ in range(3):  # trace and warm up
+        model.train_on_batch(x, y)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        model.train_on_batch(x, y)
+    return per_second(repeats * int(x.shape[0]), time.perf_counter() - start)
+
+
+def epoch_rate(data, size: int, batch: int, epochs: int, cache: bool) -> float:
+    """Images/s of the training split over ``model.fit`` epochs after the first (the first traces / fills)."""
+    import math
+
+    import keras
+
+    from agroml.training.data import make_dataset
+
+    paths, labels = data.arrays("train")
+    val_paths, val_labels = data.arrays("val")
+    steps = max(1, math.ceil(len(paths) / batch))
+    times: list[float] = []
+
+    class Timer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            times.append(time.perf_counter() - self.start)
+
+    model = new_model(data, size, batch, epochs, steps)
+    model.fit(
+        make_dataset(paths, labels, size, batch, shuffle=True, seed=0, repeat=True, cache=cache),
+        validation_data=make_dataset(val_paths, val_labels, size, batch, cache=cache),
+        epochs=epochs,
+        steps_per_epoch=steps,
+        class_weight=data.class_weights(),
+        verbose=0,
+        shuffle=False,  # tf.data shuffles itself
+        callbacks=[Timer()],
+    )
+    later = times[1:] or times
+    return per_second(len(paths), sum(later) / len(later))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=600, help="demo rows (about 45%% carry a trainable label)")
+    parser.add_argument("--data-dir", type=Path, default=None, help="a data folder with a store instead of demo rows")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 96])
+    parser.add_argument("--epochs", type=int, default=3, help="fit epochs per mode (the first is left out)")
+    parser.add_argument("--repeats", type=int, default=20, help="train steps timed on one batch")
+    args = parser.parse_args()
+
+    from agroml.training.config import SCRATCH
+    from agroml.training.data import load_training_data
+
+    batch = SCRATCH.batch_size
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = make_settings(Path(tmp), args.n, args.data_dir)
+        data = load_training_data(settings, "pest", min_per_class=2)
+        paths, labels = data.arrays("train")
+        print(
+            f"{len(paths)} training / {len(data.splits['val'])} validation images, {len(data.classes)} classes, "
+            f"MobileNetV2 width {SCRATCH.alpha}, batch {batch}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}"
+        )
+        for size in args.sizes:
+            pipe = pipeline_rate(paths, labels, size, batch, cache=False)
+            pipe_cached = pipeline_rate(paths, labels, size, batch, cache=True)
+            step = step_rate(data, size, batch, args.repeats)
+            epoch = epoch_rate(data, size, batch, args.epochs, cache=False)
+            epoch_cached = epoch_rate(data, size, batch, args.epochs, cache=True)
+            print(f"{size} px (images/s): pipeline {pipe:.0f} uncached, {pipe_cached:.0f} cached; step {step:.0f}")
+            print(f"  epoch {epoch:.1f} uncached, {epoch_cached:.1f} cached -> cache {epoch_cached / epoch:.2f}x")
+            print(
+                f"  ratios: pipeline cached/uncached {pipe_cached / pipe:.1f}x; "
+                f"epoch/step {epoch / step:.2f} uncached, {epoch_cached / step:.2f} cached; "
+                f"uncached pipeline/step {pipe / step:.1f}x"
+            )
+
+
+if __name__ == "__main__":
+    main()
