@@ -249,9 +249,8 @@ def predict(
 
     result = run_predict(_settings(), model.value, images, ref=run, top=top, batch_size=batch_size)
     if not json_:
-        # the text names each unreadable image on its own line: the count of them would say it twice
-        count = f"{result.failed} of {len(result.predictions)} image(s) could not be read"
-        result = dataclasses.replace(result, warnings=[w for w in result.warnings if w != count])
+        # the text names each failed image on its own line: the counts of them would say it twice
+        result = dataclasses.replace(result, warnings=[w for w in result.warnings if w not in result.counts])
     output.emit(result, json_, _predictions)
     if result.failed:
         raise typer.Exit(1)

@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from dotenv import dotenv_values
 
 from agroml.core.errors import ConfigError
-from agroml.core.schema import DEFAULT_SPECS, MODEL_TYPES, SPEC_FIELDS
+from agroml.core.schema import DEFAULT_SPECS, MODEL_TYPES, SOURCES, SPEC_FIELDS
 
 #: The environment names for the Supabase key, in the order they are tried.
 KEY_VARS: tuple[str, ...] = ("SUPABASE_SERVICE_KEY", "SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_KEY")
@@ -119,7 +119,7 @@ SETTINGS: tuple[Setting, ...] = (
         ("AGROML_SOURCE",),
         "local",
         "Where records are read: local (the store) or supabase.",
-        rule=_one_of("local", "supabase"),
+        rule=_one_of(*SOURCES),
         flag="--source",
     ),
     Setting(

@@ -170,6 +170,9 @@ class PredictResult:
     predictions: list[Prediction]
     failed: int
     warnings: list[str] = field(default_factory=list)
+    #: Warnings that only count what ``predictions`` already says image by image (a renderer that shows
+    #: every failed image on its own line leaves these out, so nothing is said twice).
+    counts: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -253,9 +256,10 @@ def predict(
         )
     failed = sum(1 for p in predictions if not p.ok)
     non_finite = sum(1 for p in predictions if p.error == NON_FINITE)
-    warnings = [f"{failed - non_finite} of {len(images)} image(s) could not be read"] if failed > non_finite else []
+    counts = [f"{failed - non_finite} of {len(images)} image(s) could not be read"] if failed > non_finite else []
     if non_finite:
-        warnings.append(f"{non_finite} of {len(images)} image(s) got non-finite probabilities from {saved.run_id}")
+        counts.append(f"{non_finite} of {len(images)} image(s) got non-finite probabilities from {saved.run_id}")
+    warnings = list(counts)
     if top > len(saved.classes):
         warnings.append(f"--top {top} is more than the model's {len(saved.classes)} classes: showing all")
     return PredictResult(
@@ -265,6 +269,7 @@ def predict(
         predictions=predictions,
         failed=failed,
         warnings=warnings,
+        counts=counts,
     )
 
 
