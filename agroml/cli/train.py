@@ -153,6 +153,14 @@ def register(app: typer.Typer) -> None:
                 help=f"Phase 1 on cached base features [default: {'--fast' if PRETRAINED.fast else '--slow'}].",
             ),
         ] = None,
+        tensorboard: Annotated[
+            bool | None,
+            typer.Option(
+                "--tensorboard/--no-tensorboard",
+                help="Write TensorBoard logs to RUN/tensorboard/ (`tensorboard --logdir models/`) "
+                f"[default: {'--tensorboard' if PRETRAINED.tensorboard else '--no-tensorboard'}].",
+            ),
+        ] = None,
         patience: Annotated[
             int | None, typer.Option("--patience", help=f"EarlyStopping epochs (pretrained) {_default('patience')}.")
         ] = None,

@@ -60,6 +60,7 @@ class TrainConfig:
     min_per_class: int = Settings.min_per_class  # the CLI takes AGROML_MIN_PER_CLASS when no flag / file sets it
     tflite: str | None = None  # also write model.tflite: float16 | int8 (None: no TFLite file)
     run_eagerly: bool = False  # Keras eager mode: no graph tracing (tiny runs, debugging)
+    tensorboard: bool = True  # Keras' TensorBoard logs in <run>/tensorboard/<phase>/ (scalars per epoch)
 
     @property
     def scratch(self) -> bool:

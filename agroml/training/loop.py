@@ -212,6 +212,36 @@ def callbacks(
             str(workdir / f"best_{phase}.weights.h5"), monitor="val_loss", save_best_only=True, save_weights_only=True
         ),
         EpochReporter(phase, epochs, steps, progress, on_epoch, first_epoch, later_epochs),
+        *tensorboard_logger(cfg, workdir, phase),
+    ]
+
+
+#: A run's TensorBoard logs: ``<run>/tensorboard/<phase>/{train,validation}/`` (one TensorBoard run per phase).
+TENSORBOARD_DIR = "tensorboard"
+
+
+def tensorboard_logger(cfg: TrainConfig, workdir: Path, phase: str) -> list[Any]:
+    """Keras' own TensorBoard callback (none with ``--no-tensorboard``), writing into ``workdir``.
+
+    ``workdir`` is the run's .partial folder, so the logs move with the atomic rename and a failed run
+    leaves none behind. One folder per phase: each phase is its own model.fit, whose epochs count from
+    0 again. Epoch scalars only (loss, accuracy, top-3, learning rate): no weight histograms, no graph,
+    no profiler (profile_batch=0), which keeps the cost per epoch at an event-file append
+    (benchmarks/tensorboard_cost.py measures it).
+    """
+    if not cfg.tensorboard:
+        return []
+    import keras
+
+    return [
+        keras.callbacks.TensorBoard(
+            log_dir=str(workdir / TENSORBOARD_DIR / phase),
+            histogram_freq=0,
+            write_graph=False,
+            write_images=False,
+            profile_batch=0,
+            update_freq="epoch",
+        )
     ]
 
 
