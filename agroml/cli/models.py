@@ -11,9 +11,12 @@ from rich import box
 from rich.table import Table
 
 from agroml.cli import output
+from agroml.cli.compare_view import render_comparison
 from agroml.cli.options import JsonOpt, ModelOpt, ModelType
 from agroml.core import config
+from agroml.core.errors import UsageError
 from agroml.core.progress import time_left_text
+from agroml.lifecycle.comparison import compare_runs
 from agroml.lifecycle.evaluation import EvalResult
 from agroml.lifecycle.evaluation import evaluate as run_evaluation
 from agroml.lifecycle.predicting import PredictResult
@@ -50,15 +53,35 @@ def _duration(seconds: float | None) -> str:
 
 def runs(
     model: Annotated[ModelType | None, typer.Option("--model", "-m", help="Only this model type.")] = None,
+    compare: Annotated[
+        bool, typer.Option("--compare", help="Compare the RUNS named: settings that differ, data, metrics.")
+    ] = False,
+    run_refs: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="[RUNS]...", help="With --compare: run ids or run folders, the first is the baseline."),
+    ] = None,
     json_: JsonOpt = False,
 ) -> None:
     """List every training run, newest first: state, time taken, test accuracy and macro F1, folder.
 
     A run whose process died without finishing (killed, power loss) is shown as interrupted.
 
+    With --compare RUN_A RUN_B [...]: the config fields that differ, the data (same fingerprint or
+    not, rows more, rows added / removed, same test split), val and test metrics and per-class F1
+    side by side, each run against the first.
+
     Example: agroml runs --model pest
+
+    Example: agroml runs --compare 20261126T130501Z-mobilenetv2 20261201T090000Z-mobilenetv2
     """
 
+    if run_refs and not compare:
+        raise UsageError(f"unexpected run ids {' '.join(run_refs)}", fix="compare runs with: agroml runs --compare A B")
+    if compare:
+        with Registry(_settings().models_dir, create=False) as registry:
+            comparison = compare_runs(registry, run_refs or [], model.value if model else None)
+        output.emit(comparison, json_, render_comparison)
+        return
     with Registry(_settings().models_dir, create=False) as registry:
         found = registry.runs(model.value if model else None)
     if not found and not json_:
