@@ -13,6 +13,9 @@ from typer.testing import CliRunner
 from agroml.core.config import SETTINGS
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# A developer's own MLflow server must not receive the suite's tiny runs (agroml/lifecycle/tracking.py):
+# the MLflow tests set their own file store.
+os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
 @pytest.fixture

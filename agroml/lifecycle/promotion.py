@@ -24,6 +24,7 @@ from typing import Any
 from agroml.core.errors import ModelNotFoundError, OutputError, UsageError
 from agroml.core.files import free_name, utc_stamp, write_json
 from agroml.core.schema import MODEL_TYPES
+from agroml.lifecycle import tracking
 from agroml.lifecycle.registry import Registry
 
 PRODUCTION = "production"
@@ -201,6 +202,7 @@ def promote(registry: Registry, model_type: str, ref: str) -> PromotionResult:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
     registry.record_promotion(model_type, run_id, previous, production)
+    warnings += tracking.set_production_alias(model_type, run_id)  # MLflow alias, when tracking is on
     return PromotionResult(
         model_type=model_type,
         run_id=run_id,

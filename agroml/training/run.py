@@ -23,7 +23,7 @@ from agroml.core.config import Settings
 from agroml.core.files import to_jsonable, write_json
 from agroml.core.progress import ProgressFn, no_progress
 from agroml.images.pixels import load_image_array
-from agroml.lifecycle import plots
+from agroml.lifecycle import plots, tracking
 from agroml.lifecycle.metrics import compute_metrics
 from agroml.lifecycle.registry import Registry
 from agroml.training import features, outputs
@@ -144,6 +144,7 @@ def train(settings: Settings, cfg: TrainConfig, progress: ProgressFn = no_progre
             shutil.rmtree(partial, ignore_errors=True)
             raise
         handle.finish("succeeded", to_jsonable(result["metrics"]), path=final)
+    warnings += tracking.log_run(final)  # MLflow, only when MLFLOW_TRACKING_URI is set; a failure is a warning
     return TrainResult(
         run_id=run_id,
         path=final,
