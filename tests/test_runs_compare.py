@@ -42,6 +42,9 @@ def test_compare_two_demo_runs_shows_exactly_the_changed_settings_and_the_new_da
     assert result.exit_code == 0, result.stderr
     out = json.loads(result.stdout)
     assert out["run_ids"] == [a.name, b.name]
+    for folder in (a, b):  # trained with --no-tensorboard: no logs, and the choice recorded
+        assert not (folder / "tensorboard").exists() and not list(folder.rglob("*tfevents*"))
+        assert json.loads((folder / "config.json").read_text())["tensorboard"] is False
     # exactly the three flags that differ: not the run id, the data keys or the package versions
     assert out["settings"] == {"epochs": [1, 2], "batch_size": [8, 16], "dropout": [0.2, 0.3]}
     assert set(out["not_compared"]) == set(NOT_SETTINGS)

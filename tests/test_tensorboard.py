@@ -1,5 +1,6 @@
 """TensorBoard logs of a run: Keras' own callback writes event files into <run>/tensorboard/<phase>/ that
-TensorBoard's own reader reads back with the run's epoch scalars; --no-tensorboard writes none.
+TensorBoard's own reader reads back with the run's epoch scalars. (--no-tensorboard writing none is
+checked on the runs of tests/test_runs_compare.py, which train with it.)
 
 One pretrained run covers both places the callback is attached: the head on cached features
 (training/features.py) and a fine-tuning phase through model.fit (training/loop.py). Kept fast: a
@@ -93,17 +94,3 @@ def test_each_phase_logs_its_epoch_scalars_as_history_csv_has_them(pretrained_ru
         assert "epoch_learning_rate" in train_logs
     # written into the .partial folder, then moved with it: nothing is left beside the run
     assert not list(folder.parent.glob(".*.partial"))
-
-
-def test_no_tensorboard_writes_no_logs_and_records_it(cli, workdir, monkeypatch):
-    monkeypatch.setenv("AGROML_MIN_TOTAL", "12")
-    add_shapes(config.resolve(env_file=None), {"circle": 6, "square": 6}, size=32)
-    (workdir / "tiny.yaml").write_text("run_eagerly: true\nmin_per_class: 4\nbatch_size: 8\n")
-    args = ("train", "--model", "pest", "--weights", "none", "--image-size", "32", "--epochs", "1")
-    result = cli(*args, "--config", "tiny.yaml", "--no-tensorboard", "--json")
-    assert result.exit_code == 0, result.stderr
-    folder = Path(json.loads(result.stdout)["path"])
-    assert (folder / "model.keras").is_file()
-    assert not (folder / "tensorboard").exists()
-    assert not list(folder.rglob("*tfevents*"))
-    assert json.loads((folder / "config.json").read_text())["tensorboard"] is False

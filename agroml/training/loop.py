@@ -227,7 +227,7 @@ def tensorboard_logger(cfg: TrainConfig, workdir: Path, phase: str) -> list[Any]
     leaves none behind. One folder per phase: each phase is its own model.fit, whose epochs count from
     0 again. Epoch scalars only (loss, accuracy, top-3, learning rate): no weight histograms, no graph,
     no profiler (profile_batch=0), which keeps the cost per epoch at an event-file append
-    (benchmarks/tensorboard_cost.py measures it).
+    (benchmarks/bench_tensorboard.py measures it).
     """
     if not cfg.tensorboard:
         return []
