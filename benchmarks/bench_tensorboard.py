@@ -65,7 +65,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1400, help="training images (features) of the head phase")
     parser.add_argument("--epochs", type=int, default=20, help="head epochs")
-    parser.add_argument("--scratch-n", type=int, default=256, help="training images of the scratch phase")
+    parser.add_argument("--scratch-n", type=int, default=256, help="training images of the scratch phase (0: skip it)")
     parser.add_argument("--scratch-epochs", type=int, default=3)
     parser.add_argument("--size", type=int, default=96, help="scratch image size")
     parser.add_argument("--repeat", type=int, default=3)
@@ -84,10 +84,14 @@ def main() -> None:
                 t = time_head(replace(head_cfg, tensorboard=on), args.n, 1280, 5, Path(tmp))
                 results["head"][on].append(t / args.epochs)
                 assert on == (Path(tmp) / "tensorboard").is_dir()
+            if not args.scratch_n:  # --scratch-n 0: the head phase only
+                continue
             with tempfile.TemporaryDirectory() as tmp:
                 t = time_scratch(replace(scratch_cfg, tensorboard=on), args.scratch_n, 5, Path(tmp))
                 results["scratch"][on].append(t / args.scratch_epochs)
     for phase, times in results.items():
+        if not times[True]:
+            continue
         on, off = min(times[True]), min(times[False])
         print(
             f"{phase}: {off:.3f} s/epoch without, {on:.3f} s/epoch with TensorBoard -> "

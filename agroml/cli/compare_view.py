@@ -31,19 +31,33 @@ def _table(title: str, first: str, run_ids: list[str]) -> Table:
     table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left")
     table.add_column(first, no_wrap=True)
     for i, run_id in enumerate(run_ids):
-        table.add_column(run_id + (" (baseline)" if i == 0 else ""), justify="right", no_wrap=True)
+        # run ids are copied into other commands: folded on a narrow terminal, never cut with "…"
+        table.add_column(run_id + (" (baseline)" if i == 0 else ""), justify="right", overflow="fold")
     return table
 
 
-def render_comparison(c: Comparison) -> None:
+def _print(table: Table) -> None:
+    """On a terminal, as wide as it is; piped (a file, CI), as wide as the table needs: nothing folded."""
     console = output.stdout
+    if console.is_terminal:
+        console.print(table)
+        return
+    width = console.width
+    console.width = max(width, console.measure(table, options=console.options.update_width(100_000)).maximum)
+    try:
+        console.print(table)
+    finally:
+        console.width = width
+
+
+def render_comparison(c: Comparison) -> None:
     if c.settings:
         table = _table("settings that differ", "setting", c.run_ids)
         for key, values in c.settings.items():
             table.add_row(key, *(_cell(v) for v in values))
-        console.print(table)
+        _print(table)
     else:
-        console.print("settings: the same (config.json differs only in run id, data and versions)")
+        output.stdout.print("settings: the same (config.json differs only in run id, data and versions)")
     d = c.data
     table = _table("data", "", c.run_ids)
     table.add_row("fingerprint", *(f[:12] if f else "-" for f in d["fingerprints"]))
@@ -56,17 +70,17 @@ def render_comparison(c: Comparison) -> None:
             table.add_row(label, *(str(v) for v in d[key]))
     if "same_test_split" in d:
         table.add_row("same test split", *(_cell(v) for v in d["same_test_split"]))
-    console.print(table)
+    _print(table)
     table = _table("metrics", "", c.run_ids)
     for split, figures in c.metrics.items():
         for name, values in figures.items():
             table.add_row(f"{split} {name}", *(_cell(v) for v in values))
-    console.print(table)
+    _print(table)
     if c.per_class_f1:
         table = _table("test F1 per class", "class", c.run_ids)
         for name, values in c.per_class_f1.items():
             table.add_row(name, *(_cell(v) for v in values))
-        console.print(table)
+        _print(table)
     if c.versions:
         output.hint(
             "package versions differ: "
