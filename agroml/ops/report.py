@@ -267,6 +267,9 @@ def write_report(
     path = Path(out)
     if path.is_dir():
         raise OutputError(f"cannot write {path}: it is a folder", fix="give a file name, e.g. --out report.html")
+    blocker = next((p for p in (path.parent, *path.parent.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:  # before the work, not after it
+        raise OutputError(f"cannot write {path}: {blocker} is not a folder", fix="choose a writable --out file")
     html, sections, warnings, generated = build_report(source, settings, model_types, progress)
     data = html.encode("utf-8")
     try:
