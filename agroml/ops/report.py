@@ -136,10 +136,14 @@ def _season(report: analysis.DistributionReport) -> str:
 def _wrong(wrong: dict[str, Any]) -> str:
     if not wrong.get("answered"):
         return "<p>No feedback yet: nothing to say where the model is wrong.</p>"
-    pairs = h.table(
-        ["predicted", "farmer's answer", "rows"],
-        [[p["predicted"], p["actual"], p["n"]] for p in wrong["most_confused"][:TOP]],
-        left=2,
+    pairs = (
+        h.table(
+            ["predicted", "farmer's answer", "rows"],
+            [[p["predicted"], p["actual"], p["n"]] for p in wrong["most_confused"][:TOP]],
+            left=2,
+        )
+        if wrong["most_confused"]
+        else '<p class="muted">No corrections: farmers confirmed or rejected, none named another class.</p>'
     )
     parts = [
         f"<p>{wrong['answered']} answers: {wrong['confirmed']} confirmed, {wrong['corrected']} corrected, "

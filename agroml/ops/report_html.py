@@ -20,11 +20,12 @@ body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:0;c
 header{background:#0b3d2e;color:#fff;padding:18px 28px}header h1{margin:0 0 4px;font-size:22px}
 header p{margin:0;opacity:.85;font-size:13px}main{max-width:1180px;margin:0 auto;padding:12px 20px 40px}
 nav{font-size:13px;margin:12px 0}nav a{margin-right:12px;color:#0b5d46}
-section{overflow-x:auto;background:#fff;border-radius:8px;box-shadow:0 1px 3px rgba(0,0,0,.12);padding:14px 20px;margin:16px 0}
+section{overflow-x:auto;background:#fff;border-radius:8px;box-shadow:0 1px 3px rgba(0,0,0,.12)}
+section{padding:14px 20px;margin:16px 0}
 h2{font-size:18px;margin:4px 0 10px}h3{font-size:15px;margin:14px 0 6px}
 table{border-collapse:collapse;font-size:12.5px;margin:6px 0 10px}
 th,td{border-bottom:1px solid #e3e7ea;padding:3px 9px;text-align:right;white-space:nowrap}
-th{background:#eef2f4}td.k,th.k{text-align:left}td.k{white-space:normal;overflow-wrap:anywhere;max-width:420px}img{max-width:100%;height:auto;display:block}
+th{background:#eef2f4}td.k,th.k{text-align:left}td.k{white-space:normal;overflow-wrap:break-word;max-width:420px}img{max-width:100%;height:auto;display:block}
 .ok{color:#1a7f37;font-weight:600}.no{color:#b35900;font-weight:600}.muted{color:#667;font-size:12px}
 pre{background:#f6f8fa;padding:10px;overflow:auto;font-size:12px;white-space:pre-wrap;max-height:520px}
 .warn{background:#fff4e0;border-left:4px solid #e08a00;padding:6px 10px;font-size:13px;margin:6px 0}
