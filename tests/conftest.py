@@ -88,3 +88,30 @@ def sleeper():
     yield proc
     proc.kill()
     proc.wait()
+
+
+@pytest.fixture(scope="session")
+def demo_template(tmp_path_factory) -> Path:
+    """The demo's store (all model types, 60 rows each, seed 0), made ONCE per session in a folder of its own.
+
+    Why: drawing the demo's 180 photos takes tens of seconds on a busy CI core; tests that only read
+    rows (stats series, the monitoring page) copy this store (see ``demo_store``) instead.
+    """
+    from agroml.core import config
+    from agroml.demo import rows as demo
+
+    folder = tmp_path_factory.mktemp("demo") / "data"
+    demo.generate(config.resolve({"data_dir": folder}, environ={}, env_file=None), ["pest", "disease", "storage"], 60)
+    return folder / "agroml.db"
+
+
+@pytest.fixture
+def demo_store(workdir: Path, demo_template: Path) -> Path:
+    """The demo's rows in the fresh working directory's store (no photos: for commands that read rows only)."""
+    import sqlite3
+
+    target = workdir / "data" / "agroml.db"
+    target.parent.mkdir()
+    with sqlite3.connect(demo_template) as src, sqlite3.connect(target) as dst:
+        src.backup(dst)  # SQLite's own copy: consistent whatever the journal holds
+    return target

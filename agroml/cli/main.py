@@ -46,6 +46,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "stats",
         "Where and when the rows are: counts by class, crop, region, season or month of the year.",
     ),
+    "report": (
+        "report",
+        "Write the monitoring page: one HTML file with charts and tables, readable offline in any browser.",
+    ),
     "export": ("export", "Write records to one file per model type: `<model>_<scope>_<UTC timestamp>.<ext>`."),
     "pull": ("pull", "Copy rows from Supabase into the local store and their images into the image cache."),
     "train": ("train", "Train a classifier for one model type on the store's confirmed and corrected rows."),
