@@ -24,7 +24,7 @@ from agroml.core.files import utc_stamp
 from agroml.core.progress import ProgressFn, no_progress
 from agroml.core.schema import MODEL_TYPES
 from agroml.lifecycle.gate import compare
-from agroml.lifecycle.journal import JOURNAL, guarded, install, production_lock, recover, stage_copy
+from agroml.lifecycle.journal import JOURNAL, STAGING_PREFIX, guarded, install, production_lock, recover, stage_copy
 from agroml.lifecycle.locating import (
     ARCHIVE,
     PRODUCTION,
@@ -170,7 +170,7 @@ def history(registry: Registry, model_type: str | None = None) -> list[Promotion
     trail agrees with what is in ``production/``)."""
     for kind in [model_type] if model_type else MODEL_TYPES:
         type_dir = registry.models_dir / kind
-        if (type_dir / JOURNAL).is_file():
+        if (type_dir / JOURNAL).is_file() or any(type_dir.glob(f"{STAGING_PREFIX}*")):
             with production_lock(type_dir):
                 guarded("recover", type_dir / PRODUCTION, lambda: recover(registry, type_dir))  # noqa: B023
     return registry.events(model_type)
