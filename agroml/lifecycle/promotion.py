@@ -35,6 +35,7 @@ from agroml.lifecycle.locating import (
     recorded_model_type,
     resolve_run,
 )
+from agroml.lifecycle.publishing import publish as publish_production
 from agroml.lifecycle.registry import PromotionEvent, Registry
 
 __all__ = [
@@ -190,8 +191,6 @@ def _published(
     result: PromotionResult, registry: Registry, settings: Settings, publish: bool, progress: ProgressFn
 ) -> PromotionResult:
     if publish and not result.refused:
-        from agroml.lifecycle.publishing import publish as publish_production
-
         result.published = publish_production(settings, registry, result.model_type, progress=progress).to_dict()
     return result
 

@@ -31,6 +31,7 @@ from agroml.core.config import Settings
 from agroml.core.errors import ConfigError, ModelNotFoundError, SourceError, UnreachableError
 from agroml.core.files import json_text, utc_stamp
 from agroml.core.progress import NoticeFn, ProgressFn, no_notice, no_progress
+from agroml.data.supabase import SupabaseSource
 from agroml.lifecycle.journal import guarded, pause_point, production_lock, recover
 from agroml.lifecycle.locating import PRODUCTION, _read_json, folder_run_id
 from agroml.lifecycle.registry import Registry
@@ -83,8 +84,6 @@ class _Uploader:
     """One bucket's uploads, each retried as agroml retries (storage3 itself never does)."""
 
     def __init__(self, settings: Settings, notice: NoticeFn) -> None:
-        from agroml.data.supabase import SupabaseSource
-
         self.settings = settings
         self.source = SupabaseSource(settings, notice=notice)
         self.bucket = self.source.client.storage.from_(settings.model_bucket)
