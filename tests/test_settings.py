@@ -121,6 +121,10 @@ BAD_NUMBERS: dict[str, tuple[str, ...]] = {
     "AGROML_MIN_TOTAL": ("ten", "-1", "2.5", "nan", "inf"),
     "AGROML_MIN_PER_CLASS": ("x", "-1", "2.5", "nan", "inf"),
     "AGROML_TRAIN_CACHE_MB": ("lots", "-1", "-0.5", "nan", "inf", "-inf", "1e999"),
+    "AGROML_GATE_MIN_F1_GAIN": ("more", "-1.01", "1.5", "nan", "inf", "-inf"),
+    "AGROML_GATE_MAX_ACCURACY_DROP": ("some", "-0.01", "1.01", "nan", "inf"),
+    "AGROML_GATE_MAX_RECALL_DROP": ("some", "-0.1", "2", "nan", "-inf"),
+    "AGROML_GATE_MIN_ROWS": ("few", "0", "-1", "2.5", "nan", "inf"),
 }
 #: Values at the edge of each range that must still be accepted.
 EDGE_NUMBERS = {
@@ -133,6 +137,10 @@ EDGE_NUMBERS = {
     "AGROML_MIN_TOTAL": ("0", 0),
     "AGROML_MIN_PER_CLASS": ("0", 0),
     "AGROML_TRAIN_CACHE_MB": ("0", 0.0),
+    "AGROML_GATE_MIN_F1_GAIN": ("1", 1.0),
+    "AGROML_GATE_MAX_ACCURACY_DROP": ("0", 0.0),
+    "AGROML_GATE_MAX_RECALL_DROP": ("1", 1.0),
+    "AGROML_GATE_MIN_ROWS": ("1", 1),
 }
 BAD_TEXTS: dict[str, tuple[str, ...]] = {
     "AGROML_SOURCE": ("postgres", "Local", "supabase,local"),
@@ -149,6 +157,7 @@ BAD_TEXTS: dict[str, tuple[str, ...]] = {
     "AGROML_IMAGE_BASE_URL": ("example.org", "file:///srv/images", "https://example.org/#x"),
     "AGROML_IMAGE_HOSTS": ("https://cdn.example.org", "cdn.example.org/images", "a.org, user@b.org"),
     "AGROML_IMAGE_BUCKET": ("predictions/pest",),
+    "AGROML_MODEL_BUCKET": ("models/pest",),
 }
 _SETTING_BY_ENV = {s.env[0]: s for s in config.SETTINGS}
 
