@@ -66,6 +66,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "models",
         "Make a run the production model: copied to `models/<type>/production/`, the previous one archived.",
     ),
+    "performance": (
+        "models",
+        "The deployed model's feedback accuracy from farmers, next to its production run's test figures.",
+    ),
+    "serve": ("serve", "Serve the HTTP API (the FastAPI router under /api/model-training) with uvicorn."),
     "doctor": (
         "doctor",
         "Check that this machine is ready: Python, packages, TensorFlow, folders, store, settings, Supabase key.",
