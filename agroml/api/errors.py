@@ -88,13 +88,25 @@ def validation_response(exc: RequestValidationError) -> JSONResponse:
 
 
 class AgromlRoute(APIRoute):
-    """A route whose failures answer ``{"error", "fix"}`` with the status of :data:`STATUS`."""
+    """A route whose failures answer ``{"error", "fix"}`` with the status of :data:`STATUS`.
+
+    ``max_body`` (bytes, set after the route is made): a request that announces a larger body is refused
+    with 413 before the body is read (FastAPI reads a whole upload before the route's code runs).
+    """
+
+    max_body: int | None = None
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
         async def guarded(request: Request) -> Response:
             try:
+                announced = request.headers.get("content-length", "")
+                if self.max_body is not None and announced.isdigit() and int(announced) > self.max_body:
+                    raise TooLarge(
+                        f"the request body is over {self.max_body // (1024 * 1024)} MB",
+                        fix="send a smaller photo (the limit is AGROML_IMAGE_MAX_MB)",
+                    )
                 return await handler(request)
             except AgromlError as exc:
                 return error_response(exc)

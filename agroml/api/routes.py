@@ -100,6 +100,8 @@ class HealthChecks:
 
 
 RUN_EXAMPLE = "20261126T130501Z-mobilenetv2"
+#: Bytes a multipart form adds around the photo (boundaries, headers): allowed on top of the photo limit.
+UPLOAD_OVERHEAD = 64 * 1024
 
 
 def parse_time(name: str, text: str | None) -> datetime | None:
@@ -381,6 +383,10 @@ def make_router(settings: Settings | None = None) -> APIRouter:
     ) -> dict[str, Any]:
         name = Path(image.filename or "upload").name or "upload"
         limit = int(settings.image_max_mb * 1024 * 1024)
+        too_large = TooLarge(
+            f"the upload is over {settings.image_max_mb:g} MB",
+            fix="send a smaller photo (the limit is AGROML_IMAGE_MAX_MB)",
+        )
         with tempfile.TemporaryDirectory(prefix="agroml-predict-") as tmp:
             path = Path(tmp) / name
             with open(path, "wb") as out:
@@ -388,10 +394,7 @@ def make_router(settings: Settings | None = None) -> APIRouter:
                 while chunk := image.file.read(1 << 20):
                     size += len(chunk)
                     if size > limit:
-                        raise TooLarge(
-                            f"the upload is over {settings.image_max_mb:g} MB",
-                            fix="send a smaller photo (the limit is AGROML_IMAGE_MAX_MB)",
-                        )
+                        raise too_large
                     out.write(chunk)
             saved = models.get(settings, model.value)
             result = run_predict(settings, model.value, [str(path)], ref="production", top=top, saved=saved)
@@ -402,6 +405,9 @@ def make_router(settings: Settings | None = None) -> APIRouter:
                 prediction["error"] = prediction["error"].replace(str(path), name)
         return data
 
+    for route in router.routes:  # an upload announced over the limit is refused before it is read
+        if isinstance(route, AgromlRoute) and route.path.endswith("/predict"):
+            route.max_body = int(settings.image_max_mb * 1024 * 1024) + UPLOAD_OVERHEAD
     return router
 
 
