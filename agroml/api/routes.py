@@ -258,6 +258,7 @@ def make_router(settings: Settings | None = None) -> APIRouter:
         dependencies=auth,
         status_code=202,
         summary="Pull, check, train, evaluate, gate and promote (as `agroml retrain`) in a worker process",
+        responses=_example({"error": "retrain is not available in this agroml yet", "fix": "POST /train, ..."}, 501),
     )
     def retrain(body: RetrainBody) -> JSONResponse:
         return JSONResponse(
@@ -292,6 +293,10 @@ def make_router(settings: Settings | None = None) -> APIRouter:
         dependencies=auth,
         summary="A run's curves.png, confusion_matrix.png, MODEL_CARD.md or model.tflite",
         response_class=FileResponse,
+        responses={
+            200: {"description": "the file", "content": {t.split(";")[0]: {} for t in RUN_FILES.values()}},
+            **_example({"error": "run 2026... has no model.tflite", "fix": "model.tflite: trained with tflite"}, 404),
+        },
     )
     def run_file(run_id: str, name: str) -> FileResponse:
         if name not in RUN_FILES:
@@ -327,7 +332,16 @@ def make_router(settings: Settings | None = None) -> APIRouter:
         )
 
     export_doc: dict[int | str, dict[str, Any]] = {
-        200: {"description": "the file, streamed (header X-Agroml-Rows: its row count)"}
+        200: {
+            "description": "the file, streamed as an attachment (header X-Agroml-Rows: its row count)",
+            "content": {
+                "text/csv": {
+                    "example": "id,source,model_type,predicted_label,label,...\n3f2a...,supabase,pest,aphids,..."
+                },
+                "application/x-ndjson": {},
+                "application/vnd.apache.parquet": {},
+            },
+        }
     }
 
     @router.post(
