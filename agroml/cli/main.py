@@ -79,6 +79,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "production",
         "List every promotion, refusal, no-op and rollback: when, which runs, the figures compared, by which command.",
     ),
+    "performance": (
+        "models",
+        "The deployed model's feedback accuracy from farmers, next to its production run's test figures.",
+    ),
+    "serve": ("serve", "Serve the HTTP API (the FastAPI router under /api/model-training) with uvicorn."),
     "doctor": (
         "doctor",
         "Check that this machine is ready: Python, packages, TensorFlow, folders, store, settings, Supabase key.",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from pathlib import Path
 from typing import Annotated, Any
@@ -12,13 +13,25 @@ from rich.table import Table
 
 from agroml.cli import output
 from agroml.cli.compare_view import render_comparison
-from agroml.cli.options import JsonOpt, ModelOpt, ModelType
-from agroml.core import config
+from agroml.cli.options import (
+    JsonOpt,
+    ModelAllOpt,
+    ModelOpt,
+    ModelType,
+    ModelTypeOrAll,
+    SinceOpt,
+    SourceOpt,
+    UntilOpt,
+)
+from agroml.core import config, schema
 from agroml.core.errors import UsageError
 from agroml.core.progress import time_left_text
+from agroml.data.analysis import check_window
+from agroml.data.sources import open_source
 from agroml.lifecycle.comparison import compare_runs
 from agroml.lifecycle.evaluation import EvalResult
 from agroml.lifecycle.evaluation import evaluate as run_evaluation
+from agroml.lifecycle.performance import PerformanceReport, model_performance
 from agroml.lifecycle.predicting import PredictResult
 from agroml.lifecycle.predicting import predict as run_predict
 from agroml.lifecycle.registry import Registry, RunInfo
@@ -58,6 +71,7 @@ def runs(
         list[str] | None,
         typer.Argument(metavar="[RUNS]...", help="With --compare: run ids or run folders, the first is the baseline."),
     ] = None,
+    limit: Annotated[int | None, typer.Option("--limit", "-n", min=1, help="Only the newest N runs.")] = None,
     json_: JsonOpt = False,
 ) -> None:
     """List every training run, newest first: state, time taken, test accuracy and macro F1, folder.
@@ -81,7 +95,7 @@ def runs(
         output.emit(comparison, json_, render_comparison)
         return
     with Registry(_settings().models_dir, create=False) as registry:
-        found = registry.runs(model.value if model else None)
+        found = registry.runs(model.value if model else None)[:limit]
     if not found and not json_:
         output.hint("no runs yet: start one with `agroml train --model pest`")
         return
@@ -289,9 +303,49 @@ def _predictions(result: PredictResult) -> None:
     output.hint(f"model: {result.run_id} ({result.model_path})")
 
 
+def performance(
+    model: ModelAllOpt = ModelTypeOrAll("all"),
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    source: SourceOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """The deployed model's feedback accuracy from farmers, next to its production run's test figures.
+
+    Feedback accuracy = confirmed / (confirmed + corrected + rejected) of the rows the deployed model
+    predicted, overall and per predicted class; test figures come from `models/<type>/production/`.
+
+    Example: agroml performance --model pest --since 2026-01-01
+    """
+
+    since, until = check_window(since, until)
+    settings = config.resolve({"source": source})
+    with contextlib.closing(open_source(settings, output.notice)) as src:
+        report = model_performance(src, settings.models_dir, schema.expand_model_types(model.value), since, until)
+    output.emit(report, json_, _render_performance)
+
+
+def _render_performance(report: PerformanceReport) -> None:
+    table = Table("model", "feedback", "feedback accuracy", "production run", "test accuracy", "test macro F1")
+    for model, block in report.models.items():
+        feedback, prod = block["feedback"], block["production"] or {}
+        test = prod.get("test") or {}
+        answered = feedback["confirmed"] + feedback["corrected"] + feedback["rejected"]
+        table.add_row(
+            model,
+            str(answered),
+            _fmt(feedback["feedback_accuracy"]),
+            prod.get("run_id") or "-",
+            _fmt(test.get("accuracy")),
+            _fmt(test.get("macro_f1")),
+        )
+    output.stdout.print(table)
+
+
 def register(app: typer.Typer) -> None:
     """Add this module's commands to ``app``."""
     app.command("runs")(runs)
     app.command("status")(status)
     app.command("evaluate")(evaluate)
     app.command("predict")(predict)
+    app.command("performance")(performance)

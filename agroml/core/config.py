@@ -86,6 +86,12 @@ def _is_host_list(value: str) -> bool:
     return not any(c in entry.strip() for entry in value.split(",") for c in "/?#@ \t")
 
 
+def _are_origins(value: str) -> bool:
+    """``https://host[:port]`` entries (a browser's Origin header has no path), or ``*``."""
+    entries = [e.strip() for e in value.split(",") if e.strip()]
+    return all(e == "*" or (_is_http_url(e) and urlsplit(e).path in ("", "/")) for e in entries)
+
+
 _SECONDS_ABOVE_0 = _number(0, above=True, unit=" of seconds")
 _COUNT = _whole(0)
 
@@ -275,6 +281,22 @@ SETTINGS: tuple[Setting, ...] = (
         "Storage bucket `agroml publish` uploads the production model to (<type>/<run_id>/, <type>/production.json).",
         rule=Rule("a bucket name without '/'", lambda v: bool(v) and "/" not in v),
     ),
+    Setting(
+        "api_token",
+        ("AGROML_API_TOKEN",),
+        None,
+        "Bearer token every API route but /health requires (`agroml serve`); without it the API refuses "
+        "non-loopback hosts and answers 503.",
+        str,
+        True,
+    ),
+    Setting(
+        "api_cors_origins",
+        ("AGROML_API_CORS_ORIGINS",),
+        "",
+        "Comma-separated origins browsers may call the API from (empty: CORS off).",
+        rule=Rule("comma-separated http(s) origins such as https://admin.example.org", _are_origins),
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -313,6 +335,8 @@ class Settings:
     gate_max_recall_drop: float = 0.10
     gate_min_rows: int = 30
     model_bucket: str = "models"
+    api_token: str | None = None
+    api_cors_origins: str = ""
     #: AGROML_<MODEL>_TABLE / AGROML_<MODEL>_COL_<FIELD> overrides: {model: {"table"|field: name}}.
     schema_overrides: dict[str, dict[str, str]] = field(default_factory=dict)
     origins: dict[str, str] = field(default_factory=dict)

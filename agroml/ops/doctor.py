@@ -497,7 +497,7 @@ def run_checks(settings: Settings, offline: bool = False, problems: Sequence[con
     checks += _guarded("readiness", lambda: check_readiness(settings, counts))
     checks += _guarded("supabase key", lambda: check_supabase_key(settings))
     checks += _guarded("supabase online", lambda: check_online(settings, offline))
-    return _redact(checks, [settings.supabase_key, settings.hash_salt])
+    return _redact(checks, [settings.supabase_key, settings.hash_salt, settings.api_token])
 
 
 def diagnose(

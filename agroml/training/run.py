@@ -81,11 +81,14 @@ def make_run_id(arch: str, now: datetime | None = None) -> str:
     return f"{(now or datetime.now(UTC)).strftime('%Y%m%dT%H%M%SZ')}-{arch}"
 
 
-def train(settings: Settings, cfg: TrainConfig, progress: ProgressFn = no_progress) -> TrainResult:
+def train(
+    settings: Settings, cfg: TrainConfig, progress: ProgressFn = no_progress, run_id: str | None = None
+) -> TrainResult:
     """Train one model as ``cfg`` says and write its run folder (``models/<type>/<run_id>/``).
 
     ``cfg`` is checked first (a UsageError, exit 2, before any data is read); see
     :func:`agroml.training.config.resolve_config` for a config built from flags, a file or an earlier run.
+    ``run_id``: one chosen before the call (the API answers with it before the worker starts); default a new one.
     """
 
     cfg.check()
@@ -97,7 +100,7 @@ def train(settings: Settings, cfg: TrainConfig, progress: ProgressFn = no_progre
     warnings = list(data.warnings)
     if cfg.scratch and cfg.fine_tune_layers:
         warnings.append("--fine-tune-layers ignored with --weights none: the whole network trains from the start")
-    run_id = make_run_id(backbone.name)
+    run_id = run_id or make_run_id(backbone.name)
     cache = pipeline_cache(cfg, data, settings.train_cache_mb)
     if not cache.used and cache.budget_mb > 0 and image_pipeline_trains(cfg):
         warnings.append(cache.reason)

@@ -1,0 +1,51 @@
+"""The worker process of a background job (started by :mod:`agroml.ops.jobs`): ``python -m agroml.ops.worker``.
+
+It reads its order (the job, the settings, the locked file it inherits) as JSON on stdin, runs the
+library call, and records the outcome in the job's file. The lock file stays open (and locked) until
+this process exits: that is what tells the launcher a training of this model type is still alive.
+What the training says (warnings, TensorFlow's chatter, a traceback) goes to the job's log file.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from dataclasses import replace
+from typing import Any
+
+from agroml.core.errors import AgromlError
+from agroml.ops.jobs import FAILED, SUCCEEDED, Job, jobs_dir, record, settings_from_dict
+from agroml.training.config import TrainConfig
+from agroml.training.run import train
+
+
+def run_job(order: dict[str, Any]) -> int:
+    """Run the job in ``order``; returns the exit code (the job's file says what happened)."""
+    job = Job(**order["job"])
+    settings = settings_from_dict(order["settings"])
+    folder = jobs_dir(settings)
+    try:
+        if job.kind != "train":
+            raise AgromlError(f"unknown job kind {job.kind!r}", fix="upgrade agroml on the server")
+        result = train(settings, TrainConfig(**job.config), run_id=job.run_id)
+    except AgromlError as exc:
+        record(folder, replace(job, state=FAILED, error=exc.message, fix=exc.fix))
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except BaseException as exc:  # a crash or a kill: recorded, and the traceback kept in the log
+        traceback.print_exc()
+        record(folder, replace(job, state=FAILED, error=f"{type(exc).__name__}: {exc}"[:500], fix="see " + job.log))
+        return 1
+    record(folder, replace(job, state=SUCCEEDED, warnings=result.warnings))
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return 0
+
+
+def main() -> None:
+    sys.exit(run_job(json.loads(sys.stdin.read())))
+
+
+if __name__ == "__main__":
+    main()
