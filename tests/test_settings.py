@@ -121,6 +121,10 @@ BAD_NUMBERS: dict[str, tuple[str, ...]] = {
     "AGROML_MIN_TOTAL": ("ten", "-1", "2.5", "nan", "inf"),
     "AGROML_MIN_PER_CLASS": ("x", "-1", "2.5", "nan", "inf"),
     "AGROML_TRAIN_CACHE_MB": ("lots", "-1", "-0.5", "nan", "inf", "-inf", "1e999"),
+    "AGROML_ALERT_ON_SUCCESS": ("yes", "2", "-1", "0.5", "nan"),
+    "AGROML_ALERT_MIN_FEEDBACK_ACCURACY": ("high", "-0.1", "1.01", "nan", "inf"),
+    "AGROML_ALERT_FEEDBACK_DAYS": ("week", "0", "-1", "1.5", "nan"),
+    "AGROML_LOG_RETENTION_DAYS": ("forever", "-1", "2.5", "nan", "inf"),
 }
 #: Values at the edge of each range that must still be accepted.
 EDGE_NUMBERS = {
@@ -133,6 +137,10 @@ EDGE_NUMBERS = {
     "AGROML_MIN_TOTAL": ("0", 0),
     "AGROML_MIN_PER_CLASS": ("0", 0),
     "AGROML_TRAIN_CACHE_MB": ("0", 0.0),
+    "AGROML_ALERT_ON_SUCCESS": ("1", 1),
+    "AGROML_ALERT_MIN_FEEDBACK_ACCURACY": ("1", 1.0),
+    "AGROML_ALERT_FEEDBACK_DAYS": ("1", 1),
+    "AGROML_LOG_RETENTION_DAYS": ("0", 0),
 }
 BAD_TEXTS: dict[str, tuple[str, ...]] = {
     "AGROML_SOURCE": ("postgres", "Local", "supabase,local"),
@@ -176,6 +184,22 @@ def test_a_bad_value_is_refused_naming_variable_value_origin_and_range(workdir, 
     with pytest.raises(ConfigError, match=rf"^{env}=.* \(from \.env\) is not valid") as info:
         config.resolve(environ={}, env_file=write_env(workdir / ".env", **{env: value}))
     assert f"change {env} in .env, or remove it" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["hooks.slack.com/services/T0/B0/SECRETTOKEN", "ftp://h/SECRETTOKEN", "https:///SECRETTOKEN", "https://h/a b"],
+)
+def test_a_bad_webhook_is_refused_without_showing_it_whole(value):
+    """The webhook URL is a secret (whoever has it can post to the channel): an error shows its last 4
+    characters at most; a query (Teams' signed URLs) is accepted."""
+    with pytest.raises(ConfigError) as info:
+        config.resolve(environ={"AGROML_ALERT_WEBHOOK": value}, env_file=None)
+    message = str(info.value)
+    assert message.startswith("AGROML_ALERT_WEBHOOK=") and "expected an http(s) URL with a host" in message
+    assert "SECRETTOKEN" not in message and value not in message
+    good = "https://example.webhook.office.com/workflows/x?api-version=1&sig=abc"
+    assert config.resolve(environ={"AGROML_ALERT_WEBHOOK": good}, env_file=None).alert_webhook == good
 
 
 @pytest.mark.parametrize("env", sorted(EDGE_NUMBERS))

@@ -17,6 +17,7 @@ from rich.table import Table
 from agroml.cli import output
 from agroml.cli.options import JsonOpt, MinPerClassOpt, ModelType
 from agroml.core import config
+from agroml.ops.alerts import alert_on_failure
 from agroml.training.backbones import BACKBONES, get_backbone
 from agroml.training.config import (
     PRETRAINED,
@@ -209,6 +210,9 @@ def register(app: typer.Typer) -> None:
         }
         settings = config.resolve()
         cfg = resolve_config(settings, flags, config_file=config_file, like=like)
-        with output.progress(enabled=None if not json_ else False) as progress:
+        with (
+            alert_on_failure(settings, f"agroml train --model {cfg.model_type}", notice=output.warn),
+            output.progress(enabled=None if not json_ else False) as progress,
+        ):
             result = train(settings, cfg, progress=progress)
         output.emit(result, json_, _summary)
