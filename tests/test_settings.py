@@ -24,7 +24,7 @@ def test_defaults_when_nothing_is_set(workdir):
     assert s.db_path == Path("data/agroml.db")
     assert s.image_dir == Path("data/images")
     assert s.page_size == 1000
-    assert s.source == "local"
+    assert s.source == "auto" and s.effective_source == "local"  # no Supabase configured: the local store
     assert s.supabase_key is None and s.key_var is None
     assert all(s.origins[name] == "default" for name in config.settings_fields())
 

@@ -161,6 +161,10 @@ def stats(
     source: SourceOpt = None,
     min_total: MinTotalOpt = None,
     min_per_class: MinPerClassOpt = None,
+    require_ready: Annotated[
+        bool,
+        typer.Option("--require-ready", help="Exit 1 (after the report) when a model type is not ready to train."),
+    ] = False,
     json_: JsonOpt = False,
 ) -> None:
     """Feedback counts, the deployed model's feedback accuracy, trainable rows per class, readiness.
@@ -170,6 +174,8 @@ def stats(
     and per predicted class. Ready = at least --min-total trainable rows and --min-per-class per class.
 
     Example: agroml stats --model pest --since 2025-01-01 --min-total 200
+
+    Example: agroml stats --model pest --require-ready && agroml train --model pest
     """
 
     since, until = check_window(since, until)  # a bad window is the first thing to report
@@ -179,6 +185,8 @@ def stats(
             src, schema.expand_model_types(model.value), since, until, settings.min_total, settings.min_per_class
         )
     output.emit(report, json_, _stats_tables)
+    if require_ready:
+        report.require_ready()
 
 
 def distribution(

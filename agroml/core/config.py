@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from dotenv import dotenv_values
 
 from agroml.core.errors import ConfigError
-from agroml.core.schema import DEFAULT_SPECS, MODEL_TYPES, SOURCES, SPEC_FIELDS
+from agroml.core.schema import AUTO_SOURCE, DEFAULT_SPECS, MODEL_TYPES, SOURCES, SPEC_FIELDS
 
 #: The environment names for the Supabase key, in the order they are tried.
 KEY_VARS: tuple[str, ...] = ("SUPABASE_SERVICE_KEY", "SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_KEY")
@@ -127,8 +127,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "source",
         ("AGROML_SOURCE",),
-        "local",
-        "Where records are read: local (the store) or supabase.",
+        "auto",
+        "Where records are read: local (the store), supabase, or auto (supabase when SUPABASE_URL and a key "
+        "are set, else local); with supabase, train and retrain pull what is new into the store first.",
         rule=_one_of(*SOURCES),
         flag="--source",
     ),
@@ -305,7 +306,7 @@ class Settings:
     image_dir: Path = Path("data/images")
     models_dir: Path = Path("models")
     exports_dir: Path = Path("exports")
-    source: str = "local"
+    source: str = "auto"
     supabase_url: str | None = None
     supabase_key: str | None = None
     page_size: int = 1000
@@ -333,6 +334,13 @@ class Settings:
     origins: dict[str, str] = field(default_factory=dict)
     #: Which environment variable supplied the key (doctor shows the name, never the value).
     key_var: str | None = None
+
+    @property
+    def effective_source(self) -> str:
+        """``local`` or ``supabase``: what ``source`` means here (auto: supabase when a URL and a key are set)."""
+        if self.source == AUTO_SOURCE:
+            return "supabase" if self.supabase_url and self.supabase_key else "local"
+        return self.source
 
     @property
     def allowed_image_hosts(self) -> list[str]:
