@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from agroml.core.config import Settings
 from agroml.core.errors import ModelNotFoundError, OutputError, RunBusyError, UsageError
 from agroml.lifecycle.promotion import PromotionResult, promote, resolve_run
 from agroml.lifecycle.registry import Registry, _proc_start, pid_alive
@@ -196,7 +197,7 @@ def test_promote_copies_then_archives_the_previous_production(registry):
     models = registry.models_dir
     for run_id in ("r1", "r2"):
         registry.start("pest", run_id, "x", {}).finish("succeeded", path=_fake_run(models, run_id))
-    first = promote(registry, "pest", "r1")
+    first = promote(registry, "pest", "r1", settings=Settings())
     prod = models / "pest" / "production"
     assert isinstance(first, PromotionResult) and first.warnings == []
     assert first.to_dict() == {
@@ -206,9 +207,17 @@ def test_promote_copies_then_archives_the_previous_production(registry):
         "source": str(models / "pest" / "r1"),
         "previous_run_id": None,
         "archived_to": None,
+        "promoted": True,
+        "refused": False,
+        "noop": False,
+        "forced": False,
+        "champion_run_id": None,
+        "comparison": None,
+        "reason": "first production model: no gate",
+        "recovered": None,
     }
     assert (prod / "model.keras").read_bytes() == b"model of r1"
-    second = promote(registry, "pest", "r2")
+    second = promote(registry, "pest", "r2", settings=Settings(), force=True)  # no real model: no gate
     assert second.previous_run_id == "r1" and second.archived_to == str(models / "pest" / "archive" / "r1")
     assert (prod / "model.keras").read_bytes() == b"model of r2"
     assert (models / "pest" / "archive" / "r1" / "model.keras").read_bytes() == b"model of r1"
@@ -217,8 +226,9 @@ def test_promote_copies_then_archives_the_previous_production(registry):
     assert registry.production_run_id("pest") == "r2"
     assert [r.run_id for r in registry.runs() if r.production] == ["r2"]
     assert resolve_run(registry, "pest", "production") == prod
-    assert not [p for p in (models / "pest").iterdir() if p.name.startswith(".")]  # no temp folder left
-    promote(registry, "pest", "r1")  # back again: r2 archived, r1 archived twice keeps both copies
+    left = [p.name for p in (models / "pest").iterdir() if p.name.startswith(".")]
+    assert left == [".production.lock"]  # no temporary folder or journal left; the (empty) lock file stays
+    promote(registry, "pest", "r1", settings=Settings(), force=True)  # back again: r2 archived
     assert (models / "pest" / "archive" / "r2").is_dir()
 
 
@@ -226,10 +236,10 @@ def test_failed_promotion_leaves_production_serving(registry, monkeypatch):
     models = registry.models_dir
     for run_id in ("r1", "r2"):
         registry.start("pest", run_id, "x", {}).finish("succeeded", path=_fake_run(models, run_id))
-    promote(registry, "pest", "r1")
+    promote(registry, "pest", "r1", settings=Settings())
     (models / "pest" / "r2" / "weights.h5").symlink_to(models / "missing")  # the copy fails half-way
     with pytest.raises(OutputError, match="cannot promote r2"):
-        promote(registry, "pest", "r2")
+        promote(registry, "pest", "r2", settings=Settings(), force=True)
     assert (models / "pest" / "production" / "model.keras").read_bytes() == b"model of r1"
     assert registry.production_run_id("pest") == "r1"
 

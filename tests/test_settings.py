@@ -125,6 +125,10 @@ BAD_NUMBERS: dict[str, tuple[str, ...]] = {
     "AGROML_ALERT_MIN_FEEDBACK_ACCURACY": ("high", "-0.1", "1.01", "nan", "inf"),
     "AGROML_ALERT_FEEDBACK_DAYS": ("week", "0", "-1", "1.5", "nan"),
     "AGROML_LOG_RETENTION_DAYS": ("forever", "-1", "2.5", "nan", "inf"),
+    "AGROML_GATE_MIN_F1_GAIN": ("more", "-1.01", "1.5", "nan", "inf", "-inf"),
+    "AGROML_GATE_MAX_ACCURACY_DROP": ("some", "-0.01", "1.01", "nan", "inf"),
+    "AGROML_GATE_MAX_RECALL_DROP": ("some", "-0.1", "2", "nan", "-inf"),
+    "AGROML_GATE_MIN_ROWS": ("few", "0", "-1", "2.5", "nan", "inf"),
 }
 #: Values at the edge of each range that must still be accepted.
 EDGE_NUMBERS = {
@@ -141,6 +145,10 @@ EDGE_NUMBERS = {
     "AGROML_ALERT_MIN_FEEDBACK_ACCURACY": ("1", 1.0),
     "AGROML_ALERT_FEEDBACK_DAYS": ("1", 1),
     "AGROML_LOG_RETENTION_DAYS": ("0", 0),
+    "AGROML_GATE_MIN_F1_GAIN": ("1", 1.0),
+    "AGROML_GATE_MAX_ACCURACY_DROP": ("0", 0.0),
+    "AGROML_GATE_MAX_RECALL_DROP": ("1", 1.0),
+    "AGROML_GATE_MIN_ROWS": ("1", 1),
 }
 BAD_TEXTS: dict[str, tuple[str, ...]] = {
     "AGROML_SOURCE": ("postgres", "Local", "supabase,local"),
@@ -157,6 +165,7 @@ BAD_TEXTS: dict[str, tuple[str, ...]] = {
     "AGROML_IMAGE_BASE_URL": ("example.org", "file:///srv/images", "https://example.org/#x"),
     "AGROML_IMAGE_HOSTS": ("https://cdn.example.org", "cdn.example.org/images", "a.org, user@b.org"),
     "AGROML_IMAGE_BUCKET": ("predictions/pest",),
+    "AGROML_MODEL_BUCKET": ("models/pest",),
 }
 _SETTING_BY_ENV = {s.env[0]: s for s in config.SETTINGS}
 

@@ -63,8 +63,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Name the pest, disease or storage condition in photos with a saved model, with probabilities.",
     ),
     "promote": (
-        "models",
+        "production",
         "Make a run the production model: copied to `models/<type>/production/`, the previous one archived.",
+    ),
+    "rollback": ("production", "Put the previous production model back, byte for byte, from `models/<type>/archive/`."),
+    "history": (
+        "production",
+        "List every promotion, refusal, no-op and rollback: when, which runs, the figures compared, by which command.",
     ),
     "doctor": (
         "doctor",
@@ -72,7 +77,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
 }
 #: Commands that load TensorFlow: its start-up lines are kept off the user's terminal while they run.
-LOADS_TENSORFLOW = frozenset({"train", "evaluate", "predict", "doctor"})
+LOADS_TENSORFLOW = frozenset({"train", "evaluate", "predict", "doctor", "promote"})
 MARKUP: Literal["markdown"] = "markdown"
 
 

@@ -1,4 +1,4 @@
-"""Commands: runs, status, evaluate, predict, promote (the life of a trained model after `agroml train`)."""
+"""Commands: runs, status, evaluate, predict (the life of a trained model after `agroml train`)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,6 @@ from agroml.lifecycle.evaluation import EvalResult
 from agroml.lifecycle.evaluation import evaluate as run_evaluation
 from agroml.lifecycle.predicting import PredictResult
 from agroml.lifecycle.predicting import predict as run_predict
-from agroml.lifecycle.promotion import PromotionResult
-from agroml.lifecycle.promotion import promote as promote_run
 from agroml.lifecycle.registry import Registry, RunInfo
 
 RunArg = Annotated[
@@ -268,35 +266,9 @@ def _predictions(result: PredictResult) -> None:
     output.hint(f"model: {result.run_id} ({result.model_path})")
 
 
-def promote(
-    run: Annotated[str, typer.Argument(help="The run id to serve (see `agroml runs`).", show_default=False)],
-    model: ModelOpt = ModelType("pest"),
-    json_: JsonOpt = False,
-) -> None:
-    """Make a run the production model: copied to `models/<type>/production/`, the previous one archived.
-
-    The copy is complete before anything moves, so a failed promotion leaves the old model serving.
-
-    The previous production goes to `models/<type>/archive/<its run id>/`.
-
-    Example: agroml promote 20260301T101500Z-mobilenetv2 --model pest
-    """
-
-    with Registry(_settings().models_dir) as registry:
-        result = promote_run(registry, model.value, run)
-    output.emit(result, json_, _render_promotion)
-
-
-def _render_promotion(result: PromotionResult) -> None:
-    output.stdout.print(f"promoted {result.run_id} to {result.path}", soft_wrap=True)
-    if result.previous_run_id:
-        output.hint(f"previous production {result.previous_run_id} archived to {result.archived_to}")
-
-
 def register(app: typer.Typer) -> None:
     """Add this module's commands to ``app``."""
     app.command("runs")(runs)
     app.command("status")(status)
     app.command("evaluate")(evaluate)
     app.command("predict")(predict)
-    app.command("promote")(promote)

@@ -290,6 +290,46 @@ SETTINGS: tuple[Setting, ...] = (
         int,
         rule=_COUNT,
     ),
+    Setting(
+        "gate_min_f1_gain",
+        ("AGROML_GATE_MIN_F1_GAIN",),
+        0.0,
+        "Promotion gate: the challenger's macro F1 must be at least the production model's plus this "
+        "(0: not worse; 1 refuses every challenger).",
+        float,
+        rule=Rule("a finite number from -1 to 1", lambda v: math.isfinite(v) and -1 <= v <= 1),
+    ),
+    Setting(
+        "gate_max_accuracy_drop",
+        ("AGROML_GATE_MAX_ACCURACY_DROP",),
+        0.01,
+        "Promotion gate: how much lower than the production model's the challenger's accuracy may be.",
+        float,
+        rule=Rule("a finite number from 0 to 1", lambda v: math.isfinite(v) and 0 <= v <= 1),
+    ),
+    Setting(
+        "gate_max_recall_drop",
+        ("AGROML_GATE_MAX_RECALL_DROP",),
+        0.10,
+        "Promotion gate: how much any one class's recall may fall below the production model's.",
+        float,
+        rule=Rule("a finite number from 0 to 1", lambda v: math.isfinite(v) and 0 <= v <= 1),
+    ),
+    Setting(
+        "gate_min_rows",
+        ("AGROML_GATE_MIN_ROWS",),
+        30,
+        "Promotion gate: rows neither model trained on needed to compare them (fewer: refused unless --force).",
+        int,
+        rule=_whole(1),
+    ),
+    Setting(
+        "model_bucket",
+        ("AGROML_MODEL_BUCKET",),
+        "models",
+        "Storage bucket `agroml publish` uploads the production model to (<type>/<run_id>/, <type>/production.json).",
+        rule=Rule("a bucket name without '/'", lambda v: bool(v) and "/" not in v),
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -329,6 +369,11 @@ class Settings:
     alert_feedback_days: int = 30
     log_dir: Path = Path("training_logs")
     log_retention_days: int = 180
+    gate_min_f1_gain: float = 0.0
+    gate_max_accuracy_drop: float = 0.01
+    gate_max_recall_drop: float = 0.10
+    gate_min_rows: int = 30
+    model_bucket: str = "models"
     #: AGROML_<MODEL>_TABLE / AGROML_<MODEL>_COL_<FIELD> overrides: {model: {"table"|field: name}}.
     schema_overrides: dict[str, dict[str, str]] = field(default_factory=dict)
     origins: dict[str, str] = field(default_factory=dict)

@@ -24,10 +24,10 @@ from agroml.core.files import atomic_write, write_json
 from agroml.core.progress import ProgressFn, no_progress
 from agroml.data.store import Store
 from agroml.images.cache import ImageCache
+from agroml.lifecycle.locating import resolve_run
 from agroml.lifecycle.metrics import compute_metrics
 from agroml.lifecycle.plots import confusion_matrix_png
 from agroml.lifecycle.predicting import load_saved_model, predict_files
-from agroml.lifecycle.promotion import resolve_run
 from agroml.lifecycle.registry import Registry
 
 if TYPE_CHECKING:

@@ -22,7 +22,7 @@ from agroml.core.progress import ProgressFn, no_progress
 from agroml.images.cache import ImageCache
 from agroml.images.fetch import fetch_images
 from agroml.images.pixels import load_image
-from agroml.lifecycle.promotion import resolve_run
+from agroml.lifecycle.locating import resolve_run
 from agroml.lifecycle.registry import Registry
 
 if TYPE_CHECKING:
