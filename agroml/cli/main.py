@@ -71,13 +71,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "production",
         "List every promotion, refusal, no-op and rollback: when, which runs, the figures compared, by which command.",
     ),
+    "retrain": (
+        "retrain",
+        "Pull, check, train, gate and promote in one unattended command (for cron / Task Scheduler).",
+    ),
     "doctor": (
         "doctor",
         "Check that this machine is ready: Python, packages, TensorFlow, folders, store, settings, Supabase key.",
     ),
 }
 #: Commands that load TensorFlow: its start-up lines are kept off the user's terminal while they run.
-LOADS_TENSORFLOW = frozenset({"train", "evaluate", "predict", "doctor", "promote"})
+LOADS_TENSORFLOW = frozenset({"train", "evaluate", "predict", "doctor", "promote", "retrain"})
 MARKUP: Literal["markdown"] = "markdown"
 
 
