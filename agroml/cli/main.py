@@ -66,6 +66,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "production",
         "Make a run the production model: copied to `models/<type>/production/`, the previous one archived.",
     ),
+    "publish": (
+        "production",
+        "Upload the production model to Supabase Storage, then point `<type>/production.json` at it.",
+    ),
     "rollback": ("production", "Put the previous production model back, byte for byte, from `models/<type>/archive/`."),
     "history": (
         "production",

@@ -13,6 +13,7 @@ from agroml.core import config
 from agroml.lifecycle.promotion import PromotionResult
 from agroml.lifecycle.promotion import history as promotion_history
 from agroml.lifecycle.promotion import promote as promote_run
+from agroml.lifecycle.publishing import publish as publish_production
 from agroml.lifecycle.registry import PromotionEvent, Registry
 from agroml.lifecycle.rollback import RollbackResult
 from agroml.lifecycle.rollback import rollback as rollback_production
@@ -28,6 +29,10 @@ def promote(
     force: Annotated[
         bool, typer.Option("--force", help="Skip the gate (recorded as forced in `agroml history`).")
     ] = False,
+    publish: Annotated[
+        bool,
+        typer.Option("--publish", help="Then upload the production model to the Storage bucket (`agroml publish`)."),
+    ] = False,
     json_: JsonOpt = False,
 ) -> None:
     """Make a run the production model: copied to `models/<type>/production/`, the previous one archived.
@@ -42,13 +47,17 @@ def promote(
 
     A kill at any point leaves a whole production model; the next command finishes or undoes the step.
 
+    --publish then uploads the production model as `agroml publish` does (not when refused).
+
     Exit codes: 0 promoted (or already production), 1 refused or failed, 2 bad usage.
 
-    Example: agroml promote 20260301T101500Z-mobilenetv2 --model pest
+    Example: agroml promote 20260301T101500Z-mobilenetv2 --model pest --publish
     """
     settings = config.resolve({})
     with Registry(settings.models_dir) as registry, output.progress() as progress:
-        result = promote_run(registry, model.value, run, settings=settings, force=force, progress=progress)
+        result = promote_run(
+            registry, model.value, run, settings=settings, force=force, publish=publish, progress=progress
+        )
     output.emit(result, json_, _render_promotion)
     if result.refused:
         raise typer.Exit(1)
@@ -91,6 +100,36 @@ def _render_promotion(result: PromotionResult) -> None:
         output.stdout.print(f"promoted {result.run_id} to {result.path}{forced}", soft_wrap=True, highlight=False)
         if result.previous_run_id:
             output.hint(f"previous production {result.previous_run_id} archived to {result.archived_to}")
+    if result.published is not None:
+        _render_publish(result.published)
+
+
+def publish(model: ModelOpt = ModelType("pest"), json_: JsonOpt = False) -> None:
+    """Upload the production model to Supabase Storage, then point `<type>/production.json` at it.
+
+    Files (model.keras, model.tflite when made, labels.json, MODEL_CARD.md) go to
+    `<AGROML_MODEL_BUCKET>/<type>/<run id>/`; production.json (run id, each file's sha256 and size,
+    metrics, time) is written last, so a backend polling it never sees a half-uploaded model. After a
+    failure or a kill it still names the model published before: run the command again.
+
+    Needs SUPABASE_URL and the service_role key; the bucket (default `models`) must exist.
+
+    Example: agroml publish --model pest
+    """
+    settings = config.resolve({})
+    with Registry(settings.models_dir) as registry, output.progress() as progress:
+        result = publish_production(settings, registry, model.value, progress=progress, notice=output.notice)
+    output.emit(result, json_, lambda r: _render_publish(r.to_dict()))
+
+
+def _render_publish(published: dict[str, Any]) -> None:
+    size = sum(f["size"] for f in published["files"].values())
+    output.stdout.print(
+        f"published {published['run_id']} ({len(published['files'])} files, {size / 1e6:.1f} MB) to "
+        f"{published['bucket']}/{published['prefix']}/; {published['production_json']} now names it",
+        soft_wrap=True,
+        highlight=False,
+    )
 
 
 def rollback(model: ModelOpt = ModelType("pest"), json_: JsonOpt = False) -> None:
@@ -162,4 +201,5 @@ def register(app: typer.Typer) -> None:
     """Add this module's commands to ``app``."""
     app.command("promote")(promote)
     app.command("rollback")(rollback)
+    app.command("publish")(publish)
     app.command("history")(history)

@@ -39,7 +39,7 @@ from agroml.lifecycle.registry import PromotionEvent, Registry
 
 JOURNAL = ".production-journal.json"
 LOCK = ".production.lock"
-_STAGING_PREFIX = f".{PRODUCTION}."
+STAGING_PREFIX = f".{PRODUCTION}."
 #: Test hook: ``AGROML_TEST_PAUSE=<step>:<seconds>`` sleeps at that step, so a test can SIGKILL the
 #: process exactly there. Unset in real use (costs one environment lookup per step).
 PAUSE_ENV = "AGROML_TEST_PAUSE"
@@ -81,7 +81,7 @@ def stage_copy(type_dir: Path, source: Path, marker: dict[str, Any] | None = Non
     Files are copied as new files (umask permissions, not the source's), so an account that serves
     models can read them; bytes are copied exactly. ``marker`` (if given) is written as PROMOTED.json.
     """
-    tmp = Path(tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=type_dir))
+    tmp = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=type_dir))
     staged = tmp / PRODUCTION
     shutil.copytree(source, staged, copy_function=shutil.copyfile)
     if marker is not None:
@@ -94,9 +94,10 @@ def install(registry: Registry, type_dir: Path, staged: Path, event: PromotionEv
 
     ``event.archived_to`` and ``event.previous_run_id`` are filled in here. Call with the lock held.
     """
+    pause_point("staged")
     production = type_dir / PRODUCTION
     event.event_id = event.event_id or uuid.uuid4().hex
-    if (production / "model.keras").is_file() or production.exists():
+    if production.exists():
         event.previous_run_id = folder_run_id(production)
         event.archived_to = str(free_name(type_dir / ARCHIVE / event.previous_run_id))
     identity = _identity(staged)
@@ -148,7 +149,7 @@ def recover(registry: Registry, type_dir: Path) -> str | None:
             (type_dir / JOURNAL).unlink(missing_ok=True)
             done = f"undid the interrupted {event.event} of {event.run_id} ({event.command}): production unchanged"
     if type_dir.is_dir():
-        for leftover in type_dir.glob(f"{_STAGING_PREFIX}*"):
+        for leftover in type_dir.glob(f"{STAGING_PREFIX}*"):
             if leftover.is_dir():
                 shutil.rmtree(leftover, ignore_errors=True)
     return done

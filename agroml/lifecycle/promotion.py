@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from agroml.core.config import Settings
@@ -24,7 +25,7 @@ from agroml.core.files import utc_stamp
 from agroml.core.progress import ProgressFn, no_progress
 from agroml.core.schema import MODEL_TYPES
 from agroml.lifecycle.gate import compare
-from agroml.lifecycle.journal import JOURNAL, guarded, install, production_lock, recover, stage_copy
+from agroml.lifecycle.journal import JOURNAL, STAGING_PREFIX, guarded, install, production_lock, recover, stage_copy
 from agroml.lifecycle.locating import (
     ARCHIVE,
     PRODUCTION,
@@ -73,6 +74,8 @@ class PromotionResult:
     comparison: dict[str, Any] | None = None
     reason: str | None = None
     recovered: str | None = None
+    #: With ``publish``: what `agroml publish` uploaded (PublishResult.to_dict()); None otherwise.
+    published: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -92,6 +95,7 @@ class PromotionResult:
             "comparison",
             "reason",
             "recovered",
+            "published",
         )
         return {k: getattr(self, k) for k in keys}
 
@@ -105,12 +109,14 @@ def promote(
     force: bool = False,
     command: str = "promote",
     progress: ProgressFn = no_progress,
+    publish: bool = False,
 ) -> PromotionResult:
     """Make run ``ref`` the production ``model_type`` model if the gate lets it (or ``force``).
 
     Returns the outcome (promoted, refused or no-op), each recorded in the registry with ``command``
     (the command line that asked: promote, retrain...). A failed copy or rename raises OutputError and
-    leaves the old production serving.
+    leaves the old production serving. With ``publish``, the production model (the new one, or the
+    same one after a no-op) is then uploaded (agroml.lifecycle.publishing); a refused run publishes nothing.
     """
     if ref == PRODUCTION:
         raise UsageError("`production` is already promoted: give a run id (see `agroml runs`)")
@@ -128,40 +134,65 @@ def promote(
     result = PromotionResult(model_type, run_id, str(production), str(source), None, None, forced=force)
     result.warnings = warnings
     with production_lock(type_dir):
-        result.recovered = guarded("recover", production, lambda: recover(registry, type_dir))
-        champion = folder_run_id(production) if (production / "model.keras").is_file() else None
-        event.champion_run_id = result.champion_run_id = champion
-        if champion == run_id:
-            result.promoted, result.noop = False, True
-            result.reason = f"{run_id} is already the production {model_type} model: nothing to do"
-            event.event, event.reason, event.forced = "noop", result.reason, False
-            result.forced = False
+        _decide_and_install(registry, settings, result, event, force, progress)
+    return _published(result, registry, settings, publish, progress)
+
+
+def _decide_and_install(
+    registry: Registry,
+    settings: Settings,
+    result: PromotionResult,
+    event: PromotionEvent,
+    force: bool,
+    progress: ProgressFn,
+) -> None:
+    """Under the lock: no-op, gate (refuse), or install; ``result`` and ``event`` are filled in."""
+    model_type, run_id, source = result.model_type, result.run_id, Path(result.source)
+    type_dir = registry.models_dir / model_type
+    production = type_dir / PRODUCTION
+    result.recovered = guarded("recover", production, lambda: recover(registry, type_dir))
+    champion = folder_run_id(production) if (production / "model.keras").is_file() else None
+    event.champion_run_id = result.champion_run_id = champion
+    if champion == run_id:
+        result.promoted, result.noop = False, True
+        result.reason = f"{run_id} is already the production {model_type} model: nothing to do"
+        event.event, event.reason, event.forced = "noop", result.reason, False
+        result.forced = False
+        registry.record_event(event)
+        return
+    if champion is not None and not force:
+        comparison = compare(settings, model_type, source, production, progress=progress)
+        event.comparison = result.comparison = comparison.to_dict()
+        result.warnings += comparison.warnings
+        if not comparison.passed:
+            result.promoted, result.refused = False, True
+            result.reason = "refused by the gate: " + "; ".join(comparison.failed)
+            event.event, event.reason = "refused", result.reason
             registry.record_event(event)
-            return result
-        if champion is not None and not force:
-            comparison = compare(settings, model_type, source, production, progress=progress)
-            event.comparison = result.comparison = comparison.to_dict()
-            result.warnings += comparison.warnings
-            if not comparison.passed:
-                result.promoted, result.refused = False, True
-                result.reason = "refused by the gate: " + "; ".join(comparison.failed)
-                event.event, event.reason = "refused", result.reason
-                registry.record_event(event)
-                return result
-        if champion is None:
-            event.reason = "first production model: no gate"
-        elif force:
-            event.reason = "forced: gate skipped"
-        result.reason = event.reason
-        marker = {
-            "run_id": run_id,
-            "model_type": model_type,
-            "promoted_at": utc_stamp(time.time()),
-            "source": str(source),
-        }
-        staged = guarded(f"promote {run_id}", production, lambda: stage_copy(type_dir, source, marker))
-        guarded(f"promote {run_id}", production, lambda: install(registry, type_dir, staged, event))
+            return
+    if champion is None:
+        event.reason = "first production model: no gate"
+    elif force:
+        event.reason = "forced: gate skipped"
+    result.reason = event.reason
+    marker = {
+        "run_id": run_id,
+        "model_type": model_type,
+        "promoted_at": utc_stamp(time.time()),
+        "source": str(source),
+    }
+    staged = guarded(f"promote {run_id}", production, lambda: stage_copy(type_dir, source, marker))
+    guarded(f"promote {run_id}", production, lambda: install(registry, type_dir, staged, event))
     result.previous_run_id, result.archived_to = event.previous_run_id, event.archived_to
+
+
+def _published(
+    result: PromotionResult, registry: Registry, settings: Settings, publish: bool, progress: ProgressFn
+) -> PromotionResult:
+    if publish and not result.refused:
+        from agroml.lifecycle.publishing import publish as publish_production
+
+        result.published = publish_production(settings, registry, result.model_type, progress=progress).to_dict()
     return result
 
 
@@ -170,7 +201,7 @@ def history(registry: Registry, model_type: str | None = None) -> list[Promotion
     trail agrees with what is in ``production/``)."""
     for kind in [model_type] if model_type else MODEL_TYPES:
         type_dir = registry.models_dir / kind
-        if (type_dir / JOURNAL).is_file():
+        if (type_dir / JOURNAL).is_file() or any(type_dir.glob(f"{STAGING_PREFIX}*")):
             with production_lock(type_dir):
                 guarded("recover", type_dir / PRODUCTION, lambda: recover(registry, type_dir))  # noqa: B023
     return registry.events(model_type)
