@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ import pytest
 from agroml.core.config import Settings
 from agroml.core.errors import ModelNotFoundError, OutputError, RunBusyError, UsageError
 from agroml.lifecycle.promotion import PromotionResult, promote, resolve_run
-from agroml.lifecycle.registry import Registry, pid_alive
+from agroml.lifecycle.registry import Registry, _proc_start, pid_alive
 
 
 @pytest.fixture
@@ -76,6 +77,19 @@ def test_killed_but_unreaped_process_counts_as_dead(registry):
         assert registry.get("zombie").state == "interrupted"
     finally:
         proc.wait()
+
+
+def test_a_reused_pid_is_told_from_the_process_that_registered(registry, sleeper):
+    """psutil's creation time: the same pid with another start time is another process (pid reuse);
+    a start time in clock ticks (registries written before psutil) is not compared."""
+    started = _proc_start(sleeper.pid)
+    assert started is not None and abs(started / 1000 - time.time()) < 3600
+    assert pid_alive(sleeper.pid, started)
+    assert not pid_alive(sleeper.pid, started - 60_000)  # a process created a minute earlier with this pid
+    assert pid_alive(sleeper.pid, 12_345)  # old clock-tick value: only the pid is checked
+    registry.start("pest", "recycled", "mobilenetv2", {}, pid=sleeper.pid)
+    registry.con.execute("UPDATE runs SET pid_start = pid_start - 60000 WHERE run_id = 'recycled'")
+    assert registry.status() == [] and registry.get("recycled").state == "interrupted"
 
 
 def test_run_on_another_host_blocks_until_stale(tmp_path):

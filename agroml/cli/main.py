@@ -84,13 +84,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "The deployed model's feedback accuracy from farmers, next to its production run's test figures.",
     ),
     "serve": ("serve", "Serve the HTTP API (the FastAPI router under /api/model-training) with uvicorn."),
+    "retrain": (
+        "retrain",
+        "Pull, check, train, gate and promote in one unattended command (for cron / Task Scheduler).",
+    ),
     "doctor": (
         "doctor",
         "Check that this machine is ready: Python, packages, TensorFlow, folders, store, settings, Supabase key.",
     ),
 }
 #: Commands that load TensorFlow: its start-up lines are kept off the user's terminal while they run.
-LOADS_TENSORFLOW = frozenset({"train", "evaluate", "predict", "doctor", "promote"})
+LOADS_TENSORFLOW = frozenset({"train", "evaluate", "predict", "doctor", "promote", "retrain"})
 MARKUP: Literal["markdown"] = "markdown"
 
 

@@ -176,6 +176,10 @@ def stats(
     by: PeriodOpt = None,
     plot: PlotOpt = None,
     timezone: TimezoneOpt = None,
+    require_ready: Annotated[
+        bool,
+        typer.Option("--require-ready", help="Exit 1 (after the report) when a model type is not ready to train."),
+    ] = False,
     json_: JsonOpt = False,
 ) -> None:
     """Feedback counts, the deployed model's feedback accuracy, trainable rows per class, readiness.
@@ -192,6 +196,7 @@ def stats(
     Example: agroml stats --model pest --since 2025-01-01 --min-total 200
 
     Example: agroml stats --by month --plot feedback.png
+    Example: agroml stats --model pest --require-ready && agroml train --model pest
     """
 
     since, until = check_window(since, until)  # a bad window is the first thing to report
@@ -212,6 +217,8 @@ def stats(
             return
         report = analysis.stats_report(src, models, since, until, settings.min_total, settings.min_per_class)
     output.emit(report, json_, _stats_tables)
+    if require_ready:
+        report.require_ready()
 
 
 def distribution(

@@ -15,8 +15,10 @@ import typer
 from rich.table import Table
 
 from agroml.cli import output
-from agroml.cli.options import JsonOpt, MinPerClassOpt, ModelType
+from agroml.cli.options import JsonOpt, MinPerClassOpt, ModelType, SourceOpt
 from agroml.core import config
+from agroml.ops.alerts import alert_on_failure
+from agroml.ops.snapshot import train_fresh
 from agroml.training.backbones import BACKBONES, get_backbone
 from agroml.training.config import (
     PRETRAINED,
@@ -26,7 +28,6 @@ from agroml.training.config import (
     field_names,
     resolve_config,
 )
-from agroml.training.run import train
 
 if TYPE_CHECKING:
     from agroml.training.run import TrainResult
@@ -195,6 +196,7 @@ def register(app: typer.Typer) -> None:
             str | None,
             typer.Option("--like", metavar="RUN_ID", help="Train with that run's config.json; flags win over it."),
         ] = None,
+        source: SourceOpt = None,
         json_: JsonOpt = False,
     ) -> None:
         """Train a classifier for one model type on the store's confirmed and corrected rows.
@@ -204,7 +206,9 @@ def register(app: typer.Typer) -> None:
         (takes raw RGB pixels), labels.json, config.json (the whole resolved config), split.json,
         metrics.json, history.csv, plots and MODEL_CARD.md. One training per model type at a time.
         Defaults come from the preset of --weights (pretrained, or none: from scratch); --config FILE or
-        --like RUN_ID replaces them, and flags win over both.
+        --like RUN_ID replaces them, and flags win over both. With Supabase as the source (AGROML_SOURCE
+        auto and a project configured, or supabase) it first pulls what is new into the store;
+        --source local trains offline on what the store has.
 
         Example: agroml train --model pest --weights none --image-size 96
 
@@ -215,8 +219,11 @@ def register(app: typer.Typer) -> None:
         flags = {
             k: v.value if isinstance(v, Enum) else v for k, v in ctx.params.items() if k in names and v is not None
         }
-        settings = config.resolve()
+        settings = config.resolve({"source": source.value if source is not None else None})
         cfg = resolve_config(settings, flags, config_file=config_file, like=like)
-        with output.progress(enabled=None if not json_ else False) as progress:
-            result = train(settings, cfg, progress=progress)
+        with (
+            alert_on_failure(settings, f"agroml train --model {cfg.model_type}", notice=output.warn),
+            output.progress(enabled=None if not json_ else False) as progress,
+        ):
+            result = train_fresh(settings, cfg, progress=progress, notice=output.notice)
         output.emit(result, json_, _summary)

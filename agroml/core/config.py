@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from dotenv import dotenv_values
 
 from agroml.core.errors import ConfigError
-from agroml.core.schema import DEFAULT_SPECS, MODEL_TYPES, SOURCES, SPEC_FIELDS
+from agroml.core.schema import AUTO_SOURCE, DEFAULT_SPECS, MODEL_TYPES, SOURCES, SPEC_FIELDS
 
 #: The environment names for the Supabase key, in the order they are tried.
 KEY_VARS: tuple[str, ...] = ("SUPABASE_SERVICE_KEY", "SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_KEY")
@@ -96,6 +96,16 @@ _SECONDS_ABOVE_0 = _number(0, above=True, unit=" of seconds")
 _COUNT = _whole(0)
 
 
+def _is_webhook_url(value: str) -> bool:
+    """http(s) with a host and no blanks; a query is allowed (Teams' workflow URLs carry their signature in it)."""
+    try:
+        parts = urlsplit(value)
+        _ = parts.port
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and not any(c.isspace() for c in value)
+
+
 @dataclass(frozen=True)
 class Setting:
     """One documented setting: its attribute, environment name(s), default, meaning and valid values.
@@ -123,8 +133,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "source",
         ("AGROML_SOURCE",),
-        "local",
-        "Where records are read: local (the store) or supabase.",
+        "auto",
+        "Where records are read: local (the store), supabase, or auto (supabase when SUPABASE_URL and a key "
+        "are set, else local); with supabase, train and retrain pull what is new into the store first.",
         rule=_one_of(*SOURCES),
         flag="--source",
     ),
@@ -242,6 +253,50 @@ SETTINGS: tuple[Setting, ...] = (
         rule=_number(0, unit=" of MB"),
     ),
     Setting(
+        "alert_webhook",
+        ("AGROML_ALERT_WEBHOOK",),
+        None,
+        "Slack-compatible incoming-webhook URL (Discord's /slack URL and Teams accept the same) told when a "
+        "train or retrain fails, the gate refuses a model or feedback accuracy falls.",
+        str,
+        True,
+        rule=Rule("an http(s) URL with a host", _is_webhook_url),
+    ),
+    Setting(
+        "alert_on_success",
+        ("AGROML_ALERT_ON_SUCCESS",),
+        0,
+        "1: also send an alert when retrain promotes a model.",
+        int,
+        rule=_whole(0, 1),
+    ),
+    Setting(
+        "alert_min_feedback_accuracy",
+        ("AGROML_ALERT_MIN_FEEDBACK_ACCURACY",),
+        0.7,
+        "Alert when the deployed model's feedback accuracy over the last AGROML_ALERT_FEEDBACK_DAYS days is below "
+        "this (0: never).",
+        float,
+        rule=Rule("a number from 0 to 1", lambda v: math.isfinite(v) and 0 <= v <= 1),
+    ),
+    Setting(
+        "alert_feedback_days",
+        ("AGROML_ALERT_FEEDBACK_DAYS",),
+        30,
+        "Days of feedback the accuracy alert looks at.",
+        int,
+        rule=_whole(1),
+    ),
+    Setting("log_dir", ("AGROML_LOG_DIR",), "training_logs", "Where `agroml retrain` writes its log files.", Path),
+    Setting(
+        "log_retention_days",
+        ("AGROML_LOG_RETENTION_DAYS",),
+        180,
+        "Retrain logs older than this many days are removed (0: keep every log).",
+        int,
+        rule=_COUNT,
+    ),
+    Setting(
         "gate_min_f1_gain",
         ("AGROML_GATE_MIN_F1_GAIN",),
         0.0,
@@ -313,7 +368,7 @@ class Settings:
     image_dir: Path = Path("data/images")
     models_dir: Path = Path("models")
     exports_dir: Path = Path("exports")
-    source: str = "local"
+    source: str = "auto"
     supabase_url: str | None = None
     supabase_key: str | None = None
     page_size: int = 1000
@@ -330,6 +385,12 @@ class Settings:
     min_total: int = 100
     min_per_class: int = 10
     train_cache_mb: float = 1024.0
+    alert_webhook: str | None = None
+    alert_on_success: int = 0
+    alert_min_feedback_accuracy: float = 0.7
+    alert_feedback_days: int = 30
+    log_dir: Path = Path("training_logs")
+    log_retention_days: int = 180
     gate_min_f1_gain: float = 0.0
     gate_max_accuracy_drop: float = 0.01
     gate_max_recall_drop: float = 0.10
@@ -342,6 +403,13 @@ class Settings:
     origins: dict[str, str] = field(default_factory=dict)
     #: Which environment variable supplied the key (doctor shows the name, never the value).
     key_var: str | None = None
+
+    @property
+    def effective_source(self) -> str:
+        """``local`` or ``supabase``: what ``source`` means here (auto: supabase when a URL and a key are set)."""
+        if self.source == AUTO_SOURCE:
+            return "supabase" if self.supabase_url and self.supabase_key else "local"
+        return self.source
 
     @property
     def allowed_image_hosts(self) -> list[str]:
@@ -395,7 +463,8 @@ class SettingError(ConfigError):
         valid = setting.rule.describe if setting.rule else f"a {_KINDS.get(setting.kind, setting.kind.__name__)}"
         default = "" if setting.default in (None, "") else f" to use the default {setting.default}"
         super().__init__(
-            f"{name}={raw!r} (from {origin}) is not valid: expected {valid}",
+            f"{name}={mask_secret(str(raw)) if setting.secret else repr(raw)} (from {origin}) is not valid: "
+            f"expected {valid}",
             fix=_ORIGIN_FIX.get(origin, _ORIGIN_FIX["env"]).format(name=name, default=default),
         )
         self.setting, self.env, self.value, self.origin = setting, name, raw, origin

@@ -31,7 +31,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import pandas as pd
 
 from agroml.core import schema
-from agroml.core.errors import ConfigError, NoDataError, UsageError
+from agroml.core.errors import ConfigError, NoDataError, NotEnoughDataError, UsageError
 from agroml.data import confusion
 from agroml.data import records as rec
 from agroml.data.sources import RecordSource
@@ -73,6 +73,16 @@ class StatsReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def require_ready(self) -> None:
+        """NotEnoughDataError naming each model type that is not ready and why (``stats --require-ready``)."""
+        short = [
+            f"{m}: {readiness_verdict(block['ready'])}" for m, block in self.models.items() if not block["ready"]["ok"]
+        ]
+        if short:
+            raise NotEnoughDataError(
+                "; ".join(short), fix="`agroml pull` or wait for more feedback, or lower --min-total / --min-per-class"
+            )
 
 
 @dataclass

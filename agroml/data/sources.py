@@ -95,9 +95,9 @@ class LocalSource:
 
 
 def open_source(settings: Settings, notice: NoticeFn = no_notice) -> RecordSource:
-    """The source ``settings.source`` names (flag --source > AGROML_SOURCE > local); ``notice`` hears of
-    every retry a remote source makes."""
-    if settings.source == "supabase":
+    """The source ``settings.source`` names (flag --source > AGROML_SOURCE > auto: Supabase when configured,
+    else the local store); ``notice`` hears of every retry a remote source makes."""
+    if settings.effective_source == "supabase":
         return SupabaseSource(settings, notice)
     return LocalSource(settings)
 

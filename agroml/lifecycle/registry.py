@@ -93,34 +93,49 @@ def _dumps(value: Any) -> str | None:
 
 
 # --- process liveness ----------------------------------------------------------------------------
+#: Two readings of one process's creation time may differ by float rounding; a reused pid belongs to a
+#: process created later than that (pids are not handed out again within a second).
+_START_TOLERANCE_MS = 1000
+#: Registries written before psutil stored Linux clock ticks since boot (far below any epoch time in
+#: milliseconds): such a start time cannot be compared, so only the pid is checked for those runs.
+_OLD_TICKS_BELOW = 10**11
+
+
 def _proc_start(pid: int) -> int | None:
-    """The process's start time in clock ticks (Linux /proc), or None where unknown: tells a reused pid."""
+    """The process's creation time (milliseconds since the epoch), or None where unknown: tells a reused pid.
+
+    Why psutil: it reads the creation time on Linux, macOS and Windows alike, where parsing /proc worked
+    on Linux only.
+    """
+    import psutil
+
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        return round(psutil.Process(pid).create_time() * 1000)
+    except (psutil.Error, OSError, ValueError):
         return None
-    fields_ = stat[stat.rfind(")") + 2 :].split()
-    return int(fields_[19]) if len(fields_) > 19 else None
 
 
 def pid_alive(pid: int | None, pid_start: int | None = None) -> bool:
-    """Whether ``pid`` is a live (not zombie) process on this host, and the same process if ``pid_start`` is known."""
+    """Whether ``pid`` is a live (not zombie) process on this host, and the same process if ``pid_start`` is known.
+
+    Why psutil and not ``os.kill(pid, 0)``: on Windows that call does not probe, it sends CTRL_C_EVENT.
+    """
+    import psutil
+
     if not pid or pid <= 0:
         return False
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        proc = psutil.Process(pid)
+        if proc.status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):  # killed, not yet reaped: never reports
+            return False
+        started = round(proc.create_time() * 1000)
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:  # exists, owned by someone else
+    except (psutil.AccessDenied, OSError):  # exists, owned by someone else
         return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True  # no /proc (macOS): the signal check is all we have
-    state = stat[stat.rfind(")") + 2 :].split()[0]
-    if state in ("Z", "X"):  # killed but not yet reaped: it will never report again
-        return False
-    return pid_start is None or _proc_start(pid) == pid_start
+    if pid_start is None or pid_start < _OLD_TICKS_BELOW:
+        return True
+    return abs(started - pid_start) <= _START_TOLERANCE_MS
 
 
 # --- records ---------------------------------------------------------------------------------------

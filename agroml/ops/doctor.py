@@ -335,7 +335,7 @@ def check_supabase_key(settings: Settings) -> Check:
     name, key = "supabase key", settings.supabase_key
     var = settings.key_var or "SUPABASE_SERVICE_KEY"
     if not key:
-        if settings.source == "supabase":
+        if settings.source == "supabase":  # auto without a key is simply local
             return Check(
                 name,
                 WARN,
