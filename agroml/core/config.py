@@ -235,6 +235,15 @@ SETTINGS: tuple[Setting, ...] = (
         float,
         rule=_number(0, unit=" of MB"),
     ),
+    Setting(
+        "feature_store_mb",
+        ("AGROML_FEATURE_STORE_MB",),
+        2048.0,
+        "MB of base-network features kept in <data_dir>/features/ so a retrain computes only new images' "
+        "(least recently used removed past it; 0: off, as `train --no-feature-store`).",
+        float,
+        rule=_number(0, unit=" of MB"),
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -268,6 +277,7 @@ class Settings:
     min_total: int = 100
     min_per_class: int = 10
     train_cache_mb: float = 1024.0
+    feature_store_mb: float = 2048.0
     #: AGROML_<MODEL>_TABLE / AGROML_<MODEL>_COL_<FIELD> overrides: {model: {"table"|field: name}}.
     schema_overrides: dict[str, dict[str, str]] = field(default_factory=dict)
     origins: dict[str, str] = field(default_factory=dict)
