@@ -121,6 +121,7 @@ BAD_NUMBERS: dict[str, tuple[str, ...]] = {
     "AGROML_MIN_TOTAL": ("ten", "-1", "2.5", "nan", "inf"),
     "AGROML_MIN_PER_CLASS": ("x", "-1", "2.5", "nan", "inf"),
     "AGROML_TRAIN_CACHE_MB": ("lots", "-1", "-0.5", "nan", "inf", "-inf", "1e999"),
+    "AGROML_FEATURE_STORE_MB": ("lots", "-1", "-0.5", "nan", "inf", "-inf", "1e999"),
 }
 #: Values at the edge of each range that must still be accepted.
 EDGE_NUMBERS = {
@@ -133,6 +134,7 @@ EDGE_NUMBERS = {
     "AGROML_MIN_TOTAL": ("0", 0),
     "AGROML_MIN_PER_CLASS": ("0", 0),
     "AGROML_TRAIN_CACHE_MB": ("0", 0.0),
+    "AGROML_FEATURE_STORE_MB": ("0", 0.0),
 }
 BAD_TEXTS: dict[str, tuple[str, ...]] = {
     "AGROML_SOURCE": ("postgres", "Local", "supabase,local"),
