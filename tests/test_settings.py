@@ -129,6 +129,7 @@ BAD_NUMBERS: dict[str, tuple[str, ...]] = {
     "AGROML_GATE_MAX_ACCURACY_DROP": ("some", "-0.01", "1.01", "nan", "inf"),
     "AGROML_GATE_MAX_RECALL_DROP": ("some", "-0.1", "2", "nan", "-inf"),
     "AGROML_GATE_MIN_ROWS": ("few", "0", "-1", "2.5", "nan", "inf"),
+    "AGROML_FEATURE_STORE_MB": ("lots", "-1", "-0.5", "nan", "inf", "-inf", "1e999"),
 }
 #: Values at the edge of each range that must still be accepted.
 EDGE_NUMBERS = {
@@ -149,6 +150,7 @@ EDGE_NUMBERS = {
     "AGROML_GATE_MAX_ACCURACY_DROP": ("0", 0.0),
     "AGROML_GATE_MAX_RECALL_DROP": ("1", 1.0),
     "AGROML_GATE_MIN_ROWS": ("1", 1),
+    "AGROML_FEATURE_STORE_MB": ("0", 0.0),
 }
 BAD_TEXTS: dict[str, tuple[str, ...]] = {
     "AGROML_SOURCE": ("postgres", "Local", "supabase,local"),

@@ -207,10 +207,13 @@ def test_train_json_and_a_label_map_that_survives_a_new_class(cli, workdir, monk
     assert set(out["metrics"]["test"]) == set(saved["test"]) and out["metrics"]["test"] == saved["test"]
 
     add_shapes(settings, {"triangle": 8}, start=100, size=32, colors=COLORS)
-    second = cli(*args, "--tflite", "float16")
+    second = cli(*args, "--tflite", "float16", "--no-feature-store")
     assert second.exit_code == 0, second.stderr
     out2 = json.loads(second.stdout)
     folder2 = Path(out2["path"])
+    stores = [json.loads((f / "config.json").read_text())["feature_store"] for f in (folder, folder2)]
+    assert stores[0]["enabled"] and stores[0]["computed"] > 0 and stores[0]["hits"] == 0
+    assert stores[1] == {"enabled": False, "reason": "AGROML_FEATURE_STORE_MB=0 or --no-feature-store"}
     assert out2["tflite"]["mode"] == "float16" and out2["tflite"]["top1_agreement"] >= 0.99
     assert (folder2 / "model.tflite").stat().st_size == out2["tflite"]["size_bytes"]
     assert json.loads((folder / "labels.json").read_text()) == ["circle", "square"]

@@ -83,6 +83,9 @@ def _summary(result: TrainResult) -> None:
             f"{t['top1_agreement']:.3f}, p50 {t['latency_ms_p50']:.1f} ms",
             highlight=False,
         )
+    store = result.config.get("feature_store") or {}
+    if store.get("enabled"):
+        output.hint(f"feature store: {store['hits']} image views reused, {store['computed']} computed")
     output.hint(
         f"next: agroml evaluate {result.run_id} --model {result.model_type}   "
         f"then: agroml promote {result.run_id} --model {result.model_type}"
@@ -197,6 +200,14 @@ def register(app: typer.Typer) -> None:
             typer.Option("--like", metavar="RUN_ID", help="Train with that run's config.json; flags win over it."),
         ] = None,
         source: SourceOpt = None,
+        no_feature_store: Annotated[
+            bool,
+            typer.Option(
+                "--no-feature-store",
+                help="Compute every image's base features again instead of reusing stored ones "
+                "(AGROML_FEATURE_STORE_MB=0 does the same).",
+            ),
+        ] = False,
         json_: JsonOpt = False,
     ) -> None:
         """Train a classifier for one model type on the store's confirmed and corrected rows.
@@ -219,7 +230,10 @@ def register(app: typer.Typer) -> None:
         flags = {
             k: v.value if isinstance(v, Enum) else v for k, v in ctx.params.items() if k in names and v is not None
         }
-        settings = config.resolve({"source": source.value if source is not None else None})
+        overrides: dict[str, object] = {"source": source.value if source is not None else None}
+        if no_feature_store:
+            overrides["feature_store_mb"] = 0
+        settings = config.resolve(overrides)
         cfg = resolve_config(settings, flags, config_file=config_file, like=like)
         with (
             alert_on_failure(settings, f"agroml train --model {cfg.model_type}", notice=output.warn),

@@ -352,6 +352,15 @@ SETTINGS: tuple[Setting, ...] = (
         "Comma-separated origins browsers may call the API from (empty: CORS off).",
         rule=Rule("comma-separated http(s) origins such as https://admin.example.org", _are_origins),
     ),
+    Setting(
+        "feature_store_mb",
+        ("AGROML_FEATURE_STORE_MB",),
+        2048.0,
+        "MB of base-network features kept in <data_dir>/features/ so a retrain computes only new images' "
+        "(least recently used removed past it; 0: off, as `train --no-feature-store`).",
+        float,
+        rule=_number(0, unit=" of MB"),
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -398,6 +407,7 @@ class Settings:
     model_bucket: str = "models"
     api_token: str | None = None
     api_cors_origins: str = ""
+    feature_store_mb: float = 2048.0
     #: AGROML_<MODEL>_TABLE / AGROML_<MODEL>_COL_<FIELD> overrides: {model: {"table"|field: name}}.
     schema_overrides: dict[str, dict[str, str]] = field(default_factory=dict)
     origins: dict[str, str] = field(default_factory=dict)

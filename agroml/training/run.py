@@ -26,7 +26,7 @@ from agroml.images.pixels import load_image_array
 from agroml.lifecycle import plots, tracking
 from agroml.lifecycle.metrics import compute_metrics
 from agroml.lifecycle.registry import Registry
-from agroml.training import features, outputs
+from agroml.training import feature_store, features, outputs
 from agroml.training.backbones import Backbone, build_base, get_backbone
 from agroml.training.config import TrainConfig
 from agroml.training.data import CachePlan, TrainingData, load_training_data, make_dataset, plan_cache
@@ -119,6 +119,7 @@ def train(
         "versions": outputs.package_versions(),
     }
     type_dir = Path(settings.models_dir) / cfg.model_type
+    store = None
     start = time.time()
     with (
         Registry(settings.models_dir) as registry,
@@ -140,12 +141,16 @@ def train(
                     seconds_left=status.seconds_left,
                 )
 
-            result = _train_into(partial, cfg, backbone, data, config, progress, record, cache.used)
+            store = feature_store.open_store(settings.data_dir, settings.feature_store_mb, cfg.fast and not cfg.scratch)
+            result = _train_into(partial, cfg, backbone, data, config, progress, record, cache.used, store)
             final = type_dir / run_id
             os.replace(partial, final)
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
             raise
+        finally:
+            if store is not None:
+                store.close()
         handle.finish("succeeded", to_jsonable(result["metrics"]), path=final)
     warnings += tracking.log_run(final)  # MLflow, only when MLFLOW_TRACKING_URI is set; a failure is a warning
     return TrainResult(
@@ -187,11 +192,12 @@ def build_and_fit(
     progress: ProgressFn = no_progress,
     on_epoch: EpochFn | None = None,
     cache: bool = False,
+    store: feature_store.FeatureStore | None = None,
 ) -> tuple[Any, list[dict]]:
     """Build the network and run the recipe's phases; returns (the trained model, history rows).
 
     ``cache``: the train and val pipelines keep decoded images in memory after the first epoch
-    (decide with :func:`pipeline_cache`).
+    (decide with :func:`pipeline_cache`). ``store``: the fast path reads and fills it (feature_store.py).
 
     The model has the best weights of a pretrained phase (EarlyStopping restores them), or from scratch
     the last weights of the schedule (see loop.callbacks for why).
@@ -223,7 +229,9 @@ def build_and_fit(
         return model, rows
     extractor = build_feature_extractor(backbone, base, size)
     if cfg.fast:
-        train_feats, val_feats = features.train_and_val_features(extractor, train_paths, val_paths, cfg, progress)
+        train_feats, val_feats = features.train_and_val_features(
+            extractor, train_paths, val_paths, cfg, progress, store
+        )
         stats = features.feature_stats(train_feats[0])
     else:  # one pass for the head's feature standardization, then every epoch through the whole network
         stats = features.feature_stats(
@@ -304,16 +312,18 @@ def _train_into(
     progress: ProgressFn,
     on_epoch: EpochFn,
     cache: bool,
+    store: feature_store.FeatureStore | None = None,
 ) -> dict[str, Any]:
     """Train and write every output file into ``folder`` (the .partial folder)."""
 
-    trained, rows = build_and_fit(cfg, backbone, data, folder, progress, on_epoch, cache)
+    trained, rows = build_and_fit(cfg, backbone, data, folder, progress, on_epoch, cache, store)
+    config["feature_store"], store_warnings = feature_store.finish(store, cfg.fast and not cfg.scratch)
     model = inference_model(trained)
     for checkpoint in folder.glob("best_*.weights.h5"):  # the best weights are in the model now
         checkpoint.unlink()
     # a fresh optimizer: Adam's moment slots would triple the file (ResNet50: 280 MB instead of 95 MB)
     compile_model(model, cfg.learning_rate, len(data.classes), cfg.run_eagerly)
-    size, warnings = cfg.image_size, []
+    size, warnings = cfg.image_size, list(store_warnings)
     metrics: dict[str, Any] = {}
     for split in ("val", "test"):
         y, probs = predict_split(model, data, split, size, cfg.batch_size)
