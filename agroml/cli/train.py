@@ -19,6 +19,8 @@ from agroml.cli.options import JsonOpt, MinPerClassOpt, ModelType
 from agroml.core import config
 from agroml.training.backbones import BACKBONES, get_backbone
 from agroml.training.config import (
+    AUTO,
+    AUTO_FIELDS,
     PRETRAINED,
     SCRATCH,
     TFLITE_MODES,
@@ -38,6 +40,8 @@ def _default(name: str) -> str:
     pretrained, scratch = getattr(PRETRAINED, name), getattr(SCRATCH, name)
     if pretrained == scratch:
         return f"[default: {pretrained}]"
+    if name in AUTO_FIELDS and scratch == AUTO:
+        return f"[default: {pretrained}; scaled to the data with --weights none]"
     return f"[default: {pretrained}; {scratch} with --weights none]"
 
 
