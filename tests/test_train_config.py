@@ -56,7 +56,8 @@ def test_the_presets_hold_todays_defaults_and_scratch_differs_only_where_it_must
 
 def test_for_weights_picks_the_preset_and_applies_overrides(tmp_path):
     scratch = TrainConfig.for_weights("None", model_type="pest", epochs=3)
-    assert scratch.scratch and scratch.epochs == 3 and scratch.batch_size == 16 and scratch.weights == "None"
+    assert scratch.scratch and scratch.epochs == 3 and scratch.batch_size == AUTO and scratch.weights == "None"
+    assert scratch.alpha == SCRATCH.alpha
     weights_file = tmp_path / "base.weights.h5"
     assert TrainConfig.for_weights(str(weights_file), model_type="disease") == replace(
         PRETRAINED, weights=str(weights_file), model_type="disease"

@@ -299,9 +299,10 @@ def resolve_config(
     base = read_config_file(config_file) if config_file is not None else run_config(settings, like) if like else {}
     values = {**base, **(flags or {})}
     values.setdefault("min_per_class", settings.min_per_class)
+    typed = {**(base if config_file is not None else {}), **(flags or {})}  # --like: a run's recorded values
     for name in AUTO_FIELDS:  # AUTO is the scratch preset's "scaled to the data", not a value to type
-        if values.get(name) == AUTO and not isinstance(values.get(name), bool):
-            LIMITS[name].check(flag(name), values[name])
+        if typed.get(name) == AUTO and not isinstance(typed.get(name), bool):
+            LIMITS[name].check(flag(name), typed[name])
     weights = values.pop("weights", PRETRAINED.weights)
     cfg = TrainConfig.for_weights(weights, **values)
     cfg.check()
