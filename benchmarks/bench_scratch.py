@@ -182,8 +182,10 @@ def main() -> None:
             step = step_rate(data, size, BEFORE_BATCH, args.repeats)
             step_after = step if batch == BEFORE_BATCH else step_rate(data, size, batch, args.repeats)
             epoch = epoch_rate(data, size, BEFORE_BATCH, args.epochs, cache=False)
+            epoch_cached = epoch_rate(data, size, batch, args.epochs, cache=True)
             profile = args.profile / f"{size}px" if args.profile else None
-            epoch_cached = epoch_rate(data, size, batch, args.epochs, cache=True, profile=profile)
+            if profile is not None:  # a pass of its own: tracing slows the epochs it records
+                epoch_rate(data, size, batch, 3, cache=True, profile=profile)
             run_before = BEFORE_EPOCHS * len(paths) / epoch
             run_after = after.epochs * len(paths) / epoch_cached
             print(f"{size} px (images/s): pipeline {pipe:.0f} uncached, {pipe_cached:.0f} cached; step {step:.0f}")
