@@ -21,6 +21,7 @@ from agroml.images.pixels import load_image_array
 from agroml.training.backbones import BACKBONES
 from agroml.training.config import TrainConfig
 from agroml.training.run import train
+from agroml.training.schedule import apply_schedule
 
 COLORS = {"circle": (230, 40, 40), "square": (40, 200, 60), "triangle": (50, 60, 230)}
 
@@ -235,7 +236,8 @@ def test_from_scratch_the_rate_warms_up_then_decays_to_zero_and_nothing_cuts_the
 
     from agroml.training.loop import callbacks, scratch_schedule
 
-    cfg = TrainConfig.for_weights("none", model_type="pest")
+    # the demo's 188 training / 41 validation images: the schedule the budget gives them
+    cfg, _ = apply_schedule(TrainConfig.for_weights("none", model_type="pest"), 188, 41)
     assert (cfg.epochs, cfg.batch_size, cfg.learning_rate, cfg.alpha, cfg.image_size) == (150, 16, 5e-3, 0.35, 224)
     sched = scratch_schedule(cfg.learning_rate, cfg.epochs, steps=12)
     rates = [float(sched(step)) for step in (0, 30, 60, 900, 1799)]

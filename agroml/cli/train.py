@@ -21,6 +21,8 @@ from agroml.ops.alerts import alert_on_failure
 from agroml.ops.snapshot import train_fresh
 from agroml.training.backbones import BACKBONES, get_backbone
 from agroml.training.config import (
+    AUTO,
+    AUTO_FIELDS,
     PRETRAINED,
     SCRATCH,
     TFLITE_MODES,
@@ -39,6 +41,8 @@ def _default(name: str) -> str:
     pretrained, scratch = getattr(PRETRAINED, name), getattr(SCRATCH, name)
     if pretrained == scratch:
         return f"[default: {pretrained}]"
+    if name in AUTO_FIELDS and scratch == AUTO:
+        return f"[default: {pretrained}; scaled to the data with --weights none]"
     return f"[default: {pretrained}; {scratch} with --weights none]"
 
 

@@ -248,7 +248,8 @@ SETTINGS: tuple[Setting, ...] = (
         "train_cache_mb",
         ("AGROML_TRAIN_CACHE_MB",),
         1024.0,
-        "MB of memory training may keep decoded images in after the first epoch (0: decode every epoch).",
+        "MB of memory training may keep decoded images in after the first epoch (over it, or 0: on disk "
+        "under <data_dir>/train_cache for the run).",
         float,
         rule=_number(0, unit=" of MB"),
     ),

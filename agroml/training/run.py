@@ -40,6 +40,7 @@ from agroml.training.model import (
     inference_model,
     unfreeze_top,
 )
+from agroml.training.schedule import TRUSTED_VAL, apply_schedule
 
 if TYPE_CHECKING:
     import keras
@@ -98,10 +99,11 @@ def train(
         settings, cfg.model_type, min_per_class=cfg.min_per_class, strict=cfg.strict, seed=cfg.seed, progress=progress
     )
     warnings = list(data.warnings)
+    cfg, schedule = apply_schedule(cfg, len(data.splits["train"]), len(data.splits["val"]))  # AUTO from scratch
     if cfg.scratch and cfg.fine_tune_layers:
         warnings.append("--fine-tune-layers ignored with --weights none: the whole network trains from the start")
     run_id = run_id or make_run_id(backbone.name)
-    cache = pipeline_cache(cfg, data, settings.train_cache_mb)
+    cache = pipeline_cache(cfg, data, settings.train_cache_mb, Path(settings.data_dir) / "train_cache")
     if not cache.used and cache.budget_mb > 0 and image_pipeline_trains(cfg):
         warnings.append(cache.reason)
     config = {
@@ -116,6 +118,7 @@ def train(
         "dropped_classes": data.dropped_classes,
         "class_weights": data.class_weights(),
         "train_cache": cache.to_dict(),
+        "schedule": schedule,
         "versions": outputs.package_versions(),
     }
     type_dir = Path(settings.models_dir) / cfg.model_type
@@ -142,7 +145,11 @@ def train(
                 )
 
             store = feature_store.open_store(settings.data_dir, settings.feature_store_mb, cfg.fast and not cfg.scratch)
-            result = _train_into(partial, cfg, backbone, data, config, progress, record, cache.used, store)
+            disk = Path(cache.disk_path) if cache.disk_path and image_pipeline_trains(cfg) else None
+            if disk is not None:  # a killed run's files under this key would be half written: start afresh
+                shutil.rmtree(disk, ignore_errors=True)
+                disk.mkdir(parents=True)
+            result = _train_into(partial, cfg, backbone, data, config, progress, record, disk or cache.used, store)
             final = type_dir / run_id
             os.replace(partial, final)
         except BaseException:
@@ -151,6 +158,8 @@ def train(
         finally:
             if store is not None:
                 store.close()
+            if cache.disk_path:
+                shutil.rmtree(cache.disk_path, ignore_errors=True)
         handle.finish("succeeded", to_jsonable(result["metrics"]), path=final)
     warnings += tracking.log_run(final)  # MLflow, only when MLFLOW_TRACKING_URI is set; a failure is a warning
     return TrainResult(
@@ -173,9 +182,19 @@ def image_pipeline_trains(cfg: TrainConfig) -> bool:
     return cfg.scratch or not cfg.fast or (cfg.fine_tune_layers > 0 and cfg.fine_tune_epochs > 0)
 
 
-def pipeline_cache(cfg: TrainConfig, data: TrainingData, budget_mb: float) -> CachePlan:
-    """Whether the train and val pipelines keep decoded images (train shuffled, val in order)."""
-    return plan_cache(len(data.splits["train"]), len(data.splits["val"]), cfg.image_size, budget_mb)
+def pipeline_cache(cfg: TrainConfig, data: TrainingData, budget_mb: float, disk_root: Path | None = None) -> CachePlan:
+    """Whether the train and val pipelines keep decoded images (train shuffled, val in order): in memory,
+    or over the budget in ``disk_root/<model type>-<size>px-<key>`` (key: a hash of the images in
+    their order, the size and the seed, so runs of other data or another size never share files)."""
+    disk = None
+    if disk_root is not None:
+        import hashlib
+        import json
+
+        listed = [cfg.image_size, cfg.seed, *(e.image_hash for s in ("train", "val") for e in data.splits[s])]
+        key = hashlib.sha256(json.dumps(listed).encode()).hexdigest()[:16]
+        disk = disk_root / f"{cfg.model_type}-{cfg.image_size}px-{key}"
+    return plan_cache(len(data.splits["train"]), len(data.splits["val"]), cfg.image_size, budget_mb, disk)
 
 
 def _remove_stale_partials(type_dir: Path) -> None:
@@ -191,13 +210,14 @@ def build_and_fit(
     workdir: Path,
     progress: ProgressFn = no_progress,
     on_epoch: EpochFn | None = None,
-    cache: bool = False,
+    cache: bool | Path = False,
     store: feature_store.FeatureStore | None = None,
 ) -> tuple[Any, list[dict]]:
     """Build the network and run the recipe's phases; returns (the trained model, history rows).
 
-    ``cache``: the train and val pipelines keep decoded images in memory after the first epoch
-    (decide with :func:`pipeline_cache`). ``store``: the fast path reads and fills it (feature_store.py).
+    ``cache``: the train and val pipelines keep decoded images after the first epoch, in memory
+    (True) or in files in that existing folder (decide with :func:`pipeline_cache`). ``store``: the fast
+    path reads and fills it (feature_store.py).
 
     The model has the best weights of a pretrained phase (EarlyStopping restores them), or from scratch
     the last weights of the schedule (see loop.callbacks for why).
@@ -211,12 +231,14 @@ def build_and_fit(
     val_paths, y_val = data.arrays("val")
     class_weight = data.class_weights()
     steps = max(1, math.ceil(len(train_paths) / cfg.batch_size))
-    val_ds = make_dataset(val_paths, y_val, size, cfg.batch_size, cache=cache)
+    val_cache = str(cache / "val") if isinstance(cache, Path) else cache
+    train_cache = str(cache / "train") if isinstance(cache, Path) else cache
+    val_ds = make_dataset(val_paths, y_val, size, cfg.batch_size, cache=val_cache)
     fine_tune_epochs = cfg.fine_tune_epochs if cfg.fine_tune_layers > 0 else 0
 
     def train_ds() -> tf.data.Dataset:
         return make_dataset(
-            train_paths, y_train, size, cfg.batch_size, shuffle=True, seed=cfg.seed, repeat=True, cache=cache
+            train_paths, y_train, size, cfg.batch_size, shuffle=True, seed=cfg.seed, repeat=True, cache=train_cache
         )
 
     rows: list[dict] = []
@@ -224,7 +246,18 @@ def build_and_fit(
         model = build_model(backbone, base, n_classes, size, scratch=True, dropout=cfg.dropout, seed=cfg.seed)
         compile_model(model, scratch_schedule(cfg.learning_rate, cfg.epochs, steps), n_classes, cfg.run_eagerly)
         rows += fit_phase(
-            model, "scratch", cfg, train_ds(), val_ds, cfg.epochs, steps, class_weight, workdir, progress, on_epoch
+            model,
+            "scratch",
+            cfg,
+            train_ds(),
+            val_ds,
+            cfg.epochs,
+            steps,
+            class_weight,
+            workdir,
+            progress,
+            on_epoch,
+            stop_early=len(val_paths) >= TRUSTED_VAL,  # as schedule.plan_schedule recorded
         )
         return model, rows
     extractor = build_feature_extractor(backbone, base, size)
@@ -311,7 +344,7 @@ def _train_into(
     config: dict[str, Any],
     progress: ProgressFn,
     on_epoch: EpochFn,
-    cache: bool,
+    cache: bool | Path,
     store: feature_store.FeatureStore | None = None,
 ) -> dict[str, Any]:
     """Train and write every output file into ``folder`` (the .partial folder)."""
