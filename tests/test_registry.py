@@ -215,6 +215,7 @@ def test_promote_copies_then_archives_the_previous_production(registry):
         "comparison": None,
         "reason": "first production model: no gate",
         "recovered": None,
+        "published": None,
     }
     assert (prod / "model.keras").read_bytes() == b"model of r1"
     second = promote(registry, "pest", "r2", settings=Settings(), force=True)  # no real model: no gate

@@ -86,6 +86,7 @@ def test_the_same_run_id_in_two_types_is_two_runs(cli, settings):
         "comparison": None,
         "reason": "first production model: no gate",
         "recovered": None,
+        "published": None,
     }
     assert json.loads((settings.models_dir / "disease/production/labels.json").read_text()) == ["red", "blue"]
 
