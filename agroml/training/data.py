@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -289,8 +290,6 @@ def plan_cache(
 
 def _free_mb(folder: Path) -> float:
     """Free MB on the disk of ``folder`` (or of its nearest existing parent)."""
-    import shutil
-
     for candidate in (folder, *folder.parents):
         if candidate.exists():
             return shutil.disk_usage(candidate).free / 2**20

@@ -8,6 +8,8 @@ failed, interrupted) and refuses a second training of the same model type while 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import shutil
@@ -188,9 +190,6 @@ def pipeline_cache(cfg: TrainConfig, data: TrainingData, budget_mb: float, disk_
     their order, the size and the seed, so runs of other data or another size never share files)."""
     disk = None
     if disk_root is not None:
-        import hashlib
-        import json
-
         listed = [cfg.image_size, cfg.seed, *(e.image_hash for s in ("train", "val") for e in data.splits[s])]
         key = hashlib.sha256(json.dumps(listed).encode()).hexdigest()[:16]
         disk = disk_root / f"{cfg.model_type}-{cfg.image_size}px-{key}"

@@ -9,7 +9,8 @@ What a random network needs is a number of optimizer *steps* (of a batch that gr
 not a number of passes. So:
 
 - the batch size grows with the data (16 below 1,000 training images, 32 below 5,000, 64 above: more
-  images per step where there are images to spare, and a bigger batch runs faster per image on CPU),
+  images per step where there are images to spare; per image it is not faster on two loaded CPUs,
+  measured 0.81x of batch 16 at 64 px, benchmarks/README.md),
   and the learning rate with it, by the square root of the batch ratio (the usual rule for Adam);
 - the epochs are the :data:`TARGET_STEPS` steps divided by the steps of one epoch, kept between
   :data:`MIN_EPOCHS` (a big set still sees every image that often) and :data:`MAX_EPOCHS` (a tiny one
