@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from agroml.core import config
+from agroml.data.store import Store
 from agroml.demo import rows as demo
 from agroml.lifecycle.comparison import NOT_SETTINGS, differing, flatten
 
@@ -59,7 +60,12 @@ def test_compare_two_demo_runs_shows_exactly_the_changed_settings_and_the_new_da
     assert data["fingerprints"] == [cfg_a["data_fingerprint"], cfg_b["data_fingerprint"]]
     assert data["same_data"] == [True, False]
     assert [r["total"] for r in data["rows"]] == [len(ids_a), len(ids_b)]
-    assert ids_b - ids_a and ids_b - ids_a <= seed1  # the rows B has more are the new demo rows
+    with Store(config.resolve(env_file=None).db_path, create=False) as store:
+        frame = store.read("pest", valid_only=True, columns=["id", "label"])
+    label = dict(zip(frame["id"], frame["label"], strict=True))
+    new = ids_b - ids_a
+    assert new & seed1  # the new demo rows, and older rows of a class run A left out (under the minimum)
+    assert {label[i] for i in new - seed1} <= set(cfg_a["dropped_classes"])
     assert data["rows_added"] == [0, len(ids_b - ids_a)] and data["rows_removed"] == [0, 0]
     assert data["rows_more"] == [0, len(ids_b) - len(ids_a)]
     assert data["same_test_split"][0] is True
