@@ -9,7 +9,13 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
+from supaserver_http import closed_port
+from webhookserver import WebhookServer
+
+from agroml.core import config
+from agroml.demo import rows as demo
 from agroml.ops.retrain import (
     BUSY,
     FAILED,
@@ -21,6 +27,7 @@ from agroml.ops.retrain import (
     RetrainLog,
     RetrainResult,
     remove_old_logs,
+    retrain,
     seen_ids,
     type_lock,
 )
@@ -89,3 +96,35 @@ def test_a_run_saw_its_split_and_the_rows_retrain_recorded(tmp_path):
     assert seen_ids(tmp_path) == {"a", "local:b", "b", "c"}
     (tmp_path / ROWS_FILE).write_text(json.dumps({"trainable": ["a", "d"]}))  # d: a class left out of the split
     assert seen_ids(tmp_path) == {"a", "local:b", "b", "c", "d"}
+
+
+def test_not_ready_is_nothing_to_do_and_a_failure_alerts_without_training(workdir, monkeypatch):
+    """The library loop up to the point where training would start (no TensorFlow needed): not ready ->
+    exit 0 with the verdict; a config that cannot be read -> exit 1, the error in the log, the webhook
+    told; a dead webhook -> the same exit code, the undelivered alert a warning."""
+    settings = config.resolve(env_file=None)
+    demo.generate(settings, ["pest"], n=30, seed=0)
+    server = WebhookServer()
+    try:
+        monkeypatch.setenv("AGROML_ALERT_WEBHOOK", server.hook_url)
+        monkeypatch.setenv("AGROML_ALERT_MIN_FEEDBACK_ACCURACY", "0")
+        result = retrain(config.resolve(env_file=None), "pest")
+        (pest,) = result.models
+        assert (result.exit_code, pest.outcome) == (0, NOTHING_TO_DO)
+        assert pest.reason.startswith("not ready: ") and server.messages == []
+        monkeypatch.setenv("AGROML_MIN_TOTAL", "5")
+        monkeypatch.setenv("AGROML_MIN_PER_CLASS", "1")
+        failed = retrain(config.resolve(env_file=None), "pest", config_file="missing.yaml")
+        (pest,) = failed.models
+        assert (failed.exit_code, pest.outcome) == (1, FAILED)
+        assert "error: --config missing.yaml: cannot read it" in Path(pest.log).read_text()
+        (message,) = server.messages
+        assert "retrain pest failed: --config missing.yaml: cannot read it" in message
+        monkeypatch.setenv("AGROML_ALERT_WEBHOOK", f"http://127.0.0.1:{closed_port()}/hook/SECRETHOOKTOKEN")
+        dead = retrain(config.resolve(env_file=None), "pest", config_file="missing.yaml")
+        assert dead.exit_code == 1 and len(server.messages) == 1
+        (warning,) = dead.warnings
+        assert warning.startswith("alert not delivered to http://127.0.0.1/…") and "SECRET" not in warning
+        assert "alert (failed): alert not delivered" in Path(dead.models[0].log).read_text()
+    finally:
+        server.stop()

@@ -56,7 +56,7 @@ def retrain_cmd(
     or fewer than --min-new trainable rows arrived since the newest successful run; train with the
     production model's recorded config (or --config FILE); compare with the production model on rows
     neither trained on (the gate); promote (and upload with --publish). A second retrain of the same type
-    started while one runs stops at once. Each run writes training_logs/<UTC time>-<type>.log
+    started while one runs stops at once. Each run writes `training_logs/<UTC time>-<type>.log`
     (AGROML_LOG_DIR); alerts go to AGROML_ALERT_WEBHOOK.
 
     Exit codes: 0 promoted, or nothing to do (not ready, no new data, already running); 1 failed (see

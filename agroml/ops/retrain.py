@@ -50,6 +50,7 @@ from agroml.data.analysis import readiness_verdict, stats_report
 from agroml.data.sources import LocalSource
 from agroml.images.cache import ImageCache
 from agroml.lifecycle.promotion import PRODUCTION, promote
+from agroml.lifecycle.publishing import publish as publish_production
 from agroml.lifecycle.registry import Registry
 from agroml.ops import alerts
 from agroml.ops.snapshot import pull_summary, refresh
@@ -406,6 +407,8 @@ def _steps(
         f"run {result.run_id} promoted to production{first}, replacing {promotion.previous_run_id or 'nothing'}"
     )
     log.write(out.reason)
+    if publish:
+        _publish(settings, model_type, out, log, progress, notice)
     _alert(settings, alerts.PROMOTED, f"retrain {model_type}: {out.reason}", out, log)
 
 
@@ -434,6 +437,27 @@ def _comparison_lines(comparison: dict[str, Any] | None) -> list[str]:
     if not comparison:
         return []
     return [json_text(comparison, indent=None)]
+
+
+def _publish(
+    settings: Settings, model_type: str, out: ModelRetrain, log: RetrainLog, progress: ProgressFn, notice: NoticeFn
+) -> None:
+    """Upload the new production model (agroml.lifecycle.publishing); a failure is the retrain's failure.
+
+    Why exit 1 then, though the model is promoted here: the backend still serves the old one, which a
+    person must know; publishing again (`agroml publish`) finishes it, production.json never half-points.
+    """
+    with Registry(Path(settings.models_dir)) as registry:
+        published = publish_production(settings, registry, model_type, progress=progress, notice=notice)
+    out.published = True
+    sizes = sum(int(f.get("size", 0)) for f in published.files.values())
+    log.write(
+        f"publish: {len(published.files)} files ({sizes / 1e6:.1f} MB) to {published.bucket}/{published.prefix}/, "
+        f"then {published.production_json} (was {published.previous_run_id or 'none'})"
+    )
+    for warning in published.warnings:
+        log.write(f"publish warning: {warning}")
+    out.reason += f"; published to {published.bucket}/{published.prefix}/"
 
 
 def _alert(settings: Settings, event: str, text: str, out: ModelRetrain, log: RetrainLog) -> None:
