@@ -262,7 +262,7 @@ def build_and_fit(
     extractor = build_feature_extractor(backbone, base, size)
     if cfg.fast:
         train_feats, val_feats = features.train_and_val_features(
-            extractor, train_paths, val_paths, cfg, progress, store
+            extractor, train_paths, val_paths, cfg, progress, store, data.arrays("test")[0]
         )
         stats = features.feature_stats(train_feats[0])
     else:  # one pass for the head's feature standardization, then every epoch through the whole network
