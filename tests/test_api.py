@@ -345,13 +345,13 @@ def test_train_in_a_worker_then_status_history_files_promote_predict_evaluate(ap
     assert perf["models"]["pest"]["production"]["run_id"] == run_id
     assert _without(perf, "generated_at") == _without(cli_json("performance", "--model", "pest"), "generated_at")
 
-    photo = next(Path(api.settings.image_dir).rglob("*.png"))
-    local = api.root / "leaf.png"
+    photo = next(p for p in Path(api.settings.image_dir).rglob("*.*") if p.suffix in (".png", ".jpg", ".jpeg"))
+    local = api.root / f"leaf{photo.suffix}"
     local.write_bytes(photo.read_bytes())
     with open(local, "rb") as f:
-        predicted = api.client.post("/predict", params={"model": "pest", "top": 2}, files={"image": ("leaf.png", f)})
+        predicted = api.client.post("/predict", params={"model": "pest", "top": 2}, files={"image": (local.name, f)})
     assert predicted.status_code == 200, predicted.text
-    cli = cli_json("predict", "leaf.png", "--model", "pest", "--run", "production", "--top", "2")
+    cli = cli_json("predict", local.name, "--model", "pest", "--run", "production", "--top", "2")
     assert predicted.json() == cli
     for size in (15 * 1024 * 1024 + 1, 15 * 1024 * 1024 + 200_000):  # read and counted; refused by its length
         too_big = api.client.post("/predict", files={"image": ("big.png", b"x" * size)})
