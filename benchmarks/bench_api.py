@@ -130,8 +130,11 @@ def latency_while_training(root: Path, n: int, wait_epoch: bool = True) -> dict:
             epoch_before = client.get(f"/runs/{run_id}").json()["epoch"]
             training = medians(client, n)
             run = client.get(f"/runs/{run_id}").json()
-            os.kill(run["pid"], 15)  # SIGTERM: the run is marked interrupted
             cpu = _cpu_seconds(run["pid"])
+            os.kill(run["pid"], 15)  # SIGTERM: the run is marked interrupted
+            stop_by = time.monotonic() + 120
+            while Path(f"/proc/{run['pid']}").exists() and time.monotonic() < stop_by:
+                time.sleep(0.5)  # its folder is removed only once it has finished writing
             return {
                 "idle_ms": idle,
                 "training_ms": training,
@@ -220,7 +223,7 @@ def main() -> None:
     print("before:", uptime(), flush=True)
     report: dict = {}
     if not args.skip_training:
-        with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="bench-api-", ignore_cleanup_errors=True) as tmp:
             lat = latency_while_training(Path(tmp), args.requests, wait_epoch=not args.no_wait_epoch)
         report["latency"] = lat
         for path in ("/health", "/data-stats"):
@@ -240,7 +243,7 @@ def main() -> None:
     if args.skip_load:
         print(json.dumps(report, indent=2))
         return
-    with tempfile.TemporaryDirectory(prefix="bench-api-load-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-api-load-", ignore_cleanup_errors=True) as tmp:
         load = load_check(Path(tmp), args.rows, args.seconds, args.clients, args.workers)
     report["load"] = load
     print(
