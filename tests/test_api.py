@@ -366,6 +366,25 @@ def test_train_in_a_worker_then_status_history_files_promote_predict_evaluate(ap
     assert evaluated.json()["metrics"] == cli["metrics"] and evaluated.json()["run_id"] == cli["run_id"]
 
 
+def test_retrain_runs_in_a_worker_and_its_job_says_why_nothing_was_trained(api) -> None:
+    """POST /retrain is `agroml retrain` in a worker process: 202 and a job to poll; on 40 demo rows the
+    disease classes hold fewer than AGROML_MIN_PER_CLASS (10) rows, so it ends with nothing to do (exit 0)."""
+    response = api.client.post("/retrain", json={"model_type": "disease", "min_new": 1})
+    assert response.status_code == 202, response.text
+    job_id = response.json()["run_id"]
+    assert job_id.startswith("retrain-") and response.headers["location"] == f"{BASE}/runs/{job_id}"
+    deadline = time.monotonic() + 300
+    job = response.json()
+    while job["state"] == "starting" and time.monotonic() < deadline:
+        time.sleep(0.2)
+        job = api.client.get(f"/runs/{job_id}").json()
+    assert job["state"] == "succeeded", job
+    (disease,) = job["result"]["models"]
+    assert disease["outcome"] == "nothing_to_do" and "not ready" in disease["reason"], disease
+    assert job["result"]["exit_code"] == 0 and disease["run_id"] is None
+    assert api.client.post("/retrain", json={"model_type": "disease", "min_new": -1}).status_code == 422
+
+
 # --- last: the doctor checks import TensorFlow, which the tests above have already loaded ---------------
 def test_health_needs_no_token_and_runs_the_offline_doctor_checks(api) -> None:
     deadline = time.monotonic() + 120

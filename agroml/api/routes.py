@@ -258,16 +258,11 @@ def make_router(settings: Settings | None = None) -> APIRouter:
         dependencies=auth,
         status_code=202,
         summary="Pull, check, train, evaluate, gate and promote (as `agroml retrain`) in a worker process",
-        responses=_example({"error": "retrain is not available in this agroml yet", "fix": "POST /train, ..."}, 501),
+        responses=_example({"run_id": "retrain-20261201T020000Z-pest", "model_type": "pest", "state": "starting"}),
     )
     def retrain(body: RetrainBody) -> JSONResponse:
-        return JSONResponse(
-            {
-                "error": "retrain is not available in this agroml yet",
-                "fix": "POST /train, then /evaluate and /promote; or run `agroml train` on the server",
-            },
-            status_code=501,
-        )
+        job = jobs.start_retrain(settings, body.model_type.value, min_new=body.min_new, publish=body.publish)
+        return _accepted(job)
 
     @router.get(
         "/runs/{run_id}",
@@ -380,9 +375,15 @@ def make_router(settings: Settings | None = None) -> APIRouter:
         summary="`agroml promote --json`: make a run the production model",
         responses=_example({"model_type": "pest", "run_id": RUN_EXAMPLE, "previous_run_id": None}),
     )
-    def promote(body: PromoteBody) -> dict[str, Any]:
+    def promote(body: PromoteBody) -> Any:
         with Registry(settings.models_dir) as reg:
-            return promote_run(reg, body.model_type.value, body.run_id).to_dict()
+            result = promote_run(
+                reg, body.model_type.value, body.run_id, settings=settings, force=body.force, command="api promote"
+            )
+        if result.refused:  # as `agroml promote` exits 1: production is as it was; the comparison says why
+            fix = "train a better model, or promote with force: true (recorded as forced)"
+            return JSONResponse({"error": result.reason, "fix": fix, **result.to_dict()}, status_code=409)
+        return result.to_dict()
 
     @router.post(
         "/predict",

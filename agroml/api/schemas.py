@@ -86,8 +86,13 @@ class PromoteBody(BaseModel):
     )
     model_type: ModelType
     run_id: str = Field(description="the run to serve (GET /training-history lists them)")
+    force: bool = Field(False, description="skip the promotion gate (recorded as forced in the history)")
 
 
 class RetrainBody(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"model_type": "pest"}]})
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"model_type": "pest", "min_new": 50, "publish": True}]}
+    )
     model_type: ModelType
+    min_new: int = Field(1, ge=0, description="retrain only when at least this many new trainable rows arrived")
+    publish: bool = Field(False, description="upload a promoted model to the Storage bucket (as --publish)")

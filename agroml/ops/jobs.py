@@ -28,13 +28,9 @@ import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows: the registry's own check still refuses a second run
-    fcntl = None  # type: ignore[assignment]
 
 from agroml.core.config import Settings
 from agroml.core.errors import RunBusyError, UsageError
@@ -66,6 +62,8 @@ class Job:
     error: str | None = None
     fix: str | None = None
     warnings: list[str] = field(default_factory=list)
+    #: What the job's library call returned (a retrain's RetrainResult.to_dict()); None while it runs.
+    result: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -106,11 +104,10 @@ def _take_lock(folder: Path, model_type: str) -> int:
     """The locked lock file's descriptor; RunBusyError naming the job that holds it."""
     folder.mkdir(parents=True, exist_ok=True)
     fd = os.open(folder / f"{model_type}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    if fcntl is None:  # pragma: no cover
-        return fd
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    # filelock's descriptor lock: flock on Linux and macOS, LockFileEx on Windows; the worker inherits it
+    from filelock import lock_descriptor
+
+    if not lock_descriptor(fd, blocking=False):
         os.close(fd)
         held = _current(folder, model_type) or {}
         raise _busy_message(model_type, str(held.get("run_id", "?")), held.get("started_at")) from None
@@ -135,6 +132,20 @@ def start_training(settings: Settings, flags: dict[str, Any], python: str | None
     """
     cfg = resolve_config(settings, flags)
     return launch(settings, "train", cfg.model_type, asdict(cfg), make_run_id(cfg.arch), python=python)
+
+
+def start_retrain(
+    settings: Settings, model_type: str, *, min_new: int = 1, publish: bool = False, python: str | None = None
+) -> Job:
+    """Start `agroml retrain` for one model type in a worker process; return at once.
+
+    The job id (``retrain-<UTC>-<type>``) is not a run id: the run the retrain trains, if any, is in the
+    job's ``result`` when it ends (and in the registry meanwhile).
+    """
+    if min_new < 0:
+        raise UsageError(f"min_new {min_new} must be 0 or more", fix="give min_new >= 0")
+    job_id = f"retrain-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{model_type}"
+    return launch(settings, "retrain", model_type, {"min_new": min_new, "publish": publish}, job_id, python=python)
 
 
 def launch(
