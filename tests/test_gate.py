@@ -143,3 +143,28 @@ def test_too_few_unseen_rows_refuse_unless_forced(settings, monkeypatch):
             refused.reason or ""
         )
         assert promote(registry, "pest", "other", settings=strict, force=True).promoted
+
+
+def test_promote_tells_the_webhook_of_a_refusal_and_with_on_success_of_a_promotion(settings, cli, monkeypatch):
+    from webhookserver import WebhookServer
+
+    server = WebhookServer()
+    try:
+        monkeypatch.setenv("AGROML_ALERT_WEBHOOK", server.hook_url)
+        _serving(settings, "good", PERFECT)
+        write_centre_run(settings.models_dir, "worse", FLAWED)
+        assert cli("promote", "worse", "--model", "pest").exit_code == 1
+        assert len(server.messages) == 1 and "agroml promote worse --model pest" in server.messages[0]
+        assert "refused by the gate" in server.messages[0]
+        write_centre_run(settings.models_dir, "best", PERFECT)
+        assert cli("promote", "best", "--model", "pest", "--force").exit_code == 0
+        assert len(server.messages) == 1, "a promotion is news only with AGROML_ALERT_ON_SUCCESS=1"
+        monkeypatch.setenv("AGROML_ALERT_ON_SUCCESS", "1")
+        write_centre_run(settings.models_dir, "newest", PERFECT)
+        assert cli("promote", "newest", "--model", "pest", "--force").exit_code == 0
+        assert len(server.messages) == 2 and "agroml promote newest" in server.messages[1]
+        server.status = 500  # a failing webhook changes nothing but a warning
+        write_centre_run(settings.models_dir, "worst", FLAWED)
+        assert cli("promote", "worst", "--model", "pest").exit_code == 1
+    finally:
+        server.stop()

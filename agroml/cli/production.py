@@ -17,6 +17,7 @@ from agroml.lifecycle.publishing import publish as publish_production
 from agroml.lifecycle.registry import PromotionEvent, Registry
 from agroml.lifecycle.rollback import RollbackResult
 from agroml.lifecycle.rollback import rollback as rollback_production
+from agroml.ops import alerts
 
 
 def _fmt(value: Any) -> str:
@@ -54,11 +55,19 @@ def promote(
     Example: agroml promote 20260301T101500Z-mobilenetv2 --model pest --publish
     """
     settings = config.resolve({})
-    with Registry(settings.models_dir) as registry, output.progress() as progress:
+    what = f"agroml promote {run} --model {model.value}"
+    with (
+        alerts.alert_on_failure(settings, what, notice=output.warn),
+        Registry(settings.models_dir) as registry,
+        output.progress() as progress,
+    ):
         result = promote_run(
             registry, model.value, run, settings=settings, force=force, publish=publish, progress=progress
         )
     output.emit(result, json_, _render_promotion)
+    alert = alerts.promotion_alert(settings, what, result.refused, result.promoted, result.reason)
+    if alert is not None and alert.warning:
+        output.warn(alert.warning)
     if result.refused:
         raise typer.Exit(1)
 

@@ -85,6 +85,16 @@ def send(settings: Settings, event: str, text: str) -> Alert | None:
     return Alert(event, message, True)
 
 
+def promotion_alert(settings: Settings, what: str, refused: bool, promoted: bool, reason: str | None) -> Alert | None:
+    """The alert for a promotion's outcome: a refusal always (when a webhook is set), a promotion only with
+    AGROML_ALERT_ON_SUCCESS=1; a no-op is not news."""
+    if refused:
+        return send(settings, REFUSED, f"{what}: {reason}")
+    if promoted:
+        return send(settings, PROMOTED, f"{what}: {reason or 'promoted'}")
+    return None
+
+
 def feedback_accuracy_text(
     settings: Settings, source: RecordSource, model_type: str, now: datetime | None = None
 ) -> str | None:
