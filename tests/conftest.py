@@ -115,3 +115,29 @@ def demo_store(workdir: Path, demo_template: Path) -> Path:
     with sqlite3.connect(demo_template) as src, sqlite3.connect(target) as dst:
         src.backup(dst)  # SQLite's own copy: consistent whatever the journal holds
     return target
+
+
+#: Test files whose tests take longest (real trainings, server fixtures, many child processes): collected
+#: first, so the two xdist workers (one file each, --dist loadfile) start them early and the run does not
+#: end waiting on one of them (longest first; the order inside a file is kept).
+LONGEST_FIRST = (
+    "test_train_models.py",
+    "test_api.py",
+    "test_rollback.py",
+    "test_publish.py",
+    "test_report.py",
+    "test_timeline.py",
+    "test_feature_store.py",
+    "test_source_auto.py",
+    "test_runs_compare.py",
+    "test_train_speed.py",
+    "test_alerts.py",
+    "test_gate.py",
+    "test_mlflow_tracking.py",
+    "test_train_schedule.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order kept otherwise

@@ -302,6 +302,7 @@ def test_export_downloads_a_file_with_the_cli_row_count(api, route: str, scope: 
 
 # --- training in a worker process, then the model's life ---------------------------------------------------
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_train_in_a_worker_then_status_history_files_promote_predict_evaluate(api) -> None:
     body = {"model_type": "pest", "weights": "none", "image_size": 32, "epochs": 2, "min_per_class": 2}
     response = api.client.post("/train", json=body)

@@ -43,6 +43,7 @@ def umask():
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_run_folders_production_plots_and_images_follow_the_umask_and_the_store_is_0600(
     umask, demo_data, cli, workdir, monkeypatch
 ):

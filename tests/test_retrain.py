@@ -22,7 +22,7 @@ from agroml.core import config
 from agroml.demo import rows as demo
 from agroml.lifecycle.registry import Registry
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 TINY = "weights: none\nimage_size: 32\nalpha: 0.35\nepochs: 1\nbatch_size: 16\n"
 ENV = {

@@ -46,8 +46,11 @@ def test_compare_two_demo_runs_shows_exactly_the_changed_settings_and_the_new_da
     for folder in (a, b):  # trained with --no-tensorboard: no logs, and the choice recorded
         assert not (folder / "tensorboard").exists() and not list(folder.rglob("*tfevents*"))
         assert json.loads((folder / "config.json").read_text())["tensorboard"] is False
-    # exactly the three flags that differ: not the run id, the data keys or the package versions
-    assert out["settings"] == {"epochs": [1, 2], "batch_size": [8, 16], "dropout": [0.2, 0.3]}
+    # exactly the three flags that differ, and the learning rate the from-scratch schedule scaled with the
+    # batch size: not the run id, the data keys, the schedule's record of its choice or the package versions
+    lr = [json.loads((f / "config.json").read_text())["learning_rate"] for f in (a, b)]
+    assert lr[0] < lr[1]  # 5e-3 x sqrt(batch / 16): batch 8 < batch 16
+    assert out["settings"] == {"epochs": [1, 2], "batch_size": [8, 16], "dropout": [0.2, 0.3], "learning_rate": lr}
     assert set(out["not_compared"]) == set(NOT_SETTINGS)
 
     split_a = json.loads((a / "split.json").read_text())

@@ -51,6 +51,7 @@ def scratch_runs(tmp_path_factory):
     return settings, runs
 
 
+@pytest.mark.e2e
 def test_every_backbone_trains_and_reloads_identically_in_a_fresh_process(scratch_runs, tmp_path):
     settings, runs = scratch_runs
     expected = {}
@@ -145,6 +146,7 @@ def _images(settings, n: int = 64) -> np.ndarray:
     return np.stack([load_image_array(p, 32) for p in sorted(settings.image_dir.glob("*/*.png"))[:n]])
 
 
+@pytest.mark.e2e
 def test_fast_path_matches_slow_path(tmp_path):
     settings = _settings(tmp_path)
     # 40 per class: 36 held-out images, so the 0.25 tolerance is about 2 standard errors of a difference
@@ -178,6 +180,7 @@ def csv_rows(path: Path):
         yield from csv.DictReader(fh)
 
 
+@pytest.mark.e2e
 def test_train_json_and_a_label_map_that_survives_a_new_class(cli, workdir, monkeypatch):
     monkeypatch.setenv("AGROML_MIN_TOTAL", "12")
     settings = config.resolve(env_file=None)

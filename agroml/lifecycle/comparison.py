@@ -6,7 +6,9 @@ more" and "rows added" read as "what this run has that the baseline had not".
   (``augmentation.rotation_turns``). Keys that say what a run IS rather than how it was asked to train
   are left out and listed in :data:`NOT_SETTINGS`: the run id and the package versions always differ
   and are not a choice; the data keys (fingerprint, counts, classes, class weights...) are the data
-  section's; ``train_cache`` is a memory-budget decision made at run time. Any other key, including
+  section's; ``train_cache`` is a memory-budget decision made at run time; ``schedule`` records how epochs, batch size
+  and learning rate were chosen (their values are the top-level keys, compared there) and
+  ``feature_store`` what the run reused. Any other key, including
   ones a newer agroml adds, is compared; a key one run does not record (an older agroml) shows as None.
 - data: the fingerprint (same rows, labels and images or not), rows per split and in all, and from
   split.json the row ids added and removed against the baseline, and whether the test split is the
@@ -37,6 +39,8 @@ NOT_SETTINGS = (
     "class_weights",
     "skipped",
     "dropped_classes",
+    "schedule",
+    "feature_store",
 )
 #: metrics.json figures shown side by side, per split.
 METRICS = ("accuracy", "macro_f1", "top3_accuracy", "ece", "n")
