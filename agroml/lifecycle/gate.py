@@ -27,7 +27,7 @@ from agroml.core.config import Settings
 from agroml.core.progress import ProgressFn, no_progress
 from agroml.data.store import Store
 from agroml.images.cache import ImageCache
-from agroml.lifecycle.evaluation import _image_file
+from agroml.lifecycle.evaluation import measurable
 from agroml.lifecycle.metrics import compute_metrics
 from agroml.lifecycle.predicting import SavedModel, load_saved_model, predict_files
 
@@ -102,16 +102,7 @@ def comparison_rows(
         for row in frame.itertuples(index=False):
             if str(row.id) in used or f"{row.source}:{row.id}" in used:
                 continue
-            reason = None
-            if row.invalid_reason is not None:
-                reason = f"invalid row ({row.invalid_reason})"
-            elif row.label is None:
-                reason = "no training label (no feedback or rejected)"
-            elif row.label not in index:
-                reason = "label known to neither model"
-            path = None if reason else _image_file(cache, row.image_hash, row.image_url)
-            if reason is None and path is None:
-                reason = "image not in the cache"
+            path, reason = measurable(cache, row, index, "label known to neither model")
             if reason:
                 skipped[reason] = skipped.get(reason, 0) + 1
                 continue
