@@ -124,18 +124,46 @@ def _sum_by(frame: pd.DataFrame, key: str) -> dict[str, int]:
     return {str(k): int(v) for k, v in sums.items()}
 
 
-def _valid(counts: pd.DataFrame) -> pd.DataFrame:
-    return counts[counts["invalid_reason"].isna()]
-
-
 def _ratio(part: int, whole: int) -> float | None:
     return part / whole if whole else None
 
 
-def _class_trainable(counts: pd.DataFrame) -> tuple[dict[str, int], dict[str, int]]:
+#: One group of feedback counts, as :func:`_count_rows` reads it: (predicted, feedback, label, invalid reason, n).
+_CountRow = tuple[str | None, str | None, str | None, str | None, int]
+
+
+def _text(value: Any) -> str | None:
+    """A count key as text, None for a missing one (None, NaN or pd.NA: whichever the source used)."""
+    return None if value is None or pd.isna(value) else str(value)
+
+
+def _count_rows(counts: pd.DataFrame) -> list[_CountRow]:
+    """ONE model type's feedback counts as plain tuples; ValueError if they hold more than one type.
+
+    Why tuples: the table is a few hundred groups that ``stats`` sums a dozen ways; one pandas
+    groupby per way cost more than the SQL that made the table.
+    """
+    if counts.empty:
+        return []
+    if len({m for m in counts["model_type"] if _text(m) is not None}) > 1:
+        raise ValueError("readiness() takes the feedback counts of one model type")
+    columns = counts[["predicted_label", "feedback", "label", "invalid_reason", "n"]]
+    return [(_text(p), _text(f), _text(lab), _text(i), int(n)) for p, f, lab, i, n in columns.itertuples(False, None)]
+
+
+def _tally(pairs: Iterable[tuple[str | None, int]]) -> dict[str, int]:
+    """{key: summed n}, missing keys left out, keys in sorted order (as a pandas groupby gave them)."""
+    sums: Counter[str] = Counter()
+    for key, n in pairs:
+        if key is not None:
+            sums[key] += n
+    return dict(sorted(sums.items()))
+
+
+def _class_trainable(rows: list[_CountRow]) -> tuple[dict[str, int], dict[str, int]]:
     """({class: rows predicted as it}, {class: trainable rows labelled it}) over valid rows."""
-    valid = _valid(counts)
-    return _sum_by(valid, "predicted_label"), _sum_by(valid[valid["label"].notna()], "label")
+    valid = [r for r in rows if r[3] is None]
+    return _tally((p, n) for p, _, _, _, n in valid), _tally((lab, n) for _, _, lab, _, n in valid)
 
 
 def readiness(
@@ -150,9 +178,13 @@ def readiness(
     trainable rows ``min_total`` asks for, ``classes_ready`` how many classes have at least
     ``min_per_class`` trainable rows.
     """
-    if not counts.empty and counts["model_type"].nunique() > 1:
-        raise ValueError("readiness() takes the feedback counts of one model type")
-    predicted, labelled = _class_trainable(counts)
+    return _readiness(_count_rows(counts), min_total, min_per_class, missing_images)
+
+
+def _readiness(
+    rows: list[_CountRow], min_total: int, min_per_class: int, missing_images: Mapping[str, int] | None
+) -> dict[str, Any]:
+    predicted, labelled = _class_trainable(rows)
     lost = {c: min(int(n), labelled.get(c, 0)) for c, n in (missing_images or {}).items()}
     trainable_by = {c: n - lost.get(c, 0) for c, n in labelled.items()}
     trainable = sum(trainable_by.values())
@@ -196,18 +228,19 @@ def model_stats(
 ) -> dict[str, Any]:
     """The per-model block of ``stats`` from one model type's feedback counts; readiness
     leaves out the trainable rows whose image is missing (``missing_images``, {class: rows})."""
-    invalid = _sum_by(counts[counts["invalid_reason"].notna()], "invalid_reason")
-    valid = _valid(counts)
-    by_feedback = _sum_by(valid, "feedback")
+    rows = _count_rows(counts)
+    valid = [r for r in rows if r[3] is None]
+    invalid = _tally((i, n) for _, _, _, i, n in rows)
+    by_feedback = _tally((f, n) for _, f, _, _, n in valid)
     confirmed, corrected, rejected = (by_feedback.get(k, 0) for k in (rec.CONFIRMED, rec.CORRECTED, rec.REJECTED))
-    total = int(valid["n"].sum()) if not valid.empty else 0
+    total = sum(n for *_, n in valid)
     answered = confirmed + corrected + rejected
-    trainable = int(valid.loc[valid["label"].notna(), "n"].sum()) if not valid.empty else 0
+    trainable = sum(n for _, _, lab, _, n in valid if lab is not None)
 
-    predicted, trainable_by = _class_trainable(counts)
-    fb = valid[valid["feedback"].isin((rec.CONFIRMED, rec.CORRECTED, rec.REJECTED))]
-    answered_by = _sum_by(fb, "predicted_label")
-    confirmed_by = _sum_by(fb[fb["feedback"] == rec.CONFIRMED], "predicted_label")
+    predicted, trainable_by = _class_trainable(rows)
+    fb = [r for r in valid if r[1] in (rec.CONFIRMED, rec.CORRECTED, rec.REJECTED)]
+    answered_by = _tally((p, n) for p, _, _, _, n in fb)
+    confirmed_by = _tally((p, n) for p, f, _, _, n in fb if f == rec.CONFIRMED)
     order = sorted(set(predicted) | set(trainable_by), key=lambda c: (-trainable_by.get(c, 0), -predicted.get(c, 0), c))
     classes = {
         c: {
@@ -220,9 +253,11 @@ def model_stats(
 
     # (predicted, training label) of every row with a label: confirmations on the diagonal,
     # corrections off it: the deployed model's confusion as far as farmers told us.
-    labelled = valid[valid["label"].notna()]
-    pairs = labelled.groupby(["predicted_label", "label"])["n"].sum() if not labelled.empty else pd.Series([])
-    ranked = sorted(((int(n), str(p), str(a)) for (p, a), n in pairs.items()), key=lambda t: (-t[0], t[1], t[2]))
+    pairs: Counter[tuple[str, str]] = Counter()
+    for p, _, lab, _, n in valid:
+        if p is not None and lab is not None:
+            pairs[(p, lab)] += n
+    ranked = sorted(((n, p, a) for (p, a), n in pairs.items()), key=lambda t: (-t[0], t[1], t[2]))
     confusion = [{"predicted": p, "actual": a, "n": n} for n, p, a in ranked]
     return {
         "total": total,
@@ -235,7 +270,7 @@ def model_stats(
         "feedback_rate": answered / total if total else 0.0,
         "feedback_accuracy": _ratio(confirmed, answered),
         "classes": classes,
-        "ready": readiness(counts, min_total, min_per_class, missing_images),
+        "ready": _readiness(rows, min_total, min_per_class, missing_images),
         "deployed_confusion": confusion,
     }
 
@@ -335,9 +370,11 @@ def stats_report(
         if not counts.empty:
             seen.add(m)
         models[m] = model_stats(counts, min_total, min_per_class, source.missing_images(m, since, until))
-        # where the deployed model is wrong (per crop / region): one pass of five columns over the valid rows
-        chunks = source.iter_records(m, since, until, columns=list(confusion.COLUMNS), valid_only=True)
-        models[m]["where_wrong"] = confusion.where_wrong(chunks if m in seen else [])
+        # where the deployed model is wrong (per crop / region): grouped by the source (SQL for the store)
+        wrong = confusion.WrongFolder()
+        if m in seen:
+            wrong.add_counts(source.wrong_counts(m, since, until))
+        models[m]["where_wrong"] = wrong.result()
     warnings = _empty_check(source, model_types, seen) + list(getattr(source, "warnings", []) or [])
     for m, block in models.items():
         if block["invalid"]:

@@ -14,6 +14,7 @@ a region with 6 answers is not a finding.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
@@ -59,23 +60,30 @@ def accuracy_block(confirmed: int, answered: int) -> dict[str, Any]:
     }
 
 
-def _pairs(frame: pd.DataFrame, off_diagonal: bool) -> list[dict[str, Any]]:
+#: One group of answered rows: (crop, region, predicted, feedback, training label or "").
+WrongKey = tuple[str, str, str, str, str]
+
+
+def _pairs(groups: Iterable[tuple[WrongKey, int]], off_diagonal: bool) -> list[dict[str, Any]]:
     """[{"predicted", "actual", "n"}] of labelled rows, most frequent first (ties by name)."""
-    labelled = frame[frame["label"] != ""]
-    if off_diagonal:
-        labelled = labelled[labelled["label"] != labelled["predicted_label"]]
-    if labelled.empty:
-        return []
-    sums = labelled.groupby(["predicted_label", "label"])["n"].sum()
-    ranked = sorted(((int(n), str(p), str(a)) for (p, a), n in sums.items()), key=lambda t: (-t[0], t[1], t[2]))
+    sums: Counter[tuple[str, str]] = Counter()
+    for (_, _, predicted, _, label), n in groups:
+        if label and not (off_diagonal and label == predicted):
+            sums[(predicted, label)] += n
+    ranked = sorted(((n, p, a) for (p, a), n in sums.items()), key=lambda t: (-t[0], t[1], t[2]))
     return [{"predicted": p, "actual": a, "n": n} for n, p, a in ranked]
 
 
 class WrongFolder:
-    """Counts per (crop, region, predicted, feedback, training label), a chunk at a time; :meth:`result` at the end."""
+    """Counts per (crop, region, predicted, feedback, training label), a chunk at a time; :meth:`result` at the end.
+
+    Why plain counters and not a frame: the groups are few (crops x regions x class pairs), and
+    :meth:`result` slices them dozens of ways; a pandas groupby per slice cost ~1 s per ``stats``
+    call on a 150-row store, a loop over a few hundred tuples costs a millisecond.
+    """
 
     def __init__(self) -> None:
-        self._parts: list[pd.DataFrame] = []
+        self.counts: Counter[WrongKey] = Counter()
 
     def add(self, chunk: pd.DataFrame) -> None:
         """Fold VALID records (the caller leaves invalid ones out) with at least :data:`COLUMNS`."""
@@ -92,38 +100,46 @@ class WrongFolder:
         )
         frame = frame[frame["feedback"].isin(_ANSWERED)]
         if not frame.empty:
-            self._parts.append(frame.groupby(_KEYS, sort=False).size().reset_index(name="n"))
+            self.add_counts(frame.groupby(_KEYS, sort=False).size().items())
+
+    def add_counts(self, groups: Iterable[tuple[WrongKey, int]]) -> None:
+        """Fold groups already counted (``Store.wrong_counts``: SQLite's GROUP BY), keys as :meth:`add` makes them."""
+        for key, n in groups:
+            crop, region, predicted, feedback, label = (str(v) for v in key)
+            self.counts[(crop, region, predicted, feedback, label)] += int(n)
 
     def result(self, top: int = 10) -> dict[str, Any]:
         """The ``where_wrong`` block (see :func:`where_wrong`)."""
-        if self._parts:
-            groups = pd.concat(self._parts, ignore_index=True).groupby(_KEYS, sort=False)["n"].sum().reset_index()
-        else:
-            groups = pd.DataFrame({k: pd.Series([], dtype=object) for k in _KEYS} | {"n": pd.Series([], dtype="int64")})
-        counts = {f: int(groups.loc[groups["feedback"] == f, "n"].sum()) for f in _ANSWERED}
+        groups = list(self.counts.items())
+        by_feedback: Counter[str] = Counter()
+        for key, n in groups:
+            by_feedback[key[3]] += n
         return {
-            **accuracy_block(counts[rec.CONFIRMED], sum(counts.values())),
-            "corrected": counts[rec.CORRECTED],
-            "rejected": counts[rec.REJECTED],
+            **accuracy_block(by_feedback[rec.CONFIRMED], sum(by_feedback[f] for f in _ANSWERED)),
+            "corrected": by_feedback[rec.CORRECTED],
+            "rejected": by_feedback[rec.REJECTED],
             "most_confused": _pairs(groups, off_diagonal=True)[:top],
-            "by_crop": _breakdown(groups, "crop", top),
-            "by_region": _breakdown(groups, "region", top),
+            "by_crop": _breakdown(groups, 0, top),
+            "by_region": _breakdown(groups, 1, top),
         }
 
 
-def _breakdown(groups: pd.DataFrame, key: str, top: int) -> list[dict[str, Any]]:
-    """Per value of ``key`` (crop or region): accuracy with its interval, the sparse confusion, the worst pairs."""
+def _breakdown(groups: list[tuple[WrongKey, int]], position: int, top: int) -> list[dict[str, Any]]:
+    """Per crop (``position`` 0) or region (1): accuracy with its interval, the sparse confusion, the worst pairs."""
+    parts: dict[str, list[tuple[WrongKey, int]]] = {}
+    for key, n in groups:
+        parts.setdefault(key[position], []).append((key, n))
     out = []
-    for value, part in groups.groupby(key, sort=False):
-        by_feedback = part.groupby("feedback")["n"].sum()
-        answered = int(by_feedback.sum())
-        confirmed = int(by_feedback.get(rec.CONFIRMED, 0))
+    for value, part in parts.items():
+        by_feedback: Counter[str] = Counter()
+        for key, n in part:
+            by_feedback[key[3]] += n
         out.append(
             {
-                "key": str(value),
-                **accuracy_block(confirmed, answered),
-                "corrected": int(by_feedback.get(rec.CORRECTED, 0)),
-                "rejected": int(by_feedback.get(rec.REJECTED, 0)),
+                "key": value,
+                **accuracy_block(by_feedback[rec.CONFIRMED], sum(by_feedback.values())),
+                "corrected": by_feedback[rec.CORRECTED],
+                "rejected": by_feedback[rec.REJECTED],
                 # (predicted, answer, n) incl. the diagonal: this crop's / region's confusion matrix, sparse
                 "confusion": _pairs(part, off_diagonal=False),
                 "most_confused": _pairs(part, off_diagonal=True)[:top],
@@ -147,4 +163,4 @@ def where_wrong(chunks: Iterable[pd.DataFrame], top: int = 10) -> dict[str, Any]
     return folder.result(top)
 
 
-__all__ = ["COLUMNS", "UNKNOWN", "WrongFolder", "accuracy_block", "where_wrong", "wilson"]
+__all__ = ["COLUMNS", "UNKNOWN", "WrongFolder", "WrongKey", "accuracy_block", "where_wrong", "wilson"]

@@ -15,6 +15,7 @@ import pandas as pd
 
 from agroml.core.config import Settings
 from agroml.core.progress import NoticeFn, no_notice
+from agroml.data.confusion import WrongKey
 from agroml.data.store import Store
 from agroml.data.supabase import SupabaseSource
 from agroml.images.cache import ImageCache
@@ -57,6 +58,10 @@ class RecordSource(Protocol):
         """{training label: trainable rows whose image training could not use}: readiness leaves them out."""
         ...
 
+    def wrong_counts(self, model_type: str, since: Any = None, until: Any = None) -> list[tuple[WrongKey, int]]:
+        """Answered valid rows per (crop, region, predicted, feedback, label): what ``where_wrong`` folds."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -83,6 +88,9 @@ class LocalSource:
 
     def missing_images(self, model_type: str, since: Any = None, until: Any = None) -> dict[str, int]:
         return missing_images(self.store, self.image_dir, model_type, since, until)
+
+    def wrong_counts(self, model_type: str, since: Any = None, until: Any = None) -> list[tuple[WrongKey, int]]:
+        return self.store.wrong_counts(model_type, since, until)
 
     def close(self) -> None:
         self.store.close()
@@ -117,14 +125,8 @@ def missing_images(
     with ImageCache(root) as cache:
         stored = cache.stored_hashes()  # one listing, not a stat per row (many rows, many photos)
         indexed = (root / "index.db").is_file()
-        for chunk in store.iter_records(
-            model_type, since, until, columns=["label", "image_hash", "image_url"], valid_only=True
-        ):
-            rows = chunk[chunk["label"].notna()]
-            lost = []
-            for label, sha, url in rows.itertuples(index=False, name=None):
-                if not (sha and sha in stored):
-                    lost.append((label, url))
+        for rows in store.labelled_images(model_type, since, until):
+            lost = [(label, url) for label, sha, url in rows if not (sha and sha in stored)]
             urls = [u for _, u in lost if u]
             in_index = cache.lookup_many(urls) if indexed and urls else {}
             missing.update(label for label, url in lost if url not in in_index)

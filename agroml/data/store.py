@@ -24,6 +24,7 @@ import pandas as pd
 from agroml.core import sqlite
 from agroml.core.errors import NoDataError, StoreError
 from agroml.data import records as rec
+from agroml.data.confusion import UNKNOWN
 
 APP_ID = "agroml"
 SCHEMA_VERSION = 2
@@ -338,6 +339,49 @@ class Store:
         keys = "model_type, predicted_label, feedback, label, actual_label, invalid_reason"
         rows = self.con.execute(f"SELECT {keys}, count(*) FROM predictions{where} GROUP BY {keys}", params).fetchall()
         return pd.DataFrame(rows, columns=[*keys.split(", "), "n"]).astype({"n": "int64"})
+
+    def _scan_where(self, model_type: str | None, since: Any, until: Any) -> tuple[str, list[Any]]:
+        """The WHERE of valid rows for a reader of columns no index holds: without a time window, one plain
+        scan of the table (unary + keeps SQLite off the model_type indexes) reads 100,000 rows 3-4x faster
+        than an index search that looks each row up by its key; with a window, the index narrows it."""
+        where, params = self._where(model_type, since, until, True)
+        if since is None and until is None:
+            where = where.replace("model_type = ?", "+model_type = ?", 1)
+        return where, params
+
+    def wrong_counts(
+        self, model_type: str | None = None, since: Any = None, until: Any = None
+    ) -> list[tuple[tuple[str, str, str, str, str], int]]:
+        """Answered valid rows per (crop, region, predicted, feedback, training label), grouped by SQLite.
+
+        The keys of :class:`agroml.data.confusion.WrongFolder` ("unknown" for no crop or location, ""
+        for no label or prediction), so ``stats`` folds a few hundred groups instead of reading every
+        row into pandas (100,000 rows: 1.9 s read, a few tens of ms grouped here).
+        """
+        where, params = self._scan_where(model_type, since, until)
+        answered = (rec.CONFIRMED, rec.CORRECTED, rec.REJECTED)
+        where += f" AND feedback IN ({', '.join('?' for _ in answered)})"
+        rows = self.con.execute(
+            "SELECT coalesce(crop, ?), coalesce(location, ?), coalesce(predicted_label, ''), feedback, "
+            f"coalesce(label, ''), count(*) FROM predictions{where} GROUP BY 1, 2, 3, 4, 5",
+            [UNKNOWN, UNKNOWN, *params, *answered],
+        ).fetchall()
+        return [((c, r, p, f, lab), int(n)) for c, r, p, f, lab, n in rows]
+
+    def labelled_images(
+        self, model_type: str | None = None, since: Any = None, until: Any = None, chunk_rows: int = 100_000
+    ) -> Iterator[list[tuple[str, str | None, str | None]]]:
+        """(training label, image_hash, image_url) of every valid labelled row, ``chunk_rows`` at a time.
+
+        Plain tuples in no particular order: readiness only counts which images are missing, and turning
+        the rows into a record frame cost more than reading them (1.3 s of ``stats`` on 100,000 rows).
+        """
+        where, params = self._scan_where(model_type, since, until)
+        cur = self.con.execute(
+            f"SELECT label, image_hash, image_url FROM predictions{where} AND label IS NOT NULL", params
+        )
+        while rows := cur.fetchmany(chunk_rows):
+            yield rows
 
 
 def _frame(rows: list[tuple], names: list[str]) -> pd.DataFrame:

@@ -30,6 +30,8 @@ from agroml.core.errors import ConfigError, SourceError, UnreachableError, Usage
 from agroml.core.progress import NoticeFn, ProgressFn, no_notice, no_progress
 from agroml.core.schema import MODEL_TYPES
 from agroml.data import records as rec
+from agroml.data.confusion import COLUMNS as CONFUSION_COLUMNS
+from agroml.data.confusion import WrongFolder, WrongKey
 from agroml.data.store import Store
 
 if TYPE_CHECKING:
@@ -351,6 +353,14 @@ class SupabaseSource:
         counts = counts.astype({k: object for k in keys})
         counts[keys] = counts[keys].where(counts[keys].notna(), None)
         return counts.astype({"n": "int64"})
+
+    def wrong_counts(self, model_type: str, since: Any = None, until: Any = None) -> list[tuple[WrongKey, int]]:
+        """Answered valid rows per (crop, region, predicted, feedback, label), counted here a chunk at a
+        time from the five columns :mod:`agroml.data.confusion` reads (PostgREST cannot group)."""
+        folder = WrongFolder()
+        for chunk in self.iter_records(model_type, since, until, columns=list(CONFUSION_COLUMNS), valid_only=True):
+            folder.add(chunk)
+        return list(folder.counts.items())
 
     def model_types(self) -> list[str]:
         """Model types whose table has at least one row (one 1-row request per type)."""
