@@ -176,6 +176,39 @@ def test_read_routes_equal_the_cli_json(api, path: str, params: dict, cli: list[
     assert _without(response.json(), "generated_at") == _without(cli_json(*cli), "generated_at")
 
 
+def test_data_stats_is_kept_while_the_store_is_unchanged_and_a_new_row_shows_at_once(api) -> None:
+    from agroml.data import records as rec
+    from agroml.data.freshness import RACY_S
+    from agroml.data.store import Store
+
+    old = time.time() - 10 * RACY_S  # the demo's image cache, dated past the window where times prove nothing
+    images = Path(api.settings.image_dir)
+    for path in [images, *images.iterdir()]:
+        os.utime(path, (old, old))
+    first = api.client.get("/data-stats", params={"model": "storage"}).json()
+    time.sleep(1.1)  # generated_at has whole seconds: a recomputed answer would show a later one
+    kept = api.client.get("/data-stats", params={"model": "storage"}).json()
+    assert kept == first, "the same question on the same store: the kept answer"
+
+    row = {
+        "id": "api-new-row",
+        "source": "test",
+        "model_type": "storage",
+        "predicted_label": "good",
+        "user_confirmed": True,
+        "created_at": "2025-07-01T08:00:00Z",
+        "image_url": "https://x/new.jpg",
+    }
+    with Store(api.settings.db_path, create=False) as store:  # another writer (pull, import) commits a row
+        store.upsert(rec.make_records([row]))
+    fresh = api.client.get("/data-stats", params={"model": "storage"}).json()
+    block, before = fresh["models"]["storage"], first["models"]["storage"]
+    assert (block["total"], block["confirmed"]) == (before["total"] + 1, before["confirmed"] + 1)
+    assert block["ready"]["missing_images"] == before["ready"]["missing_images"] + 1, "its image is not cached"
+    assert fresh["generated_at"] > first["generated_at"]
+    assert _without(fresh, "generated_at") == _without(cli_json("stats", "--model", "storage"), "generated_at")
+
+
 # --- security --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(("method", "path"), PROTECTED)
 @pytest.mark.parametrize("header", [None, "Bearer wrong-token", f"Basic {TOKEN}", f"Bearer {TOKEN[:-1]}"])
