@@ -3,10 +3,14 @@
 1. Latency while training: GET /health and GET /data-stats, the median of 50 sequential requests each,
    on a demo store, first with no training (the named baseline, "idle") and then while a training
    started with POST /train runs in its worker process; goal: median < 200 ms while training; the ratio
-   training / idle says what the worker costs the web process on a shared machine.
+   training / idle says what the worker costs the web process on a shared machine. /data-stats twice:
+   the same question each time (answered from the kept result while the store is unchanged, as a
+   dashboard polling it gets) and a different question each time (a new min_total per request: computed
+   every time, the library's own cost).
 2. Load: 8 concurrent clients (threads, one httpx.Client each) for 30 s against GET /data-stats on a
    100,000-row store (built with bench_analysis.py's generator): requests per second, p50 / p99
-   latency, errors (goal: zero).
+   latency, errors (goal: zero); first every request a different question (computed: the baseline),
+   then the same question (kept), in the same run.
 
 Run it without nice, and read `uptime` (printed) with the figures: the development machine is shared.
 
@@ -89,16 +93,24 @@ def wait_for_health_checks(client: httpx.Client) -> None:
         time.sleep(0.5)
 
 
+#: The measured requests: path, and whether each request asks a different question (defeats the kept result).
+LATENCY_PATHS = (("/health", False), ("/data-stats", False), ("/data-stats", True))
+
+
+def _label(path: str, distinct: bool) -> str:
+    return f"{path} (computed)" if distinct else path
+
+
 def medians(client: httpx.Client, n: int) -> dict[str, float]:
     out = {}
-    for path in ("/health", "/data-stats"):
+    for path, distinct in LATENCY_PATHS:
         times = []
-        for _ in range(n):
+        for i in range(n):
             start = time.perf_counter()
-            response = client.get(path)
+            response = client.get(path, params={"min_total": 10_000 + i} if distinct else None)
             times.append((time.perf_counter() - start) * 1000)
             response.raise_for_status()
-        out[path] = statistics.median(times)
+        out[_label(path, distinct)] = statistics.median(times)
     return out
 
 
@@ -161,41 +173,51 @@ def load_check(root: Path, rows: int, seconds: float, clients: int, workers: int
 
     build_s = build_store(root / "data" / "agroml.db", rows)
     proc, url = start_server(root, workers)
-    results: list[tuple[float, bool]] = []
-    lock = threading.Lock()
     try:
         with httpx.Client(base_url=url + BASE, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=900) as warm:
             warm.get("/data-stats", params={"model": "pest"}).raise_for_status()
-        stop = time.monotonic() + seconds
-
-        def client_loop() -> None:
-            with httpx.Client(base_url=url + BASE, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=300) as c:
-                while time.monotonic() < stop:
-                    start = time.perf_counter()
-                    try:
-                        ok = c.get("/data-stats", params={"model": "pest"}).status_code == 200
-                    except httpx.HTTPError:
-                        ok = False
-                    with lock:
-                        results.append(((time.perf_counter() - start) * 1000, ok))
-
-        began = time.monotonic()
-        threads = [threading.Thread(target=client_loop) for _ in range(clients)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        wall = time.monotonic() - began
+        computed = _load(url, seconds, clients, distinct=True)  # the baseline: every request computed
+        kept = _load(url, seconds, clients, distinct=False)
     finally:
         proc.terminate()
         proc.wait(30)
+    common = {"rows": rows, "build_s": round(build_s, 1), "clients": clients, "workers": workers}
+    return {"computed": {**common, **computed}, "kept": {**common, **kept}}
+
+
+def _load(url: str, seconds: float, clients: int, distinct: bool) -> dict:
+    """``clients`` threads asking /data-stats?model=pest for ``seconds``; ``distinct``: a new min_total each
+    request (a different question: computed), else the same one (kept while the store is unchanged)."""
+    results: list[tuple[float, bool]] = []
+    lock = threading.Lock()
+    counter = iter(range(10**9))
+    stop = time.monotonic() + seconds
+
+    def client_loop() -> None:
+        with httpx.Client(base_url=url + BASE, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=300) as c:
+            while time.monotonic() < stop:
+                params: dict[str, str | int] = {"model": "pest"}
+                if distinct:
+                    with lock:
+                        params["min_total"] = 10_000 + next(counter)
+                start = time.perf_counter()
+                try:
+                    ok = c.get("/data-stats", params=params).status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                with lock:
+                    results.append(((time.perf_counter() - start) * 1000, ok))
+
+    began = time.monotonic()
+    threads = [threading.Thread(target=client_loop) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.monotonic() - began
     times = sorted(ms for ms, _ in results)
     errors = sum(1 for _, ok in results if not ok)
     return {
-        "rows": rows,
-        "build_s": round(build_s, 1),
-        "clients": clients,
-        "workers": workers,
         "seconds": round(wall, 1),
         "requests": len(results),
         "rps": round(len(results) / wall, 1),
@@ -226,7 +248,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="bench-api-", ignore_cleanup_errors=True) as tmp:
             lat = latency_while_training(Path(tmp), args.requests, wait_epoch=not args.no_wait_epoch)
         report["latency"] = lat
-        for path in ("/health", "/data-stats"):
+        for path in (_label(p, d) for p, d in LATENCY_PATHS):
             idle, busy = lat["idle_ms"][path], lat["training_ms"][path]
             verdict = "meets" if busy < GOAL_MS else "MISSES"
             print(
@@ -246,12 +268,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-api-load-", ignore_cleanup_errors=True) as tmp:
         load = load_check(Path(tmp), args.rows, args.seconds, args.clients, args.workers)
     report["load"] = load
-    print(
-        f"load: {load['clients']} clients x {load['seconds']} s on {load['rows']:,} rows, {load['workers']} worker(s): "
-        f"{load['rps']} req/s, p50 {load['p50_ms']} ms, p99 {load['p99_ms']} ms, {load['errors']} errors "
-        f"of {load['requests']}",
-        flush=True,
-    )
+    for kind, what in (("computed", "every request a different question (baseline)"), ("kept", "the same question")):
+        one = load[kind]
+        print(
+            f"load, {what}: {one['clients']} clients x {one['seconds']} s on {one['rows']:,} rows, "
+            f"{one['workers']} worker(s): {one['rps']} req/s, p50 {one['p50_ms']} ms, p99 {one['p99_ms']} ms, "
+            f"{one['errors']} errors of {one['requests']}",
+            flush=True,
+        )
+    ratio = load["kept"]["rps"] / load["computed"]["rps"] if load["computed"]["rps"] else float("inf")
+    print(f"load: kept / computed throughput {ratio:.1f}x", flush=True)
     print("after:", uptime(), flush=True)
     print(json.dumps(report, indent=2))
 
