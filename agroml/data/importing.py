@@ -114,6 +114,13 @@ def class_folders(folder: Path) -> list[Path]:
     return subdirs
 
 
+def _text(path: Path | str) -> str:
+    """A path as text a database, JSON and a terminal take: bytes that are not UTF-8 (a name from another
+    system's encoding, kept by Python as surrogates) become ``\\xNN`` escapes. A UTF-8 name is unchanged,
+    so row ids made from it stay the same."""
+    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def _inside(path: Path, root: Path) -> bool:
     return path.resolve().is_relative_to(root)
 
@@ -190,17 +197,16 @@ def import_folder(
 
     def skip(path: Path, reason: str) -> None:
         skipped[reason] += 1
-        skipped_files.append((str(path.relative_to(folder)), reason))
+        skipped_files.append((_text(path.relative_to(folder)), reason))
 
     def skip_folder(path: Path, reason: str) -> None:
-        skipped_folders.append((str(path.relative_to(folder)), reason))
+        skipped_folders.append((_text(path.relative_to(folder)), reason))
 
     for path in sorted(folder.iterdir()):
         if path.is_dir() and path.name.startswith("."):
             skip_folder(path, HIDDEN)
         elif not path.is_dir():  # files beside the class folders have no label
             skip(path, NOT_IN_CLASS_FOLDER)
-    loose = len(skipped_files)
     work = [(sub, path) for sub in subdirs for path in _files(folder, sub, follow_links, skip_folder, skip)]
     total = len(work)
     labels = {sub.name: rec.normalize_label(sub.name) for sub in subdirs}
@@ -231,7 +237,7 @@ def import_folder(
     return ImportSummary(
         model_type,
         folder,
-        total + loose,
+        images + sum(skipped.values()),  # every file found: imported, or skipped with its reason
         upsert,
         images,
         dict(sorted(classes.items())),
@@ -304,7 +310,7 @@ def _import_file(
         skip(path, UNREADABLE)
         return None
     url = path.as_uri()
-    relative = path.relative_to(folder.parent).as_posix()
+    relative = _text(path.relative_to(folder.parent).as_posix())
     return {
         "id": str(uuid.uuid5(_NAMESPACE, f"{model_type}:{relative}")),
         "source": "import",

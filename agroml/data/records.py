@@ -163,6 +163,15 @@ def _json_text(value: Any) -> Any:
     return value
 
 
+def _free_text(value: Any) -> str | None:
+    """A free-text column's value as text: a row may hold a number, a list or an object there (JSON)."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, dict | list):
+        return json.dumps(value, default=str, sort_keys=True)
+    return str(value)
+
+
 def _parse_bool(value: Any) -> bool | None:
     if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
         return None
@@ -270,7 +279,7 @@ def normalize_rows(
             "actual_label": actual,
             "feedback": [f for f, _ in fb],
             "label": [lab for _, lab in fb],
-            "feedback_text": col("feedback_text"),
+            "feedback_text": col("feedback_text").map(_free_text),
             "crop": col("crop").map(normalize_label),
             "location": col("location").map(lambda v: None if v is None else str(v).strip() or None),
             "latitude": pd.to_numeric(col("latitude"), errors="coerce"),

@@ -209,7 +209,9 @@ class Store:
             raise StoreError("cannot store a record without an id")
         frame = frame.drop_duplicates(["source", "id"], keep="last")
         created = frame["created_at"]
-        frame["created_at"] = [None if pd.isna(t) else int(t.value // 1000) for t in created]
+        # microseconds from the microsecond value itself: Timestamp.value is nanoseconds and overflows
+        # for a time before 1677 or after 2262 (a row dated 0001-01-01 made upsert raise OverflowError)
+        frame["created_at"] = [None if pd.isna(t) else int(t.as_unit("us").asm8.view("i8")) for t in created]
         frame["user_confirmed"] = [None if pd.isna(v) else int(bool(v)) for v in frame["user_confirmed"]]
         rows = frame.astype(object).where(frame.notna(), None).itertuples(index=False, name=None)
 

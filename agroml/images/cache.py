@@ -19,6 +19,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
@@ -83,6 +84,19 @@ def verify_image(data: bytes, max_bytes: int | None = None) -> tuple[str, int, i
     return ext, size[0], size[1]
 
 
+def _is_name(sha256: Any, ext: Any) -> bool:
+    """True for a cached file's name parts: 64 lower-case hex digits and one of the cache's extensions."""
+    return (
+        isinstance(sha256, str)
+        and len(sha256) == 64
+        and all(c in "0123456789abcdef" for c in sha256)
+        and ext in _EXTENSION_NAMES
+    )
+
+
+_EXTENSION_NAMES = frozenset(EXTENSIONS.values())
+
+
 class ImageCache:
     """Files under ``root`` named by their SHA-256, and an SQLite index from source URL to hash."""
 
@@ -137,7 +151,7 @@ class ImageCache:
         if row is None:
             return None
         path = self.path_for(row[0], row[1])
-        return path if path.exists() else None
+        return path if path is not None and path.exists() else None
 
     def lookup_many(self, urls: list[str]) -> dict[str, Path]:
         """{url: file} for every url already cached (one query per 500 urls)."""
@@ -149,7 +163,7 @@ class ImageCache:
                 rows = self.index.execute(f"SELECT url, sha256, ext FROM urls WHERE url IN ({marks})", chunk).fetchall()
             for url, sha, ext in rows:
                 path = self.path_for(sha, ext)
-                if path.exists():
+                if path is not None and path.exists():
                     found[url] = path
         return found
 
@@ -173,7 +187,14 @@ class ImageCache:
         folders = [self.root, *(p for p in self.root.iterdir() if p.is_dir() and not p.is_symlink())]
         return sum(sweep_stale_temps(folder) for folder in folders)
 
-    def path_for(self, sha256: str, ext: str) -> Path:
+    def path_for(self, sha256: str, ext: str) -> Path | None:
+        """The file of content ``sha256``; None for a name that is not a hash and an image extension.
+
+        Why check: the hash and extension come from the index and the store, files a damaged disk or
+        a hostile copy can fill with "../" names; a path built from them must stay inside the cache.
+        """
+        if not _is_name(sha256, ext):
+            return None
         return self.root / sha256[:2] / f"{sha256}.{ext}"
 
     def stored_hashes(self) -> set[str]:
@@ -197,6 +218,8 @@ class ImageCache:
 
     def find(self, sha256: str) -> Path | None:
         """The file holding content ``sha256``, whatever its extension."""
+        if not _is_name(sha256, "jpg"):
+            return None
         folder = self.root / sha256[:2]
         for ext in dict.fromkeys(EXTENSIONS.values()):
             path = folder / f"{sha256}.{ext}"
@@ -212,7 +235,7 @@ class ImageCache:
             with Image.open(io.BytesIO(data)) as img:
                 ext, (width, height) = EXTENSIONS.get(img.format or "", "jpg"), img.size
         sha = hashlib.sha256(data).hexdigest()
-        path = self.path_for(sha, ext)
+        path = self.root / sha[:2] / f"{sha}.{ext}"
         if not path.exists():
             atomic_write(path, data)
         image = CachedImage(sha, path, width, height)

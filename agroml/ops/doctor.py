@@ -279,6 +279,22 @@ def check_store(settings: Settings) -> tuple[Check, dict[str, Any] | None]:
     return Check("store", OK, detail), counts
 
 
+def check_env_file(env_file: str | Path | None) -> list[Check]:
+    """The .env file holds the service-role key and the API token: other accounts must not read it.
+
+    No line when there is no .env (the settings come from the environment); on Windows file modes do not
+    say who can read a file, so no line there either.
+    """
+    if env_file is None or os.name != "posix" or not Path(env_file).is_file():
+        return []
+    path = Path(env_file)
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        detail = f"{path}: mode {mode:04o}: other accounts on this machine can read the keys in it"
+        return [Check(".env file", WARN, detail, f"chmod 600 {path}")]
+    return [Check(".env file", OK, f"{path}: mode {mode:04o}, readable by its owner only")]
+
+
 def check_readiness(settings: Settings, counts: dict[str, Any] | None) -> list[Check]:
     """Per model type: enough trainable rows with their image cached, overall and per class, to train
     honestly (local store); rows whose image is gone from the cache are counted apart, as `stats` does."""
@@ -518,7 +534,8 @@ def diagnose(
     except ConfigError as exc:
         checks = [Check("settings", FAIL, exc.message, exc.fix or "fix the setting in the environment or .env")]
         return Report(checks=environment_checks() + checks)
-    return Report(checks=run_checks(settings, offline, problems), settings=settings_rows(settings))
+    checks = run_checks(settings, offline, problems) + _guarded(".env file", lambda: check_env_file(env_file))
+    return Report(checks=checks, settings=settings_rows(settings))
 
 
 # --- online (Supabase) checks ---------------------------------------------------------------------------------------
