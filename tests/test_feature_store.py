@@ -302,7 +302,43 @@ def test_after_new_rows_a_retrain_computes_only_the_images_it_has_not_seen(image
         np.testing.assert_allclose(train_views[0], fresh[index], rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(val_feats, fresh[[paths.index(p) for p in split["val"]]], rtol=1e-4, atol=1e-5)
         assert train_views.shape == (2, len(split["train"]), fresh.shape[1])
+        # the same features as a run with the store cleared, augmented views included: old images' views
+        # read from the store are the ones a fresh pass draws for them (views.py), so both runs learn alike
+        plain_views, plain_val = train_and_val_features(extractor, split["train"], split["val"], cfg)
+        np.testing.assert_allclose(train_views, plain_views, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(val_feats, plain_val, rtol=1e-4, atol=1e-5)
     assert results == [(0, 2 * 14), (2 * 14, 2 * 2)]  # clean + augmented view of each image
+
+
+def test_an_augmented_view_depends_on_the_image_alone_and_eager_passes_equal_traced_ones(images, monkeypatch, tmp_path):
+    """A view is a function of (image hash, k, seed): not of the batch, the other images, the order, or
+    whether the few-image pass ran eagerly or as a traced graph (within float rounding)."""
+    from agroml.training import features, views
+    from agroml.training.model import augmentation_settings
+
+    _, paths, _, extractor, fresh = images
+    specs = [None, (1, 100), (2, 200)]
+    eager = features.extract_views(extractor, paths, SIZE, 8, specs)
+    assert eager.shape == (3, len(paths), fresh.shape[1])
+    np.testing.assert_allclose(eager[0], fresh, rtol=1e-4, atol=1e-5)
+    assert np.abs(eager[1] - eager[0]).max() > 1e-2 and np.abs(eager[2] - eager[1]).max() > 1e-2  # really other views
+    some = paths[9:2:-2]  # other images around them, another order, another batch size
+    np.testing.assert_allclose(
+        features.extract_views(extractor, some, SIZE, 3, specs),
+        eager[:, [paths.index(p) for p in some]],
+        rtol=1e-4,
+        atol=1e-5,
+    )
+    monkeypatch.setattr(features, "EAGER_MAX_IMAGES", 0)  # the same pass traced into a graph
+    np.testing.assert_allclose(features.extract_views(extractor, paths, SIZE, 8, specs), eager, rtol=1e-4, atol=1e-5)
+    # the draw is the content hash's: a copy of the image under another name draws the same view
+    copy = tmp_path / "photo.png"
+    copy.write_bytes(Path(paths[0]).read_bytes())
+    settings = augmentation_settings()
+    first = views.draws(paths[:1], 1, 100, SIZE, settings)
+    np.testing.assert_array_equal(views.draws([str(copy)], 1, 100, SIZE, settings), first)
+    assert not np.array_equal(views.draws(paths[:1], 1, 101, SIZE, settings), first)
+    assert not np.array_equal(views.draws(paths[:1], 2, 100, SIZE, settings), first)
 
 
 def test_the_store_is_off_at_zero_mb_and_where_the_base_trains(tmp_path):
