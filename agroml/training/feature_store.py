@@ -10,9 +10,9 @@ only on the pixels, the network and its weights, the input size and the view, so
   version, a user's weights file, another MobileNetV2 width: any difference in the weights is another
   fingerprint, so features are never reused across different weights;
 - view: ``clean`` (the plain image), or ``aug<k>-seed<s>-<augmentation digest>`` for the k-th
-  augmented view drawn with seed s and those augmentation settings. An augmented view is one random
-  draw of the augmentation for that image; the fast path already fixes these draws for all epochs of
-  a run, and a retrain reuses them the same way.
+  augmented view drawn with seed s and those augmentation settings (the digest covers the drawing
+  scheme too). An augmented view is a fixed function of (image hash, k, seed) (views.py), so the view a
+  retrain reads is the one a run with the store cleared would compute: both train on the same features.
 
 Storage: one SQLite file, ``<AGROML_DATA_DIR>/features/features.db`` (WAL, busy timeout: two trainings
 can read and fill it at once; each fill is one transaction, so a kill leaves whole entries only). Rows
