@@ -73,12 +73,14 @@ def one_training(settings, cfg, name: str) -> dict[str, Any]:
         "hits": store.get("hits", 0),
         "computed": store.get("computed", 0),
         "images": {s: sum(c.values()) for s, c in result.counts.items()},
+        # a shared machine: the 1-minute load average after the run says how busy it was meanwhile
+        "load": os.getloadavg()[0],
     }
     print(
         f"{name}: phase 1 {row['phase1']:.1f} s (CPU {row['phase1_cpu']:.1f} s), training {row['total']:.1f} s, "
         f"store hits {row['hits']} "
         f"computed {row['computed']}, images {row['images']}, val accuracy {row['val']:.3f}, "
-        f"test accuracy {row['test']:.3f}",
+        f"test accuracy {row['test']:.3f}, load average {row['load']:.1f}",
         flush=True,
     )
     return row

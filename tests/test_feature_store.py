@@ -85,6 +85,11 @@ class Counting:
         return self.fresh[[self.index[p] for p in paths]]
 
 
+def assert_close(got: np.ndarray, want: np.ndarray) -> None:
+    """Equal within float rounding, relative to the features' scale (a random base's can be ~1e-12)."""
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
+
+
 def _store(root: Path, name: str, extractor, size: int = SIZE, budget_mb: float = 100) -> FeatureStore:
     store = FeatureStore(root / name / "features.db", budget_mb)
     store.bind(extractor, size)
@@ -299,10 +304,42 @@ def test_after_new_rows_a_retrain_computes_only_the_images_it_has_not_seen(image
             )
             results.append((store.counts.hits, store.counts.computed))
         index = [paths.index(p) for p in split["train"]]
-        np.testing.assert_allclose(train_views[0], fresh[index], rtol=1e-4, atol=1e-5)
-        np.testing.assert_allclose(val_feats, fresh[[paths.index(p) for p in split["val"]]], rtol=1e-4, atol=1e-5)
+        assert_close(train_views[0], fresh[index])
+        assert_close(val_feats, fresh[[paths.index(p) for p in split["val"]]])
         assert train_views.shape == (2, len(split["train"]), fresh.shape[1])
+        # the same features as a run with the store cleared, augmented views included: old images' views
+        # read from the store are the ones a fresh pass draws for them (views.py), so both runs learn alike
+        plain_views, plain_val = train_and_val_features(extractor, split["train"], split["val"], cfg)
+        assert_close(train_views, plain_views)
+        assert_close(val_feats, plain_val)
     assert results == [(0, 2 * 14), (2 * 14, 2 * 2)]  # clean + augmented view of each image
+
+
+def test_an_augmented_view_depends_on_the_image_alone_and_eager_passes_equal_traced_ones(images, monkeypatch, tmp_path):
+    """A view is a function of (image hash, k, seed): not of the batch, the other images, the order, or
+    whether the few-image pass ran eagerly or as a traced graph (within float rounding)."""
+    from agroml.training import features, views
+    from agroml.training.model import augmentation_settings
+
+    _, paths, _, extractor, fresh = images
+    specs = [None, (1, 100), (2, 200)]
+    eager = features.extract_views(extractor, paths, SIZE, 8, specs)
+    assert eager.shape == (3, len(paths), fresh.shape[1])
+    assert_close(eager[0], fresh)
+    scale = float(np.abs(eager).max())
+    assert np.abs(eager[1] - eager[0]).max() > 0.05 * scale and np.abs(eager[2] - eager[1]).max() > 0.05 * scale
+    some = paths[9:2:-2]  # other images around them, another order, another batch size
+    assert_close(features.extract_views(extractor, some, SIZE, 3, specs), eager[:, [paths.index(p) for p in some]])
+    monkeypatch.setattr(features, "EAGER_MAX_IMAGES", 0)  # the same pass traced into a graph
+    assert_close(features.extract_views(extractor, paths, SIZE, 8, specs), eager)
+    # the draw is the content hash's: a copy of the image under another name draws the same view
+    copy = tmp_path / "photo.png"
+    copy.write_bytes(Path(paths[0]).read_bytes())
+    settings = augmentation_settings()
+    first = views.draws(paths[:1], 1, 100, SIZE, settings)
+    np.testing.assert_array_equal(views.draws([str(copy)], 1, 100, SIZE, settings), first)
+    assert not np.array_equal(views.draws(paths[:1], 1, 101, SIZE, settings), first)
+    assert not np.array_equal(views.draws(paths[:1], 2, 100, SIZE, settings), first)
 
 
 def test_the_store_is_off_at_zero_mb_and_where_the_base_trains(tmp_path):

@@ -10,9 +10,9 @@ only on the pixels, the network and its weights, the input size and the view, so
   version, a user's weights file, another MobileNetV2 width: any difference in the weights is another
   fingerprint, so features are never reused across different weights;
 - view: ``clean`` (the plain image), or ``aug<k>-seed<s>-<augmentation digest>`` for the k-th
-  augmented view drawn with seed s and those augmentation settings. An augmented view is one random
-  draw of the augmentation for that image; the fast path already fixes these draws for all epochs of
-  a run, and a retrain reuses them the same way.
+  augmented view drawn with seed s and those augmentation settings (the digest covers the drawing
+  scheme too). An augmented view is a fixed function of (image hash, k, seed) (views.py), so the view a
+  retrain reads is the one a run with the store cleared would compute: both train on the same features.
 
 Storage: one SQLite file, ``<AGROML_DATA_DIR>/features/features.db`` (WAL, busy timeout: two trainings
 can read and fill it at once; each fill is one transaction, so a kill leaves whole entries only). Rows
@@ -286,27 +286,38 @@ class FeatureStore:
         return removed
 
     # --- the one call the fast path makes -------------------------------------------------------------
+    def views(
+        self, views: Sequence[str], paths: Sequence[str], dim: int, compute: Callable[[list[str]], np.ndarray]
+    ) -> np.ndarray:
+        """Every view of ``paths`` (len(views), n, dim): stored ones read, the rest computed and stored.
+
+        ``compute`` gets the paths that miss any of the views, in their order, and returns all the views
+        of them (len(views), m, dim): one pass over the new images decodes each once and runs the base
+        once per batch for all views. With an empty store it is called once with every path: the same
+        call, the same result as without a store.
+        """
+        keys = [image_key(p) for p in paths]
+        known = [k for k in keys if k is not None]
+        found = [self.get(view, known, dim) for view in views]
+        missing = [i for i, k in enumerate(keys) if k is None or any(k not in f for f in found)]
+        fresh = compute([paths[i] for i in missing]) if missing else np.zeros((len(views), 0, dim), dtype=_DTYPE)
+        out = np.empty((len(views), len(paths), dim), dtype=_DTYPE)
+        missed = set(missing)
+        hit = [i for i in range(len(paths)) if i not in missed]
+        for v, (view, stored) in enumerate(zip(views, found, strict=True)):
+            if hit:
+                out[v, hit] = np.stack([stored[keys[i]] for i in hit])  # type: ignore[index]
+            out[v, missing] = fresh[v]
+            self.put(view, {key: fresh[v, j] for j, i in enumerate(missing) if (key := keys[i]) is not None})
+        self.counts.hits += len(views) * len(hit)
+        self.counts.computed += len(views) * len(missing)
+        return out
+
     def features(
         self, view: str, paths: Sequence[str], dim: int, compute: Callable[[list[str]], np.ndarray]
     ) -> np.ndarray:
-        """The features of ``paths`` in ``view`` (n, dim): stored ones read, the rest computed and stored.
-
-        ``compute`` gets the paths that missed, in their order, so with an empty store it is called
-        once with every path: the same call, the same result as without a store.
-        """
-        keys = [image_key(p) for p in paths]
-        found = self.get(view, [k for k in keys if k is not None], dim)
-        missing = [i for i, k in enumerate(keys) if k is None or k not in found]
-        fresh = compute([paths[i] for i in missing]) if missing else np.zeros((0, dim), dtype=_DTYPE)
-        out = np.empty((len(paths), dim), dtype=_DTYPE)
-        for i, key in enumerate(keys):
-            if key is not None and key in found:
-                out[i] = found[key]
-        out[missing] = fresh
-        self.put(view, {key: fresh[j] for j, i in enumerate(missing) if (key := keys[i]) is not None})
-        self.counts.hits += len(paths) - len(missing)
-        self.counts.computed += len(missing)
-        return out
+        """One view of ``paths`` (n, dim); ``compute`` returns that view (m, dim) of the paths that missed."""
+        return self.views([view], paths, dim, lambda missed: compute(missed)[None])[0]
 
 
 def open_store(data_dir: Path, budget_mb: float, fast_path: bool) -> FeatureStore | None:
