@@ -1,0 +1,176 @@
+"""SIGKILL of the real `python -m agroml ...` process at a random moment, then a rerun: nothing lost, nothing half.
+
+For each command a clean run in a folder of its own gives the reference (its row counts) and its wall
+time T; then the same command, in a second folder, is killed at a moment drawn from a seeded generator
+in [0.15 T, T] (it may also finish first: counted, still checked), run again to the end, and the folder
+must pass tests/reliability/consistency.py: store rows equal to the clean run's, image cache and index
+consistent, no run left "running", no .partial, a production model that loads and predicts, exports
+whole or absent.
+
+Default run: one kill per command (seeds from BASE_SEED); ``--soak``: five each, from a fresh base seed;
+``AGROML_FAULT_SEED=<seed>`` replays one. The heavy ones (TensorFlow: train, promote, rollback, publish,
+the API's background training) are marked e2e. ``AGROML_FAULT_LOG=<file>`` gets one JSON line per kill.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from consistency import check_all, store_counts
+from faultmix import forced_seed, record, seeds
+
+BASE_SEED = 16_2026
+LIGHT = ("demo", "import", "pull", "export")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "kill_seed" not in metafunc.fixturenames:
+        return
+    forced = forced_seed()
+    if forced is not None:
+        chosen = [forced]
+    elif metafunc.config.getoption("soak"):
+        base = int(time.time())
+        print(f"soak base seed {base}")
+        chosen = seeds(base, 5)
+    else:
+        chosen = seeds(BASE_SEED, 1)
+    metafunc.parametrize("kill_seed", chosen, ids=[f"seed{s}" for s in chosen])
+
+
+def _agroml(folder: Path, env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "agroml", *args],
+        cwd=folder,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def _finish(folder: Path, env: dict[str, str], *args: str, timeout: float = 300) -> float:
+    """Run to the end (must exit 0); returns its wall time."""
+    started = time.monotonic()
+    proc = _agroml(folder, env, *args)
+    _, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, f"agroml {' '.join(args)} failed: {err.decode()[-2000:]}"
+    return time.monotonic() - started
+
+
+def kill_then_rerun(
+    folder: Path, env: dict[str, str], args: tuple[str, ...], seed: int, clean_s: float, **entry: Any
+) -> dict[str, Any]:
+    """Kill `agroml ARGS` at a seeded moment of [0.15, 1] x clean_s, then run it again to the end."""
+    at = random.Random(seed).uniform(0.15, 1.0) * clean_s
+    print(f"seed {seed}: kill `agroml {' '.join(args)}` at {at:.2f} s of {clean_s:.2f} s; AGROML_FAULT_SEED={seed}")
+    proc = _agroml(folder, env, *args)
+    try:
+        proc.wait(timeout=at)
+        killed = False  # it finished first: the rerun and the checks still apply
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        killed = True
+    finally:
+        if proc.stderr:
+            proc.stderr.close()
+    assert not killed or proc.returncode == -signal.SIGKILL
+    rerun_s = _finish(folder, env, *args)
+    out = {"test": "kill", "command": args[0], "seed": seed, "at_s": round(at, 2), "killed": killed}
+    out.update(clean_s=round(clean_s, 2), rerun_s=round(rerun_s, 2), **entry)
+    return out
+
+
+@pytest.fixture
+def base_env(workdir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AGROML_", "SUPABASE_"))}
+    env.update(AGROML_HASH_SALT="pepper", TF_CPP_MIN_LOG_LEVEL="2")
+    return env
+
+
+def _folders(workdir: Path) -> tuple[Path, Path]:
+    clean, killed = workdir / "clean", workdir / "killed"
+    clean.mkdir()
+    killed.mkdir()
+    return clean, killed
+
+
+def _checked(killed: Path, clean: Path, entry: dict[str, Any], production: tuple[str, ...] = ()) -> None:
+    want = store_counts(clean / "data" / "agroml.db") if (clean / "data" / "agroml.db").exists() else None
+    summary = check_all(killed, want, production)
+    entry.update(consistent=True, **{k: v for k, v in summary.items() if k != "runs"})
+    record(entry)
+
+
+# --- the light commands: no TensorFlow --------------------------------------------------------------------
+def test_kill_demo(workdir, base_env, kill_seed):
+    clean, killed = _folders(workdir)
+    args = ("demo", "--n", "40", "--seed", "3")
+    clean_s = _finish(clean, base_env, *args)
+    entry = kill_then_rerun(killed, base_env, args, kill_seed, clean_s)
+    _checked(killed, clean, entry)
+
+
+def _class_folder(root: Path, n_per_class: int = 20) -> Path:
+    from model_helpers import color_png
+
+    for name in ("red", "green", "blue", "yellow", "cyan"):
+        (root / name).mkdir(parents=True)
+        for i in range(n_per_class):
+            (root / name / f"{i:03d}.png").write_bytes(color_png(name, size=48, seed=i))
+    return root
+
+
+def test_kill_import(workdir, base_env, kill_seed):
+    clean, killed = _folders(workdir)
+    photos = _class_folder(workdir / "photos")
+    args = ("import", str(photos), "--model", "pest")
+    clean_s = _finish(clean, base_env, *args)
+    entry = kill_then_rerun(killed, base_env, args, kill_seed, clean_s)
+    _checked(killed, clean, entry)
+
+
+def test_kill_export(workdir, base_env, kill_seed):
+    clean, killed = _folders(workdir)
+    for folder in (clean, killed):
+        _finish(folder, base_env, "demo", "--n", "30", "--seed", "1")
+    args = ("export", "--scope", "all", "--format", "csv", "--source", "local")
+    clean_s = _finish(clean, base_env, *args)
+    entry = kill_then_rerun(killed, base_env, args, kill_seed, clean_s)
+    _checked(killed, clean, entry)
+    files = sorted(p.name for p in (killed / "exports").iterdir())
+    # the rerun wrote one whole file per model type; a file from the killed run is whole too, or absent
+    assert len(files) in (3, 4, 5, 6), files
+
+
+def test_kill_pull(workdir, base_env, kill_seed):
+    from supa_rows import add_empty_tables, add_pest_table, jpeg, pest_rows
+    from supaserver import Faults, start_server
+
+    server = start_server()
+    try:
+        add_empty_tables(server)
+        rows = pest_rows(
+            240,
+            seed=kill_seed % 1000,
+            image_url=lambda i, rid: server.add_object("predictions", f"pest_images/pest_{rid}.jpg", jpeg(i)),
+        )
+        add_pest_table(server, rows)
+        server.faults = Faults(delay_s=0.01)  # each request a little slow, so the kill lands mid-pull
+        env = {**base_env, "SUPABASE_URL": server.url, "SUPABASE_SERVICE_KEY": server.service_key}
+        env.update(AGROML_PAGE_SIZE="20", AGROML_IMAGE_CONCURRENCY="2", AGROML_RETRY_BASE_SECONDS="0.01")
+        clean, killed = _folders(workdir)
+        clean_s = _finish(clean, env, "pull")
+        entry = kill_then_rerun(killed, env, ("pull",), kill_seed, clean_s)
+        _checked(killed, clean, entry)
+        assert store_counts(killed / "data" / "agroml.db") == {("supabase", "pest"): 240}
+    finally:
+        server.stop()
