@@ -138,21 +138,24 @@ def check_exports(exports_dir: Path) -> int:
     """Every export file parses to its end; no temporary file. Returns how many rows the files hold."""
     if not exports_dir.exists():
         return 0
-    rows = 0
-    for path in exports_dir.iterdir():
-        assert not path.name.endswith(".tmp"), f"temporary export left: {path}"
-        if path.suffix == ".json":
-            rows += sum(1 for line in path.read_text().splitlines() if json.loads(line) is not None)
-        elif path.suffix == ".csv":
-            import csv
+    return sum(check_exports_file(path) for path in exports_dir.iterdir())
 
-            with path.open(newline="") as fh:
-                rows += max(0, sum(1 for _ in csv.reader(fh)) - 1)
-        elif path.suffix == ".parquet":
-            import pyarrow.parquet as pq
 
-            rows += pq.read_table(path).num_rows
-    return rows
+def check_exports_file(path: Path) -> int:
+    """Rows in one export file, read to its end (a cut file fails to parse); no temporary name."""
+    assert not path.name.endswith(".tmp"), f"temporary export left: {path}"
+    if path.suffix == ".json":
+        return sum(1 for line in path.read_text().splitlines() if json.loads(line) is not None)
+    if path.suffix == ".csv":
+        import csv
+
+        with path.open(newline="") as fh:
+            return max(0, sum(1 for _ in csv.reader(fh, strict=True)) - 1)
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return int(pq.read_table(path).num_rows)
+    raise AssertionError(f"not an export file: {path}")
 
 
 def check_all(

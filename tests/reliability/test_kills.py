@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from consistency import check_all, store_counts
+from consistency import check_all, check_exports_file, store_counts
 from faultmix import forced_seed, record, seeds
 
 BASE_SEED = 16_2026
@@ -66,9 +66,16 @@ def _finish(folder: Path, env: dict[str, str], *args: str, timeout: float = 300)
 
 
 def kill_then_rerun(
-    folder: Path, env: dict[str, str], args: tuple[str, ...], seed: int, clean_s: float, **entry: Any
+    folder: Path,
+    env: dict[str, str],
+    args: tuple[str, ...],
+    seed: int,
+    clean_s: float,
+    rerun: tuple[str, ...] | None = None,
+    **entry: Any,
 ) -> dict[str, Any]:
-    """Kill `agroml ARGS` at a seeded moment of [0.15, 1] x clean_s, then run it again to the end."""
+    """Kill `agroml ARGS` at a seeded moment of [0.15, 1] x clean_s, then run ``rerun`` (default: ARGS
+    again) to the end."""
     at = random.Random(seed).uniform(0.15, 1.0) * clean_s
     print(f"seed {seed}: kill `agroml {' '.join(args)}` at {at:.2f} s of {clean_s:.2f} s; AGROML_FAULT_SEED={seed}")
     proc = _agroml(folder, env, *args)
@@ -83,7 +90,7 @@ def kill_then_rerun(
         if proc.stderr:
             proc.stderr.close()
     assert not killed or proc.returncode == -signal.SIGKILL
-    rerun_s = _finish(folder, env, *args)
+    rerun_s = _finish(folder, env, *(rerun or args))
     out = {"test": "kill", "command": args[0], "seed": seed, "at_s": round(at, 2), "killed": killed}
     out.update(clean_s=round(clean_s, 2), rerun_s=round(rerun_s, 2), **entry)
     return out
@@ -146,9 +153,14 @@ def test_kill_export(workdir, base_env, kill_seed):
     clean_s = _finish(clean, base_env, *args)
     entry = kill_then_rerun(killed, base_env, args, kill_seed, clean_s)
     _checked(killed, clean, entry)
-    files = sorted(p.name for p in (killed / "exports").iterdir())
-    # the rerun wrote one whole file per model type; a file from the killed run is whole too, or absent
-    assert len(files) in (3, 4, 5, 6), files
+    # the rerun wrote one whole file per model type; a file the killed run finished is whole too
+    want = {_model_of(p): check_exports_file(p) for p in (clean / "exports").iterdir()}
+    got = [(_model_of(p), check_exports_file(p)) for p in (killed / "exports").iterdir()]
+    assert {m for m, _ in got} == set(want) and all(n == want[m] for m, n in got), (got, want)
+
+
+def _model_of(path: Path) -> str:
+    return path.name.split("_", 1)[0]
 
 
 def test_kill_pull(workdir, base_env, kill_seed):
@@ -172,5 +184,76 @@ def test_kill_pull(workdir, base_env, kill_seed):
         entry = kill_then_rerun(killed, env, ("pull",), kill_seed, clean_s)
         _checked(killed, clean, entry)
         assert store_counts(killed / "data" / "agroml.db") == {("supabase", "pest"): 240}
+    finally:
+        server.stop()
+
+
+# --- the model's life: TensorFlow in every process (minutes on 2 cores: e2e) ------------------------------
+TRAIN = ("train", "--model", "pest", "--weights", "none", "--image-size", "32", "--epochs", "1", "--seed", "0")
+
+
+def _newest_run(models: Path) -> str:
+    from agroml.lifecycle.registry import Registry
+
+    with Registry(models) as registry:
+        return next(r.run_id for r in registry.runs("pest") if r.state == "succeeded")
+
+
+def _published_whole(server: Any) -> bool:
+    """The bucket's production.json names files that are all there with their sha256 and size."""
+    import hashlib
+    import json
+
+    manifest = json.loads(server.objects[("models", "pest/production.json")].data)
+    for entry in manifest["files"].values():
+        obj = server.objects.get(("models", entry["path"]))
+        if obj is None or hashlib.sha256(obj.data).hexdigest() != entry["sha256"] or len(obj.data) != entry["size"]:
+            return False
+    return True
+
+
+@pytest.mark.e2e
+def test_kill_train_promote_rollback_publish(workdir, base_env, kill_seed):
+    """Each step killed once at a seeded moment, then run again: a whole model serves and is published whole."""
+    from supaserver import start_server
+
+    from agroml.lifecycle.locating import folder_run_id
+
+    server = start_server()
+    try:
+        server.add_bucket("models", public=False)
+        env = {**base_env, "SUPABASE_URL": server.url, "SUPABASE_SERVICE_KEY": server.service_key}
+        env.update(AGROML_RETRY_BASE_SECONDS="0.01", AGROML_SOURCE="local")
+        folder, models = workdir, workdir / "models"
+        _finish(folder, env, "demo", "--model", "pest", "--n", "40", "--seed", "0")
+        rng = random.Random(kill_seed)
+        entries = []
+
+        train_s = _finish(folder, env, *TRAIN)  # run a: the clean timing, and a model to promote
+        first = _newest_run(models)
+        entries.append(kill_then_rerun(folder, env, TRAIN, rng.randrange(2**31), train_s))
+        second = _newest_run(models)
+        assert second != first
+
+        promote_s = _finish(folder, env, "promote", first, "--model", "pest", "--force")
+        args = ("promote", second, "--model", "pest", "--force")
+        entries.append(kill_then_rerun(folder, env, args, rng.randrange(2**31), promote_s))
+        # a rollback is not idempotent (a second one goes one model further back), so after its kill the
+        # next command is `history`, which finishes or undoes the journaled step; then roll back if needed
+        rollback = ("rollback", "--model", "pest")
+        history = ("history", "--model", "pest")
+        entries.append(kill_then_rerun(folder, env, rollback, rng.randrange(2**31), promote_s, rerun=history))
+        if folder_run_id(models / "pest" / "production") == second:
+            _finish(folder, env, *rollback)
+        assert folder_run_id(models / "pest" / "production") == first
+        publish_s = _finish(folder, env, "publish", "--model", "pest")
+        entries.append(kill_then_rerun(folder, env, ("publish", "--model", "pest"), rng.randrange(2**31), publish_s))
+
+        summary = check_all(folder, None, production=("pest",))
+        assert summary["production"] == ["pest"]
+        assert _published_whole(server)
+        for entry in entries:
+            entry.update(consistent=True)
+            record(entry)
     finally:
         server.stop()
