@@ -354,7 +354,10 @@ class SupabaseSource:
             if buffer and (page is None or len(buffer) >= chunk_rows):
                 frame = self.normalize(buffer, model_type).records
                 buffer, rows = [], rows + len(frame)
-                kept = [*kept, frame] if kept is not None and rows <= SNAPSHOT_ROWS else None
+                if kept is not None and rows <= SNAPSHOT_ROWS:
+                    kept.append(frame)
+                else:
+                    kept = None
                 yield frame
         if kept is not None:
             self._snapshots[key] = kept
@@ -367,7 +370,8 @@ class SupabaseSource:
             df = rec.valid_only(df).reset_index(drop=True)
         if columns:
             return df[list(columns)]
-        return df if include_personal else df.drop(columns=list(rec.PERSONAL_FIELDS))
+        # a new frame either way: a kept snapshot must not change under a caller that edits what it gets
+        return df.copy() if include_personal else df.drop(columns=list(rec.PERSONAL_FIELDS))
 
     def feedback_counts(self, model_type: str | None = None, since: Any = None, until: Any = None) -> pd.DataFrame:
         """Rows per (model_type, predicted_label, feedback, label, actual_label, invalid_reason) as ``n``.

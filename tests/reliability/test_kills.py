@@ -60,7 +60,12 @@ def _finish(folder: Path, env: dict[str, str], *args: str, timeout: float = 300)
     """Run to the end (must exit 0); returns its wall time."""
     started = time.monotonic()
     proc = _agroml(folder, env, *args)
-    _, err = proc.communicate(timeout=timeout)
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()  # never leave a child running past its test
+        proc.communicate()
+        raise AssertionError(f"agroml {' '.join(args)} did not finish in {timeout} s") from None
     assert proc.returncode == 0, f"agroml {' '.join(args)} failed: {err.decode()[-2000:]}"
     return time.monotonic() - started
 
@@ -213,6 +218,7 @@ def _published_whole(server: Any) -> bool:
 
 
 @pytest.mark.e2e
+@pytest.mark.timeout(1800)
 def test_kill_train_promote_rollback_publish(workdir, base_env, kill_seed):
     """Each step killed once at a seeded moment, then run again: a whole model serves and is published whole."""
     from supaserver import start_server
