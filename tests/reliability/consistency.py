@@ -49,7 +49,11 @@ def check_image_cache(image_dir: Path, db: Path | None = None) -> int:
     """Every cached file is named by its hash and referenced; every reference has its file. Returns the file count."""
     if not image_dir.exists():
         return 0
-    leftovers = [p for p in image_dir.rglob("*") if p.is_file() and (p.name.endswith(".tmp") or p.name.startswith("."))]
+    leftovers = [
+        p
+        for p in image_dir.rglob("*")
+        if p.is_file() and (p.name.endswith(".tmp") or p.name.startswith(".")) and not p.name.endswith(".lock")
+    ]  # a lock file stays by design (filelock); a temporary download does not
     assert not leftovers, f"temporary files left in the cache: {leftovers[:5]}"
     files: dict[str, Path] = {}
     for path in image_dir.glob("??/*"):
