@@ -115,7 +115,7 @@ class FaultySupabase(FakeSupabase):
         self.retry_after = "1"
         self._extra_rng = random.Random(0)
         self._rest_seen = 0
-        self.extra_faults: list[str] = []  # "bad_json" per answer this module spoiled
+        self.extra_faults: list[RequestLog] = []  # the requests whose answer this module cut to bad JSON
         super().__init__(**kw)
 
     def arm(self, plan: Plan, slow_s: float, table: str, row: dict[str, Any]) -> None:
@@ -151,7 +151,7 @@ class FaultySupabase(FakeSupabase):
         ):
             # a whole answer by its length that is not whole JSON: only the parser can notice
             reply = Reply(reply.status, reply.body[: len(reply.body) // 2], reply.content_type, reply.headers)
-            self.extra_faults.append("bad_json")
+            self.extra_faults.append(req)
         return reply
 
     def _apply_change(self, change: str) -> None:
@@ -163,7 +163,7 @@ class FaultySupabase(FakeSupabase):
             self.delete_rows(self.change_table, match)
 
     def fault_counts(self) -> dict[str, int]:
-        """Faults injected in this run, per kind (REQUEST_KINDS)."""
+        """Faults injected in this run, per kind (REQUEST_KINDS); a request counts once (each costs one retry)."""
         counts: dict[str, int] = {}
         for r in self.requests:
             if r.fault == "error":
@@ -173,8 +173,9 @@ class FaultySupabase(FakeSupabase):
             else:
                 continue
             counts[kind] = counts.get(kind, 0) + 1
-        for kind in self.extra_faults:
-            counts[kind] = counts.get(kind, 0) + 1
+        for r in self.extra_faults:  # one request, one fault: a bad-JSON answer also cut short counts once
+            if not r.fault:
+                counts["bad_json"] = counts.get("bad_json", 0) + 1
         return counts
 
 

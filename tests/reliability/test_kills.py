@@ -58,7 +58,7 @@ def _agroml(folder: Path, env: dict[str, str], *args: str) -> subprocess.Popen[b
     )
 
 
-def _finish(folder: Path, env: dict[str, str], *args: str, timeout: float = 300) -> float:
+def _finish(folder: Path, env: dict[str, str], *args: str, timeout: float = 900) -> float:
     """Run to the end (must exit 0); returns its wall time."""
     started = time.monotonic()
     proc = _agroml(folder, env, *args)
@@ -232,6 +232,7 @@ def test_kill_train_promote_rollback_publish(workdir, base_env, kill_seed):
         server.add_bucket("models", public=False)
         env = {**base_env, "SUPABASE_URL": server.url, "SUPABASE_SERVICE_KEY": server.service_key}
         env.update(AGROML_RETRY_BASE_SECONDS="0.01", AGROML_SOURCE="local")
+        env.update(AGROML_MIN_TOTAL="10", AGROML_MIN_PER_CLASS="2")  # the demo's 40 pest rows: ~20 trainable
         folder, models = workdir, workdir / "models"
         _finish(folder, env, "demo", "--model", "pest", "--n", "40", "--seed", "0")
         rng = random.Random(kill_seed)
