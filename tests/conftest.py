@@ -141,3 +141,8 @@ LONGEST_FIRST = (
 def pytest_collection_modifyitems(config, items):
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order kept otherwise
+
+
+def pytest_addoption(parser):
+    # tests/reliability/: the default run draws a few seeded fault and kill runs; --soak draws many more
+    parser.addoption("--soak", action="store_true", default=False, help="reliability suite: many more seeds (minutes)")

@@ -16,6 +16,7 @@ client's built-in one is switched off with ``postgrest_client_retry=False``).
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections.abc import Iterator, Sequence
@@ -37,6 +38,11 @@ from agroml.data.store import Store
 if TYPE_CHECKING:
     import httpx
 
+#: A source reads one model type and window once, and keeps the records for later passes up to this many
+#: rows: stats asks for the feedback counts, then for the confusion columns, and two reads of a live
+#: table can disagree (a farmer's answer, a deleted row in between) and give numbers from no single
+#: moment of the table. Bigger reads are not kept (memory stays flat) and each pass reads again.
+SNAPSHOT_ROWS = 200_000
 KEY_FIX = "set SUPABASE_SERVICE_KEY to the project's service_role key (Supabase: Project Settings > API)"
 _MISSING_TABLE_CODES = {"PGRST205", "42P01", "PGRST106"}
 _COLUMN_RE = (re.compile(r"column \"?(?:[\w]+\.)?\"?(\w+)\"? does not exist"), re.compile(r"'(\w+)' column"))
@@ -47,6 +53,18 @@ def utc_iso(value: Any) -> str:
     ts = pd.Timestamp(value)
     ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
     return ts.isoformat()
+
+
+def _short_body(resp: httpx.Response) -> str:
+    """An error answer in a few words: PostgREST's "code: message", else the start of the text."""
+    try:
+        body = resp.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and body.get("message"):
+        code = body.get("code")
+        return f"{code}: {body['message']}" if code else str(body["message"])
+    return " ".join(resp.text.split())[:120]
 
 
 def parse_total(content_range: str | None) -> int | None:
@@ -85,6 +103,7 @@ class SupabaseSource:
         self.requests = 0
         self.role = key_role(settings.supabase_key)
         self._salt: str | None = None
+        self._snapshots: dict[tuple[Any, ...], list[pd.DataFrame]] = {}
         timeout = httpx.Timeout(settings.http_timeout, connect=min(10.0, settings.http_timeout))
         # never follow a redirect: the client sends the key with every request, and a redirect may name any host
         self._http = httpx.Client(
@@ -130,7 +149,7 @@ class SupabaseSource:
             if retry.is_retryable_status(resp.status_code):
                 raise retry.TransientError(
                     f"http_{resp.status_code}",
-                    resp.text[:200],
+                    _short_body(resp),
                     retry.retry_after_seconds(resp.headers.get("retry-after")),
                     host=self.host,
                 )
@@ -159,8 +178,11 @@ class SupabaseSource:
                     f"{exc.attempts} attempts in {exc.elapsed:.1f} s)",
                     fix=f"check SUPABASE_URL ({self.settings.supabase_url}) and this machine's network",
                 ) from None
+            last = exc.last
+            said = f"{last.detail}; " if last.reason.startswith("http_") and last.detail else ""
             raise SourceError(
-                f"Supabase kept failing on table {spec.table!r}: {exc}",
+                f"Supabase kept failing on table {spec.table!r}: {last.summary()} "
+                f"({said}gave up after {exc.attempts} attempts in {exc.elapsed:.1f} s)",
                 fix="try again later, or allow longer with AGROML_RETRY_MAX_SECONDS",
             ) from None
 
@@ -314,29 +336,44 @@ class SupabaseSource:
         """Record frames, model type by model type, about ``chunk_rows`` rows each."""
         types = [schema.check_model_type(model_type)] if model_type else list(MODEL_TYPES)
         for mt in types:
-            buffer: list[dict[str, Any]] = []
-            for page in self.fetch_rows(mt, since, until, progress):
-                buffer.extend(page)
-                if len(buffer) >= chunk_rows:
-                    yield self._frame(buffer, mt, columns, valid_only, include_personal)
-                    buffer = []
-            if buffer:
-                yield self._frame(buffer, mt, columns, valid_only, include_personal)
+            for frame in self._snapshot(mt, since, until, progress, chunk_rows):
+                yield self._frame(frame, columns, valid_only, include_personal)
 
+    def _snapshot(
+        self, model_type: str, since: Any, until: Any, progress: ProgressFn, chunk_rows: int
+    ) -> Iterator[pd.DataFrame]:
+        """Normalized record frames of one model type and window, read once per source (see SNAPSHOT_ROWS)."""
+        key = (model_type, since, until, chunk_rows)
+        if key in self._snapshots:
+            yield from self._snapshots[key]
+            return
+        kept: list[pd.DataFrame] | None = []
+        rows = 0
+        buffer: list[dict[str, Any]] = []
+        pages: Iterator[list[dict[str, Any]] | None] = self.fetch_rows(model_type, since, until, progress)
+        for page in itertools.chain(pages, [None]):  # None: the end, where the last short buffer goes out
+            buffer.extend(page or [])
+            if buffer and (page is None or len(buffer) >= chunk_rows):
+                frame = self.normalize(buffer, model_type).records
+                buffer, rows = [], rows + len(frame)
+                if kept is not None and rows <= SNAPSHOT_ROWS:
+                    kept.append(frame)
+                else:
+                    kept = None
+                yield frame
+        if kept is not None:
+            self._snapshots[key] = kept
+
+    @staticmethod
     def _frame(
-        self,
-        rows: list[dict[str, Any]],
-        model_type: str,
-        columns: Sequence[str] | None,
-        valid_only: bool,
-        include_personal: bool,
+        df: pd.DataFrame, columns: Sequence[str] | None, valid_only: bool, include_personal: bool
     ) -> pd.DataFrame:
-        df = self.normalize(rows, model_type).records
         if valid_only:
             df = rec.valid_only(df).reset_index(drop=True)
         if columns:
             return df[list(columns)]
-        return df if include_personal else df.drop(columns=list(rec.PERSONAL_FIELDS))
+        # a new frame either way: a kept snapshot must not change under a caller that edits what it gets
+        return df.copy() if include_personal else df.drop(columns=list(rec.PERSONAL_FIELDS))
 
     def feedback_counts(self, model_type: str | None = None, since: Any = None, until: Any = None) -> pd.DataFrame:
         """Rows per (model_type, predicted_label, feedback, label, actual_label, invalid_reason) as ``n``.
