@@ -26,7 +26,7 @@ from agroml.images.pixels import load_image_array
 from agroml.lifecycle import plots
 from agroml.lifecycle.metrics import compute_metrics
 from agroml.lifecycle.registry import Registry
-from agroml.training import features, outputs
+from agroml.training import distributed, features, outputs
 from agroml.training.backbones import Backbone, build_base, get_backbone
 from agroml.training.config import TrainConfig
 from agroml.training.data import CachePlan, TrainingData, load_training_data, make_dataset, plan_cache
@@ -64,12 +64,14 @@ class TrainResult:
     warnings: list[str] = field(default_factory=list)
     #: The trained Keras model in memory (for notebooks and tests); the saved copy is path/model.keras.
     model: keras.Model | None = field(default=None, repr=False)
+    #: A non-chief worker of --strategy multiworker ("worker 1 of 2 (host:port)"): it wrote nothing.
+    worker: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """What `agroml train --json` prints (and the API returns)."""
         return {
             "run_id": self.run_id,
-            "path": str(self.path),
+            "path": str(self.path) if self.worker is None else None,
             "metrics": self.metrics,
             "tflite": self.tflite,
             "warnings": self.warnings,
@@ -91,10 +93,12 @@ def train(settings: Settings, cfg: TrainConfig, progress: ProgressFn = no_progre
     cfg.check()
     backbone = get_backbone(cfg.arch)
     cfg = replace(cfg, arch=backbone.name)  # config.json records the name the library uses
+    dist = distributed.start(cfg.strategy, settings.worker_timeout_s)  # before any other TensorFlow op
     data = load_training_data(
         settings, cfg.model_type, min_per_class=cfg.min_per_class, strict=cfg.strict, seed=cfg.seed, progress=progress
     )
-    warnings = list(data.warnings)
+    split_sha256 = distributed.check_same_split(dist, data.split_ids())  # every worker, the same split
+    warnings = list(data.warnings) + dist.warnings(cfg)
     if cfg.scratch and cfg.fine_tune_layers:
         warnings.append("--fine-tune-layers ignored with --weights none: the whole network trains from the start")
     run_id = make_run_id(backbone.name)
@@ -114,7 +118,18 @@ def train(settings: Settings, cfg: TrainConfig, progress: ProgressFn = no_progre
         "class_weights": data.class_weights(),
         "train_cache": cache.to_dict(),
         "versions": outputs.package_versions(),
+        "distribution": dist.to_dict(cfg),
+        "split_sha256": split_sha256,
     }
+    if not dist.is_chief:  # only the chief writes: no run folder, no registry row (training/distributed.py)
+        start = time.time()
+        with distributed.worker_dir() as scratch, dist.scope():
+            worker_cfg = dist.training_config(cfg)
+            trained, _ = build_and_fit(worker_cfg, backbone, data, scratch, progress, None, cache.used, dist.fit())
+        return TrainResult(
+            run_id, Path(), cfg.model_type, data.classes, {}, data.counts(), config, time.time() - start,
+            warnings=warnings, model=inference_model(distributed.plain_copy(dist, trained)), worker=dist.role,
+        )  # fmt: skip
     type_dir = Path(settings.models_dir) / cfg.model_type
     start = time.time()
     with (
@@ -137,7 +152,7 @@ def train(settings: Settings, cfg: TrainConfig, progress: ProgressFn = no_progre
                     seconds_left=status.seconds_left,
                 )
 
-            result = _train_into(partial, cfg, backbone, data, config, progress, record, cache.used)
+            result = _train_into(partial, cfg, backbone, data, config, progress, record, cache.used, dist)
             final = type_dir / run_id
             os.replace(partial, final)
         except BaseException:
@@ -183,11 +198,13 @@ def build_and_fit(
     progress: ProgressFn = no_progress,
     on_epoch: EpochFn | None = None,
     cache: bool = False,
+    fit: distributed.FitFn = fit_phase,
 ) -> tuple[Any, list[dict]]:
     """Build the network and run the recipe's phases; returns (the trained model, history rows).
 
     ``cache``: the train and val pipelines keep decoded images in memory after the first epoch
-    (decide with :func:`pipeline_cache`).
+    (decide with :func:`pipeline_cache`). ``fit`` trains a phase (loop.fit_phase, or a strategy's:
+    distributed.Distribution.fit); call it in the strategy's scope.
 
     The model has the best weights of a pretrained phase (EarlyStopping restores them), or from scratch
     the last weights of the schedule (see loop.callbacks for why).
@@ -213,7 +230,7 @@ def build_and_fit(
     if cfg.scratch:
         model = build_model(backbone, base, n_classes, size, scratch=True, dropout=cfg.dropout, seed=cfg.seed)
         compile_model(model, scratch_schedule(cfg.learning_rate, cfg.epochs, steps), n_classes, cfg.run_eagerly)
-        rows += fit_phase(
+        rows += fit(
             model, "scratch", cfg, train_ds(), val_ds, cfg.epochs, steps, class_weight, workdir, progress, on_epoch
         )
         return model, rows
@@ -245,7 +262,7 @@ def build_and_fit(
         copy_head(head, model)
     else:
         compile_model(model, cfg.learning_rate, n_classes, cfg.run_eagerly)
-        rows += fit_phase(
+        rows += fit(
             model,
             "head",
             cfg,
@@ -263,7 +280,7 @@ def build_and_fit(
         unfreeze_top(base, cfg.fine_tune_layers)
         # recompiled: Keras fixes the trainable variables at compile time
         compile_model(model, cfg.fine_tune_learning_rate, n_classes, cfg.run_eagerly)
-        rows += fit_phase(
+        rows += fit(
             model,
             "fine_tune",
             cfg,
@@ -300,11 +317,16 @@ def _train_into(
     progress: ProgressFn,
     on_epoch: EpochFn,
     cache: bool,
+    dist: distributed.Distribution | None = None,
 ) -> dict[str, Any]:
-    """Train and write every output file into ``folder`` (the .partial folder)."""
+    """Train (under ``dist``'s strategy) and write every output file into ``folder`` (the .partial folder)."""
 
-    trained, rows = build_and_fit(cfg, backbone, data, folder, progress, on_epoch, cache)
-    model = inference_model(trained)
+    dist = dist or distributed.Distribution("one")
+    with dist.scope():
+        trained, rows = build_and_fit(
+            dist.training_config(cfg), backbone, data, folder, progress, on_epoch, cache, dist.fit()
+        )
+    model = inference_model(distributed.plain_copy(dist, trained))
     for checkpoint in folder.glob("best_*.weights.h5"):  # the best weights are in the model now
         checkpoint.unlink()
     # a fresh optimizer: Adam's moment slots would triple the file (ResNet50: 280 MB instead of 95 MB)
