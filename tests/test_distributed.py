@@ -28,6 +28,7 @@ from agroml.core.errors import UsageError
 from agroml.lifecycle.registry import Registry
 from agroml.training import distributed
 from agroml.training.config import STRATEGIES, TrainConfig
+from agroml.training.run import train
 
 ROOT = Path(__file__).resolve().parents[1]
 CHILD = Path(__file__).resolve().parent / "multiworker_child.py"
@@ -139,11 +140,12 @@ def two_workers(tmp_path_factory):
     """A 2-epoch from-scratch run on two worker processes sharing one store and one models folder."""
     root = tmp_path_factory.mktemp("multiworker")
     settings = _store(root)
+    (root / "tmp").mkdir()  # the workers' temporary folders
     ports = _free_ports(2)
     procs = [
         subprocess.Popen(
             [sys.executable, str(CHILD), str(root), "multiworker", "2", str(root / f"out{i}.json")],
-            env=_env(TF_CONFIG=_tf_config(ports, i)),
+            env=_env(TF_CONFIG=_tf_config(ports, i), TMPDIR=str(root / "tmp")),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -179,7 +181,7 @@ def test_two_workers_train_in_sync_and_only_the_chief_writes(two_workers):
     }
     split = (Path(chief["path"]) / "split.json").read_bytes()
     assert saved["split_sha256"] == distributed.split_digest(json.loads(split))
-    assert not list(Path(os.environ.get("TMPDIR", "/tmp")).glob("agroml-worker-*"))  # the worker's folder is gone
+    assert not list((root / "tmp").glob("agroml-worker-*"))  # the worker's checkpoint folder is gone
 
 
 # --- a worker dies ----------------------------------------------------------------------------------
@@ -229,3 +231,21 @@ def test_a_worker_killed_mid_run_fails_the_run_on_the_chief_naming_it_and_leaves
         runs = registry.runs()
     assert len(runs) == 1 and runs[0].state == "failed" and f"worker 1 (127.0.0.1:{ports[1]})" in (runs[0].error or "")
     assert list((tmp_path / "models" / "pest").iterdir()) == []  # no run folder, no .partial
+
+
+# --- mirrored on this machine -------------------------------------------------------------------
+def test_mirrored_trains_with_fit_in_the_strategy_scope_and_saves_a_plain_model(tmp_path):
+    settings = _store(tmp_path)
+    cfg = TrainConfig.for_weights(
+        "none", model_type="pest", image_size=32, epochs=1, batch_size=8, min_per_class=4, strategy="mirrored"
+    )
+    result = train(settings, cfg)
+    saved = json.loads((result.path / "config.json").read_text())
+    replicas = saved["distribution"]["replicas"]  # the GPUs here, or the CPU
+    assert (
+        saved["distribution"]["strategy"] == "mirrored" and saved["distribution"]["global_batch_size"] == 8 * replicas
+    )
+    assert result.metrics["test"]["n"] > 0 and (result.path / "model.keras").is_file()
+    import tensorflow as tf
+
+    assert not any(isinstance(v.value, tf.distribute.DistributedValues) for v in result.model.weights)
