@@ -135,6 +135,10 @@ def test_only_worker_0_or_the_named_chief_is_the_chief_and_errors_name_the_lost_
 
 
 # --- two workers ------------------------------------------------------------------------------------
+#: pytest-timeout for a test that starts worker processes (each imports TensorFlow and traces MobileNetV2).
+PROCESS_TEST_TIMEOUT_S = WAIT_S + 120
+
+
 @pytest.fixture(scope="module")
 def two_workers(tmp_path_factory):
     """A 2-epoch from-scratch run on two worker processes sharing one store and one models folder."""
@@ -157,6 +161,7 @@ def two_workers(tmp_path_factory):
     return root, settings, ports, codes, logs
 
 
+@pytest.mark.timeout(PROCESS_TEST_TIMEOUT_S)
 def test_two_workers_train_in_sync_and_only_the_chief_writes(two_workers):
     root, settings, ports, codes, logs = two_workers
     assert codes == [0, 0], logs
@@ -185,6 +190,7 @@ def test_two_workers_train_in_sync_and_only_the_chief_writes(two_workers):
 
 
 # --- a worker dies ----------------------------------------------------------------------------------
+@pytest.mark.timeout(PROCESS_TEST_TIMEOUT_S)
 def test_a_worker_killed_mid_run_fails_the_run_on_the_chief_naming_it_and_leaves_nothing(tmp_path):
     settings = _store(tmp_path)
     ports = _free_ports(2)

@@ -177,7 +177,7 @@ def _coordinate(tasks: tuple[tuple[str, int, str], ...], timeout_s: float) -> No
     its closed connections fail the next collective. No public API sets this; the strategy keeps a
     service configured before it is made.
     """
-    from tensorflow.core.protobuf import coordination_config_pb2
+    from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
     from tensorflow.python.eager import context
 
     if context.context().coordination_service is not None:
