@@ -405,20 +405,6 @@ def fit_phase_distributed(
     def val_step(batch: Any) -> Any:
         return strategy.reduce("SUM", strategy.run(val_replica, args=batch), axis=None)
 
-    # BatchNorm's moving statistics are not gradients: each replica updates its own from its own shard.
-    # Averaged across the replicas after every epoch, before validation, so every worker validates and
-    # the chief saves statistics of the whole training set (the test found the workers' models apart).
-    moving = [v for v in model.non_trainable_variables if "moving_" in v.path]
-
-    @tf.function(autograph=False)
-    def replica_means() -> Any:
-        return strategy.reduce("MEAN", strategy.run(lambda: [tf.identity(v.value) for v in moving]), axis=None)
-
-    def sync_moving_statistics() -> None:
-        if moving:
-            for variable, mean in zip(moving, replica_means(), strict=True):
-                variable.assign(mean)
-
     history = keras.callbacks.History()
     phase_callbacks = callbacks(phase, cfg, epochs, steps, workdir, progress, on_epoch, first_epoch, later_epochs)
     hooks = keras.callbacks.CallbackList(
@@ -438,7 +424,6 @@ def fit_phase_distributed(
                 hooks.on_train_batch_begin(step)
                 total += np.asarray(train_step(train_iter), dtype="float64")
                 hooks.on_train_batch_end(step, _logs(total, names))
-            sync_moving_statistics()
             val_total = np.zeros(len(names) + 2)
             for batch in val_dist:
                 val_total += np.asarray(val_step(batch), dtype="float64")
