@@ -11,8 +11,18 @@ Then the ratios: cached / uncached pipeline and epoch, and epoch / step (how clo
 the step's ceiling). Figures are images per second of the training split (validation time included
 in an epoch, as a user waits for it).
 
+Before / after, in the same run: the named baseline **before** is the recipe before issue 11
+(every file decoded each epoch, batch 16, a fixed 150 epochs); **after** is today's (decoded images
+cached, the batch size and epochs of the data-scaled schedule, training/schedule.py). Both are
+projected to a whole run (epochs x measured epoch time) and their ratio printed.
+
+``--profile DIR`` also writes a TensorFlow profiler trace of two cached epochs (open it with
+``tensorboard --logdir DIR``, Profile tab: the tf.data input-pipeline analyzer shows whether the step
+waits for input, and the trace viewer where a step's time goes: augmentation, convolutions, optimizer).
+
 Quick:  python benchmarks/bench_scratch.py                       # 600 demo rows, 64 and 96 px
 Own photos:  python benchmarks/bench_scratch.py --data-dir DIR   # a data folder with a local store
+Digits:  python benchmarks/digits_folder.py /tmp/d/folder && AGROML_DATA_DIR=/tmp/d/data agroml import ...
 """
 
 from __future__ import annotations
@@ -24,6 +34,9 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+#: The baseline: the from-scratch recipe before issue 11 (uncached pipeline, fixed schedule).
+BEFORE_EPOCHS, BEFORE_BATCH, BEFORE_LR = 150, 16, 5e-3
 
 
 def make_settings(root: Path, n: int, data_dir: Path | None):
@@ -58,7 +71,7 @@ def pipeline_rate(paths, labels, size: int, batch: int, cache: bool) -> float:
     return per_second(len(paths), time.perf_counter() - start)
 
 
-def new_model(data, size: int, batch: int, epochs: int, steps: int):
+def new_model(data, size: int, batch: int, epochs: int, steps: int, rate: float = BEFORE_LR):
     """The from-scratch network and its compile, as ``train --weights none`` builds them."""
     import keras
 
@@ -71,7 +84,7 @@ def new_model(data, size: int, batch: int, epochs: int, steps: int):
     backbone = get_backbone(SCRATCH.arch)
     base = build_base(backbone, size, "none", SCRATCH.alpha)
     model = build_model(backbone, base, len(data.classes), size, scratch=True, dropout=SCRATCH.dropout)
-    compile_model(model, scratch_schedule(SCRATCH.learning_rate, epochs, steps), len(data.classes))
+    compile_model(model, scratch_schedule(rate, epochs, steps), len(data.classes))
     return model
 
 
@@ -90,8 +103,10 @@ def step_rate(data, size: int, batch: int, repeats: int) -> float:
     return per_second(repeats * int(x.shape[0]), time.perf_counter() - start)
 
 
-def epoch_rate(data, size: int, batch: int, epochs: int, cache: bool) -> float:
-    """Images/s of the training split over ``model.fit`` epochs after the first (the first traces / fills)."""
+def epoch_rate(data, size: int, batch: int, epochs: int, cache: bool, profile: Path | None = None) -> float:
+    """Images/s of the training split over ``model.fit`` epochs after the first (the first traces / fills).
+
+    With ``profile``: a TF profiler trace of the epochs after the first, written there."""
     import math
 
     import keras
@@ -105,10 +120,20 @@ def epoch_rate(data, size: int, batch: int, epochs: int, cache: bool) -> float:
 
     class Timer(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
+            if profile is not None and epoch == 1:
+                import tensorflow as tf
+
+                tf.profiler.experimental.start(str(profile))
             self.start = time.perf_counter()
 
         def on_epoch_end(self, epoch, logs=None):
             times.append(time.perf_counter() - self.start)
+
+        def on_train_end(self, logs=None):
+            if profile is not None and epochs > 1:
+                import tensorflow as tf
+
+                tf.profiler.experimental.stop()
 
     model = new_model(data, size, batch, epochs, steps)
     model.fit(
@@ -132,33 +157,52 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 96])
     parser.add_argument("--epochs", type=int, default=3, help="fit epochs per mode (the first is left out)")
     parser.add_argument("--repeats", type=int, default=20, help="train steps timed on one batch")
+    parser.add_argument("--profile", type=Path, default=None, help="write a TF profiler trace of cached epochs here")
     args = parser.parse_args()
 
     from agroml.training.config import SCRATCH
     from agroml.training.data import load_training_data
+    from agroml.training.schedule import plan_schedule
 
-    batch = SCRATCH.batch_size
     with tempfile.TemporaryDirectory() as tmp:
         settings = make_settings(Path(tmp), args.n, args.data_dir)
         data = load_training_data(settings, "pest", min_per_class=2)
         paths, labels = data.arrays("train")
+        after = plan_schedule(SCRATCH, len(paths), len(data.splits["val"]))
+        batch = after.batch_size
         print(
             f"{len(paths)} training / {len(data.splits['val'])} validation images, {len(data.classes)} classes, "
-            f"MobileNetV2 width {SCRATCH.alpha}, batch {batch}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}"
+            f"MobileNetV2 width {SCRATCH.alpha}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}\n"
+            f"before: {BEFORE_EPOCHS} epochs of batch {BEFORE_BATCH}, uncached; after: {after.epochs} epochs of "
+            f"batch {batch} (lr {after.learning_rate:g}), cached ({after.reason})"
         )
         for size in args.sizes:
-            pipe = pipeline_rate(paths, labels, size, batch, cache=False)
+            pipe = pipeline_rate(paths, labels, size, BEFORE_BATCH, cache=False)
             pipe_cached = pipeline_rate(paths, labels, size, batch, cache=True)
-            step = step_rate(data, size, batch, args.repeats)
-            epoch = epoch_rate(data, size, batch, args.epochs, cache=False)
+            step = step_rate(data, size, BEFORE_BATCH, args.repeats)
+            step_after = step if batch == BEFORE_BATCH else step_rate(data, size, batch, args.repeats)
+            epoch = epoch_rate(data, size, BEFORE_BATCH, args.epochs, cache=False)
             epoch_cached = epoch_rate(data, size, batch, args.epochs, cache=True)
+            profile = args.profile / f"{size}px" if args.profile else None
+            if profile is not None:  # a pass of its own: tracing slows the epochs it records
+                epoch_rate(data, size, batch, 3, cache=True, profile=profile)
+            run_before = BEFORE_EPOCHS * len(paths) / epoch
+            run_after = after.epochs * len(paths) / epoch_cached
             print(f"{size} px (images/s): pipeline {pipe:.0f} uncached, {pipe_cached:.0f} cached; step {step:.0f}")
+            if batch != BEFORE_BATCH:
+                print(f"  step at batch {batch}: {step_after:.0f} ({step_after / step:.2f}x batch {BEFORE_BATCH})")
             print(f"  epoch {epoch:.1f} uncached, {epoch_cached:.1f} cached -> cache {epoch_cached / epoch:.2f}x")
             print(
                 f"  ratios: pipeline cached/uncached {pipe_cached / pipe:.1f}x; "
-                f"epoch/step {epoch / step:.2f} uncached, {epoch_cached / step:.2f} cached; "
+                f"epoch/step {epoch / step:.2f} uncached, {epoch_cached / step_after:.2f} cached; "
                 f"uncached pipeline/step {pipe / step:.1f}x"
             )
+            print(
+                f"  whole run: before {run_before / 60:.1f} min ({BEFORE_EPOCHS} epochs), after "
+                f"{run_after / 60:.1f} min ({after.epochs} epochs) -> {run_before / run_after:.2f}x faster"
+            )
+            if profile is not None:
+                print(f"  profile: tensorboard --logdir {profile}")
 
 
 if __name__ == "__main__":

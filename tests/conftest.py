@@ -13,6 +13,9 @@ from typer.testing import CliRunner
 from agroml.core.config import SETTINGS
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# A developer's own MLflow server must not receive the suite's tiny runs (agroml/lifecycle/tracking.py):
+# the MLflow tests set their own file store.
+os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
 @pytest.fixture
@@ -85,3 +88,56 @@ def sleeper():
     yield proc
     proc.kill()
     proc.wait()
+
+
+@pytest.fixture(scope="session")
+def demo_template(tmp_path_factory) -> Path:
+    """The demo's store (all model types, 60 rows each, seed 0), made ONCE per session in a folder of its own.
+
+    Why: drawing the demo's 180 photos takes tens of seconds on a busy CI core; tests that only read
+    rows (stats series, the monitoring page) copy this store (see ``demo_store``) instead.
+    """
+    from agroml.core import config
+    from agroml.demo import rows as demo
+
+    folder = tmp_path_factory.mktemp("demo") / "data"
+    demo.generate(config.resolve({"data_dir": folder}, environ={}, env_file=None), ["pest", "disease", "storage"], 60)
+    return folder / "agroml.db"
+
+
+@pytest.fixture
+def demo_store(workdir: Path, demo_template: Path) -> Path:
+    """The demo's rows in the fresh working directory's store (no photos: for commands that read rows only)."""
+    import sqlite3
+
+    target = workdir / "data" / "agroml.db"
+    target.parent.mkdir()
+    with sqlite3.connect(demo_template) as src, sqlite3.connect(target) as dst:
+        src.backup(dst)  # SQLite's own copy: consistent whatever the journal holds
+    return target
+
+
+#: Test files whose tests take longest (real trainings, server fixtures, many child processes): collected
+#: first, so the two xdist workers (one file each, --dist loadfile) start them early and the run does not
+#: end waiting on one of them (longest first; the order inside a file is kept).
+LONGEST_FIRST = (
+    "test_train_models.py",
+    "test_api.py",
+    "test_rollback.py",
+    "test_publish.py",
+    "test_report.py",
+    "test_timeline.py",
+    "test_feature_store.py",
+    "test_source_auto.py",
+    "test_runs_compare.py",
+    "test_train_speed.py",
+    "test_alerts.py",
+    "test_gate.py",
+    "test_mlflow_tracking.py",
+    "test_train_schedule.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order kept otherwise

@@ -29,6 +29,8 @@ import hmac
 import json
 import time
 from dataclasses import dataclass
+from email.parser import BytesParser
+from email.policy import HTTP
 from email.utils import formatdate
 from typing import Any
 from urllib.parse import quote
@@ -338,7 +340,28 @@ class FakeSupabase(HttpApp):
             if role != "service_role":  # storage.objects RLS with no policy hides every object
                 return _storage_error(*_NO_SUCH_KEY)
             return self._object(bucket, path)
+        if parts[0] == "object" and len(parts) > 2 and req.method in ("POST", "PUT"):
+            return self._upload(req, role, parts[1], "/".join(parts[2:]))
         return _storage_error("404", "not_found", "Not Found", f"Route {req.method}:{req.path} not found")
+
+    def _upload(self, req: RequestLog, role: str, bucket: str, path: str) -> Reply:
+        """POST creates an object (an existing one only with ``x-upsert: true``), PUT replaces one; the body
+        is multipart form data with a ``file`` part (as storage3 sends) or the raw bytes. The object
+        appears whole when the request ends, as on the real Storage (no partial objects)."""
+        if bucket not in self.buckets:
+            return _storage_error(*_NO_SUCH_BUCKET)
+        if role != "service_role":  # storage.objects RLS with no insert policy
+            return _storage_error("403", "Unauthorized", "Unauthorized", "new row violates row-level security policy")
+        exists = (bucket, path) in self.objects
+        if req.method == "POST" and exists and req.headers.get("x-upsert", "").lower() != "true":
+            return _storage_error("409", "Duplicate", "Duplicate", "The resource already exists")
+        if req.method == "PUT" and not exists:
+            return _storage_error(*_NO_SUCH_KEY)
+        data, content_type = _upload_body(req)
+        if data is None:
+            return _storage_error("400", "InvalidRequest", "Bad Request", "No file was found in the request")
+        self.objects[(bucket, path)] = StoredObject(data, content_type, time.time())
+        return json_reply(200, {"Id": hashlib.md5(f"{bucket}/{path}".encode()).hexdigest(), "Key": f"{bucket}/{path}"})
 
     def _object(self, bucket: str, path: str) -> Reply:
         obj = self.objects.get((bucket, path))
@@ -402,6 +425,19 @@ class FakeSupabase(HttpApp):
         if claims.get("url") != f"{bucket}/{path}":
             return _storage_error("400", "InvalidSignature", "InvalidSignature", "The url do not match the signature")
         return self._object(bucket, path)
+
+
+def _upload_body(req: RequestLog) -> tuple[bytes | None, str]:
+    """(bytes, content type) of an upload: the ``file`` part of a multipart form, else the raw body."""
+    content_type = req.headers.get("content-type", "application/octet-stream")
+    if not content_type.startswith("multipart/form-data"):
+        return req.body, content_type
+    message = BytesParser(policy=HTTP).parsebytes(b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + req.body)
+    for part in message.iter_parts():
+        if part.get_param("name", header="content-disposition") == "file":
+            payload = part.get_payload(decode=True)
+            return (payload if isinstance(payload, bytes) else None), part.get_content_type()
+    return None, content_type
 
 
 def start_server(host: str = "127.0.0.1", **kw: Any) -> FakeSupabase:

@@ -213,6 +213,7 @@ def test_plots_write_pngs_atomically(tmp_path):
 
 
 # --- end to end with the real `agroml train` -----------------------------------------------------------
+@pytest.mark.e2e
 def test_train_then_evaluate_reproduces_its_test_metrics_and_predicts(cli, demo_data, monkeypatch):
     from model_helpers import TRAIN_ARGS, has_train_command
 

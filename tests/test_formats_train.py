@@ -16,6 +16,7 @@ import pytest
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_every_accepted_format_imports_trains_and_predicts(cli, workdir, monkeypatch):
     monkeypatch.setenv("AGROML_MIN_TOTAL", "10")
     folder = workdir / "photos"

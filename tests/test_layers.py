@@ -20,7 +20,15 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("images", ("agroml.images",)),
     ("data", ("agroml.data",)),
     ("demo", ("agroml.demo",)),
-    ("model records", ("agroml.lifecycle.metrics", "agroml.lifecycle.plots", "agroml.lifecycle.registry")),
+    (
+        "model records",
+        (
+            "agroml.lifecycle.metrics",
+            "agroml.lifecycle.plots",
+            "agroml.lifecycle.registry",
+            "agroml.lifecycle.tracking",
+        ),
+    ),
     ("training", ("agroml.training",)),
     ("model life", ("agroml.lifecycle",)),
     ("operations", ("agroml.ops",)),

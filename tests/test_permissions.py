@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 from pathlib import Path
 
@@ -42,6 +43,7 @@ def umask():
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_run_folders_production_plots_and_images_follow_the_umask_and_the_store_is_0600(
     umask, demo_data, cli, workdir, monkeypatch
 ):
@@ -49,8 +51,12 @@ def test_run_folders_production_plots_and_images_follow_the_umask_and_the_store_
     trained = cli(*TRAIN, "--json")
     assert trained.exit_code == 0, trained.output
     run = Path(json.loads(trained.stdout)["path"])
-    for _ in range(2):  # the second promotion archives the first copy
-        assert cli("promote", run.name, "--model", "pest").exit_code == 0
+    assert cli("promote", run.name, "--model", "pest").exit_code == 0
+    twin = run.with_name(run.name + "-twin")  # the same model under another run id: promoting it archives the first
+    shutil.copytree(run, twin)
+    config = json.loads((twin / "config.json").read_text())
+    (twin / "config.json").write_text(json.dumps({**config, "run_id": twin.name}))
+    assert cli("promote", str(twin), "--model", "pest", "--force").exit_code == 0
     chart = cli("distribution", "--model", "pest", "--by", "season", "--plot", "charts/seasons.png")
     assert chart.exit_code == 0, chart.output
 

@@ -9,14 +9,16 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from agroml.core.config import Settings
 from agroml.core.errors import ModelNotFoundError, OutputError, RunBusyError, UsageError
 from agroml.lifecycle.promotion import PromotionResult, promote, resolve_run
-from agroml.lifecycle.registry import Registry, pid_alive
+from agroml.lifecycle.registry import Registry, _proc_start, pid_alive
 
 
 @pytest.fixture
@@ -75,6 +77,19 @@ def test_killed_but_unreaped_process_counts_as_dead(registry):
         assert registry.get("zombie").state == "interrupted"
     finally:
         proc.wait()
+
+
+def test_a_reused_pid_is_told_from_the_process_that_registered(registry, sleeper):
+    """psutil's creation time: the same pid with another start time is another process (pid reuse);
+    a start time in clock ticks (registries written before psutil) is not compared."""
+    started = _proc_start(sleeper.pid)
+    assert started is not None and abs(started / 1000 - time.time()) < 3600
+    assert pid_alive(sleeper.pid, started)
+    assert not pid_alive(sleeper.pid, started - 60_000)  # a process created a minute earlier with this pid
+    assert pid_alive(sleeper.pid, 12_345)  # old clock-tick value: only the pid is checked
+    registry.start("pest", "recycled", "mobilenetv2", {}, pid=sleeper.pid)
+    registry.con.execute("UPDATE runs SET pid_start = pid_start - 60000 WHERE run_id = 'recycled'")
+    assert registry.status() == [] and registry.get("recycled").state == "interrupted"
 
 
 def test_run_on_another_host_blocks_until_stale(tmp_path):
@@ -182,7 +197,7 @@ def test_promote_copies_then_archives_the_previous_production(registry):
     models = registry.models_dir
     for run_id in ("r1", "r2"):
         registry.start("pest", run_id, "x", {}).finish("succeeded", path=_fake_run(models, run_id))
-    first = promote(registry, "pest", "r1")
+    first = promote(registry, "pest", "r1", settings=Settings())
     prod = models / "pest" / "production"
     assert isinstance(first, PromotionResult) and first.warnings == []
     assert first.to_dict() == {
@@ -192,9 +207,18 @@ def test_promote_copies_then_archives_the_previous_production(registry):
         "source": str(models / "pest" / "r1"),
         "previous_run_id": None,
         "archived_to": None,
+        "promoted": True,
+        "refused": False,
+        "noop": False,
+        "forced": False,
+        "champion_run_id": None,
+        "comparison": None,
+        "reason": "first production model: no gate",
+        "recovered": None,
+        "published": None,
     }
     assert (prod / "model.keras").read_bytes() == b"model of r1"
-    second = promote(registry, "pest", "r2")
+    second = promote(registry, "pest", "r2", settings=Settings(), force=True)  # no real model: no gate
     assert second.previous_run_id == "r1" and second.archived_to == str(models / "pest" / "archive" / "r1")
     assert (prod / "model.keras").read_bytes() == b"model of r2"
     assert (models / "pest" / "archive" / "r1" / "model.keras").read_bytes() == b"model of r1"
@@ -203,8 +227,9 @@ def test_promote_copies_then_archives_the_previous_production(registry):
     assert registry.production_run_id("pest") == "r2"
     assert [r.run_id for r in registry.runs() if r.production] == ["r2"]
     assert resolve_run(registry, "pest", "production") == prod
-    assert not [p for p in (models / "pest").iterdir() if p.name.startswith(".")]  # no temp folder left
-    promote(registry, "pest", "r1")  # back again: r2 archived, r1 archived twice keeps both copies
+    left = [p.name for p in (models / "pest").iterdir() if p.name.startswith(".")]
+    assert left == [".production.lock"]  # no temporary folder or journal left; the (empty) lock file stays
+    promote(registry, "pest", "r1", settings=Settings(), force=True)  # back again: r2 archived
     assert (models / "pest" / "archive" / "r2").is_dir()
 
 
@@ -212,10 +237,10 @@ def test_failed_promotion_leaves_production_serving(registry, monkeypatch):
     models = registry.models_dir
     for run_id in ("r1", "r2"):
         registry.start("pest", run_id, "x", {}).finish("succeeded", path=_fake_run(models, run_id))
-    promote(registry, "pest", "r1")
+    promote(registry, "pest", "r1", settings=Settings())
     (models / "pest" / "r2" / "weights.h5").symlink_to(models / "missing")  # the copy fails half-way
     with pytest.raises(OutputError, match="cannot promote r2"):
-        promote(registry, "pest", "r2")
+        promote(registry, "pest", "r2", settings=Settings(), force=True)
     assert (models / "pest" / "production" / "model.keras").read_bytes() == b"model of r1"
     assert registry.production_run_id("pest") == "r1"
 

@@ -78,6 +78,15 @@ def test_the_same_run_id_in_two_types_is_two_runs(cli, settings):
         "source": "models/disease/same",
         "previous_run_id": None,
         "archived_to": None,
+        "promoted": True,
+        "refused": False,
+        "noop": False,
+        "forced": False,
+        "champion_run_id": None,
+        "comparison": None,
+        "reason": "first production model: no gate",
+        "recovered": None,
+        "published": None,
     }
     assert json.loads((settings.models_dir / "disease/production/labels.json").read_text()) == ["red", "blue"]
 
@@ -94,5 +103,6 @@ def test_a_folder_from_elsewhere_is_promoted_as_the_flag_says_with_a_warning(cli
     assert "warning: " in result.stderr and "records no model type" in result.stderr
     with Registry(settings.models_dir) as registry:
         assert registry.production_run_id("disease") == "ext"
-        again = promote(registry, "disease", str(outside))
-    assert again.previous_run_id == "ext" and again.warnings and again.archived_to.endswith("archive/ext")
+        again = promote(registry, "disease", str(outside), settings=settings)
+    # the same run again: nothing to do (it used to archive a copy of itself), still with the warning
+    assert again.noop and not again.promoted and again.warnings and again.archived_to is None

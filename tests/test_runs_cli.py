@@ -114,7 +114,7 @@ def test_promote_then_promote_again_archives_and_marks_production(cli, workdir):
         write_run(settings.models_dir, "pest", run_id, ["red", "green"], split)
     first = cli("promote", "run-a", "--model", "pest")
     assert first.exit_code == 0 and "promoted run-a to models/pest/production" in first.stdout
-    second = cli("promote", "run-b", "--model", "pest", "--json")
+    second = cli("promote", "run-b", "--model", "pest", "--json", "--force")  # no rows to compare on: forced
     data = json.loads(second.stdout)
     assert data["previous_run_id"] == "run-a" and data["archived_to"] == "models/pest/archive/run-a"
     assert (workdir / "models/pest/archive/run-a/model.keras").is_file()
@@ -148,7 +148,7 @@ def test_second_training_refused_then_sigkill_leaves_interrupted_and_production_
     models = training_env.models_dir
     write_run(models, "pest", "prod-run", ["red", "green"], {"train": [], "val": [], "test": []})
     with Registry(models) as registry:
-        promote(registry, "pest", "prod-run")
+        promote(registry, "pest", "prod-run", settings=training_env)
     production = models / "pest" / "production"
     before = {p.name: p.read_bytes() for p in production.iterdir()}
 

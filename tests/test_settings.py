@@ -24,7 +24,7 @@ def test_defaults_when_nothing_is_set(workdir):
     assert s.db_path == Path("data/agroml.db")
     assert s.image_dir == Path("data/images")
     assert s.page_size == 1000
-    assert s.source == "local"
+    assert s.source == "auto" and s.effective_source == "local"  # no Supabase configured: the local store
     assert s.supabase_key is None and s.key_var is None
     assert all(s.origins[name] == "default" for name in config.settings_fields())
 
@@ -122,6 +122,15 @@ BAD_NUMBERS: dict[str, tuple[str, ...]] = {
     "AGROML_MIN_TOTAL": ("ten", "-1", "2.5", "nan", "inf"),
     "AGROML_MIN_PER_CLASS": ("x", "-1", "2.5", "nan", "inf"),
     "AGROML_TRAIN_CACHE_MB": ("lots", "-1", "-0.5", "nan", "inf", "-inf", "1e999"),
+    "AGROML_ALERT_ON_SUCCESS": ("yes", "2", "-1", "0.5", "nan"),
+    "AGROML_ALERT_MIN_FEEDBACK_ACCURACY": ("high", "-0.1", "1.01", "nan", "inf"),
+    "AGROML_ALERT_FEEDBACK_DAYS": ("week", "0", "-1", "1.5", "nan"),
+    "AGROML_LOG_RETENTION_DAYS": ("forever", "-1", "2.5", "nan", "inf"),
+    "AGROML_GATE_MIN_F1_GAIN": ("more", "-1.01", "1.5", "nan", "inf", "-inf"),
+    "AGROML_GATE_MAX_ACCURACY_DROP": ("some", "-0.01", "1.01", "nan", "inf"),
+    "AGROML_GATE_MAX_RECALL_DROP": ("some", "-0.1", "2", "nan", "-inf"),
+    "AGROML_GATE_MIN_ROWS": ("few", "0", "-1", "2.5", "nan", "inf"),
+    "AGROML_FEATURE_STORE_MB": ("lots", "-1", "-0.5", "nan", "inf", "-inf", "1e999"),
 }
 #: Values at the edge of each range that must still be accepted.
 EDGE_NUMBERS = {
@@ -135,6 +144,15 @@ EDGE_NUMBERS = {
     "AGROML_MIN_TOTAL": ("0", 0),
     "AGROML_MIN_PER_CLASS": ("0", 0),
     "AGROML_TRAIN_CACHE_MB": ("0", 0.0),
+    "AGROML_ALERT_ON_SUCCESS": ("1", 1),
+    "AGROML_ALERT_MIN_FEEDBACK_ACCURACY": ("1", 1.0),
+    "AGROML_ALERT_FEEDBACK_DAYS": ("1", 1),
+    "AGROML_LOG_RETENTION_DAYS": ("0", 0),
+    "AGROML_GATE_MIN_F1_GAIN": ("1", 1.0),
+    "AGROML_GATE_MAX_ACCURACY_DROP": ("0", 0.0),
+    "AGROML_GATE_MAX_RECALL_DROP": ("1", 1.0),
+    "AGROML_GATE_MIN_ROWS": ("1", 1),
+    "AGROML_FEATURE_STORE_MB": ("0", 0.0),
 }
 BAD_TEXTS: dict[str, tuple[str, ...]] = {
     "AGROML_SOURCE": ("postgres", "Local", "supabase,local"),
@@ -151,6 +169,7 @@ BAD_TEXTS: dict[str, tuple[str, ...]] = {
     "AGROML_IMAGE_BASE_URL": ("example.org", "file:///srv/images", "https://example.org/#x"),
     "AGROML_IMAGE_HOSTS": ("https://cdn.example.org", "cdn.example.org/images", "a.org, user@b.org"),
     "AGROML_IMAGE_BUCKET": ("predictions/pest",),
+    "AGROML_MODEL_BUCKET": ("models/pest",),
 }
 _SETTING_BY_ENV = {s.env[0]: s for s in config.SETTINGS}
 
@@ -178,6 +197,22 @@ def test_a_bad_value_is_refused_naming_variable_value_origin_and_range(workdir, 
     with pytest.raises(ConfigError, match=rf"^{env}=.* \(from \.env\) is not valid") as info:
         config.resolve(environ={}, env_file=write_env(workdir / ".env", **{env: value}))
     assert f"change {env} in .env, or remove it" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["hooks.slack.com/services/T0/B0/SECRETTOKEN", "ftp://h/SECRETTOKEN", "https:///SECRETTOKEN", "https://h/a b"],
+)
+def test_a_bad_webhook_is_refused_without_showing_it_whole(value):
+    """The webhook URL is a secret (whoever has it can post to the channel): an error shows its last 4
+    characters at most; a query (Teams' signed URLs) is accepted."""
+    with pytest.raises(ConfigError) as info:
+        config.resolve(environ={"AGROML_ALERT_WEBHOOK": value}, env_file=None)
+    message = str(info.value)
+    assert message.startswith("AGROML_ALERT_WEBHOOK=") and "expected an http(s) URL with a host" in message
+    assert "SECRETTOKEN" not in message and value not in message
+    good = "https://example.webhook.office.com/workflows/x?api-version=1&sig=abc"
+    assert config.resolve(environ={"AGROML_ALERT_WEBHOOK": good}, env_file=None).alert_webhook == good
 
 
 @pytest.mark.parametrize("env", sorted(EDGE_NUMBERS))

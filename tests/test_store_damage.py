@@ -57,6 +57,8 @@ def env(workdir, supabase_server, monkeypatch):
         "SUPABASE_SERVICE_KEY": supabase_server.service_key,
         "AGROML_RETRY_BASE_SECONDS": "0.001",
         "AGROML_MIN_TOTAL": "10",
+        # the commands under test read the local store: with auto, Supabase being configured would be read instead
+        "AGROML_SOURCE": "local",
     }.items():
         monkeypatch.setenv(key, value)
     add_pest_table(supabase_server, pest_rows(5, seed=3))

@@ -17,6 +17,8 @@ from agroml.core import config
 from agroml.core.errors import UsageError
 from agroml.lifecycle.registry import Registry
 from agroml.training.config import (
+    AUTO,
+    AUTO_FIELDS,
     LIMITS,
     PRETRAINED,
     SCRATCH,
@@ -45,7 +47,8 @@ def _one_line(text: str) -> str:
 def test_the_presets_hold_todays_defaults_and_scratch_differs_only_where_it_must():
     assert (PRETRAINED.epochs, PRETRAINED.batch_size, PRETRAINED.learning_rate, PRETRAINED.alpha) == (15, 32, 1e-3, 1.0)
     assert (PRETRAINED.patience, PRETRAINED.image_size, PRETRAINED.weights) == (4, 224, "imagenet")
-    assert (SCRATCH.epochs, SCRATCH.batch_size, SCRATCH.learning_rate, SCRATCH.alpha) == (150, 16, 5e-3, 0.35)
+    # from scratch epochs, batch size and rate are AUTO: scaled to the data (tests/test_train_schedule.py)
+    assert (SCRATCH.epochs, SCRATCH.batch_size, SCRATCH.learning_rate, SCRATCH.alpha) == (AUTO, AUTO, AUTO, 0.35)
     differ = {n for n in field_names() if getattr(PRETRAINED, n) != getattr(SCRATCH, n)}
     assert differ == {"weights", "epochs", "batch_size", "learning_rate", "alpha"}
     assert all(getattr(PRETRAINED, n) is not None for n in field_names() if n != "tflite")  # no "None: default"
@@ -53,7 +56,8 @@ def test_the_presets_hold_todays_defaults_and_scratch_differs_only_where_it_must
 
 def test_for_weights_picks_the_preset_and_applies_overrides(tmp_path):
     scratch = TrainConfig.for_weights("None", model_type="pest", epochs=3)
-    assert scratch.scratch and scratch.epochs == 3 and scratch.batch_size == 16 and scratch.weights == "None"
+    assert scratch.scratch and scratch.epochs == 3 and scratch.batch_size == AUTO and scratch.weights == "None"
+    assert scratch.alpha == SCRATCH.alpha
     weights_file = tmp_path / "base.weights.h5"
     assert TrainConfig.for_weights(str(weights_file), model_type="disease") == replace(
         PRETRAINED, weights=str(weights_file), model_type="disease"
@@ -85,7 +89,8 @@ def _invalid_values():
 
 @pytest.mark.parametrize(("name", "value"), list(_invalid_values()))
 def test_check_rejects_every_invalid_number_naming_the_flag(name, value):
-    cfg = replace(TrainConfig.for_weights("none", model_type="pest"), **{name: value})
+    weights = "imagenet" if name in AUTO_FIELDS and value == AUTO else "none"  # 0 from scratch: AUTO
+    cfg = replace(TrainConfig.for_weights(weights, model_type="pest"), **{name: value})
     with pytest.raises(UsageError) as caught:
         cfg.check()
     assert caught.value.exit_code == 2
@@ -121,7 +126,8 @@ def test_check_accepts_each_numbers_edges(name):
     ],
 )
 def test_check_names_and_types(fields_, message):
-    cfg = replace(TrainConfig.for_weights("none", model_type="pest"), **fields_)
+    preset = "imagenet" if fields_.get("weights") == "imagenet" else "none"  # the scratch preset's AUTO is not
+    cfg = replace(TrainConfig.for_weights(preset, model_type="pest"), **fields_)
     with pytest.raises(UsageError) as caught:
         cfg.check()
     assert message in str(caught.value) and caught.value.exit_code == 2
@@ -166,6 +172,7 @@ def test_help_shows_every_default_from_the_presets(cli):
     shown = _one_line(cli("train", "--help", env={"COLUMNS": "250"}).stdout)
     for name in ("epochs", "batch_size", "learning_rate", "alpha"):
         pretrained, scratch = getattr(PRETRAINED, name), getattr(SCRATCH, name)
+        scratch = "scaled to the data" if name in AUTO_FIELDS else scratch
         assert f"{flag(name)} " in shown
         assert f"[default: {pretrained}; {scratch} with --weights none]" in shown, name
     for name in ("image_size", "fine_tune_layers", "fine_tune_epochs", "fine_tune_learning_rate", "patience"):

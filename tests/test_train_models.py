@@ -21,6 +21,7 @@ from agroml.images.pixels import load_image_array
 from agroml.training.backbones import BACKBONES
 from agroml.training.config import TrainConfig
 from agroml.training.run import train
+from agroml.training.schedule import apply_schedule
 
 COLORS = {"circle": (230, 40, 40), "square": (40, 200, 60), "triangle": (50, 60, 230)}
 
@@ -50,6 +51,7 @@ def scratch_runs(tmp_path_factory):
     return settings, runs
 
 
+@pytest.mark.e2e
 def test_every_backbone_trains_and_reloads_identically_in_a_fresh_process(scratch_runs, tmp_path):
     settings, runs = scratch_runs
     expected = {}
@@ -144,6 +146,7 @@ def _images(settings, n: int = 64) -> np.ndarray:
     return np.stack([load_image_array(p, 32) for p in sorted(settings.image_dir.glob("*/*.png"))[:n]])
 
 
+@pytest.mark.e2e
 def test_fast_path_matches_slow_path(tmp_path):
     settings = _settings(tmp_path)
     # 40 per class: 36 held-out images, so the 0.25 tolerance is about 2 standard errors of a difference
@@ -177,6 +180,7 @@ def csv_rows(path: Path):
         yield from csv.DictReader(fh)
 
 
+@pytest.mark.e2e
 def test_train_json_and_a_label_map_that_survives_a_new_class(cli, workdir, monkeypatch):
     monkeypatch.setenv("AGROML_MIN_TOTAL", "12")
     settings = config.resolve(env_file=None)
@@ -207,10 +211,13 @@ def test_train_json_and_a_label_map_that_survives_a_new_class(cli, workdir, monk
     assert set(out["metrics"]["test"]) == set(saved["test"]) and out["metrics"]["test"] == saved["test"]
 
     add_shapes(settings, {"triangle": 8}, start=100, size=32, colors=COLORS)
-    second = cli(*args, "--tflite", "float16")
+    second = cli(*args, "--tflite", "float16", "--no-feature-store")
     assert second.exit_code == 0, second.stderr
     out2 = json.loads(second.stdout)
     folder2 = Path(out2["path"])
+    stores = [json.loads((f / "config.json").read_text())["feature_store"] for f in (folder, folder2)]
+    assert stores[0]["enabled"] and stores[0]["computed"] > 0 and stores[0]["hits"] == 0
+    assert stores[1] == {"enabled": False, "reason": "AGROML_FEATURE_STORE_MB=0 or --no-feature-store"}
     assert out2["tflite"]["mode"] == "float16" and out2["tflite"]["top1_agreement"] >= 0.99
     assert (folder2 / "model.tflite").stat().st_size == out2["tflite"]["size_bytes"]
     assert json.loads((folder / "labels.json").read_text()) == ["circle", "square"]
@@ -232,7 +239,8 @@ def test_from_scratch_the_rate_warms_up_then_decays_to_zero_and_nothing_cuts_the
 
     from agroml.training.loop import callbacks, scratch_schedule
 
-    cfg = TrainConfig.for_weights("none", model_type="pest")
+    # the demo's 188 training / 41 validation images: the schedule the budget gives them
+    cfg, _ = apply_schedule(TrainConfig.for_weights("none", model_type="pest"), 188, 41)
     assert (cfg.epochs, cfg.batch_size, cfg.learning_rate, cfg.alpha, cfg.image_size) == (150, 16, 5e-3, 0.35, 224)
     sched = scratch_schedule(cfg.learning_rate, cfg.epochs, steps=12)
     rates = [float(sched(step)) for step in (0, 30, 60, 900, 1799)]

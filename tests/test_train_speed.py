@@ -126,6 +126,7 @@ def cached_and_uncached(tmp_path_factory):
     return results, seen, bars
 
 
+@pytest.mark.e2e
 def test_cache_on_and_off_give_a_run_folder_with_the_same_files_and_say_which_was_used(cached_and_uncached):
     results, _, _ = cached_and_uncached
     on, off = results["a"][1], results["b"][1]

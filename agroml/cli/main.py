@@ -46,6 +46,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "stats",
         "Where and when the rows are: counts by class, crop, region, season or month of the year.",
     ),
+    "report": (
+        "report",
+        "Write the monitoring page: one HTML file with charts and tables, readable offline in any browser.",
+    ),
     "export": ("export", "Write records to one file per model type: `<model>_<scope>_<UTC timestamp>.<ext>`."),
     "pull": ("pull", "Copy rows from Supabase into the local store and their images into the image cache."),
     "train": ("train", "Train a classifier for one model type on the store's confirmed and corrected rows."),
@@ -63,8 +67,26 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Name the pest, disease or storage condition in photos with a saved model, with probabilities.",
     ),
     "promote": (
-        "models",
+        "production",
         "Make a run the production model: copied to `models/<type>/production/`, the previous one archived.",
+    ),
+    "publish": (
+        "production",
+        "Upload the production model to Supabase Storage, then point `<type>/production.json` at it.",
+    ),
+    "rollback": ("production", "Put the previous production model back, byte for byte, from `models/<type>/archive/`."),
+    "history": (
+        "production",
+        "List every promotion, refusal, no-op and rollback: when, which runs, the figures compared, by which command.",
+    ),
+    "performance": (
+        "models",
+        "The deployed model's feedback accuracy from farmers, next to its production run's test figures.",
+    ),
+    "serve": ("serve", "Serve the HTTP API (the FastAPI router under /api/model-training) with uvicorn."),
+    "retrain": (
+        "retrain",
+        "Pull, check, train, gate and promote in one unattended command (for cron / Task Scheduler).",
     ),
     "doctor": (
         "doctor",
@@ -72,7 +94,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
 }
 #: Commands that load TensorFlow: its start-up lines are kept off the user's terminal while they run.
-LOADS_TENSORFLOW = frozenset({"train", "evaluate", "predict", "doctor"})
+LOADS_TENSORFLOW = frozenset({"train", "evaluate", "predict", "doctor", "promote", "retrain"})
 MARKUP: Literal["markdown"] = "markdown"
 
 

@@ -1,7 +1,8 @@
-"""Commands: runs, status, evaluate, predict, promote (the life of a trained model after `agroml train`)."""
+"""Commands: runs, status, evaluate, predict (the life of a trained model after `agroml train`)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from pathlib import Path
 from typing import Annotated, Any
@@ -11,15 +12,28 @@ from rich import box
 from rich.table import Table
 
 from agroml.cli import output
-from agroml.cli.options import JsonOpt, ModelOpt, ModelType
-from agroml.core import config
+from agroml.cli.compare_view import render_comparison
+from agroml.cli.options import (
+    JsonOpt,
+    ModelAllOpt,
+    ModelOpt,
+    ModelType,
+    ModelTypeOrAll,
+    SinceOpt,
+    SourceOpt,
+    UntilOpt,
+)
+from agroml.core import config, schema
+from agroml.core.errors import UsageError
 from agroml.core.progress import time_left_text
+from agroml.data.analysis import check_window
+from agroml.data.sources import open_source
+from agroml.lifecycle.comparison import compare_runs
 from agroml.lifecycle.evaluation import EvalResult
 from agroml.lifecycle.evaluation import evaluate as run_evaluation
+from agroml.lifecycle.performance import PerformanceReport, model_performance
 from agroml.lifecycle.predicting import PredictResult
 from agroml.lifecycle.predicting import predict as run_predict
-from agroml.lifecycle.promotion import PromotionResult
-from agroml.lifecycle.promotion import promote as promote_run
 from agroml.lifecycle.registry import Registry, RunInfo
 
 RunArg = Annotated[
@@ -50,17 +64,38 @@ def _duration(seconds: float | None) -> str:
 
 def runs(
     model: Annotated[ModelType | None, typer.Option("--model", "-m", help="Only this model type.")] = None,
+    compare: Annotated[
+        bool, typer.Option("--compare", help="Compare the RUNS named: settings that differ, data, metrics.")
+    ] = False,
+    run_refs: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="[RUNS]...", help="With --compare: run ids or run folders, the first is the baseline."),
+    ] = None,
+    limit: Annotated[int | None, typer.Option("--limit", "-n", min=1, help="Only the newest N runs.")] = None,
     json_: JsonOpt = False,
 ) -> None:
     """List every training run, newest first: state, time taken, test accuracy and macro F1, folder.
 
     A run whose process died without finishing (killed, power loss) is shown as interrupted.
 
+    With --compare RUN_A RUN_B [...]: the config fields that differ, the data (same fingerprint or
+    not, rows more, rows added / removed, same test split), val and test metrics and per-class F1
+    side by side, each run against the first.
+
     Example: agroml runs --model pest
+
+    Example: agroml runs --compare 20261126T130501Z-mobilenetv2 20261201T090000Z-mobilenetv2
     """
 
+    if run_refs and not compare:
+        raise UsageError(f"unexpected run ids {' '.join(run_refs)}", fix="compare runs with: agroml runs --compare A B")
+    if compare:
+        with Registry(_settings().models_dir, create=False) as registry:
+            comparison = compare_runs(registry, run_refs or [], model.value if model else None)
+        output.emit(comparison, json_, render_comparison)
+        return
     with Registry(_settings().models_dir, create=False) as registry:
-        found = registry.runs(model.value if model else None)
+        found = registry.runs(model.value if model else None)[:limit]
     if not found and not json_:
         output.hint("no runs yet: start one with `agroml train --model pest`")
         return
@@ -268,29 +303,43 @@ def _predictions(result: PredictResult) -> None:
     output.hint(f"model: {result.run_id} ({result.model_path})")
 
 
-def promote(
-    run: Annotated[str, typer.Argument(help="The run id to serve (see `agroml runs`).", show_default=False)],
-    model: ModelOpt = ModelType("pest"),
+def performance(
+    model: ModelAllOpt = ModelTypeOrAll("all"),
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    source: SourceOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Make a run the production model: copied to `models/<type>/production/`, the previous one archived.
+    """The deployed model's feedback accuracy from farmers, next to its production run's test figures.
 
-    The copy is complete before anything moves, so a failed promotion leaves the old model serving.
+    Feedback accuracy = confirmed / (confirmed + corrected + rejected) of the rows the deployed model
+    predicted, overall and per predicted class; test figures come from `models/<type>/production/`.
 
-    The previous production goes to `models/<type>/archive/<its run id>/`.
-
-    Example: agroml promote 20260301T101500Z-mobilenetv2 --model pest
+    Example: agroml performance --model pest --since 2026-01-01
     """
 
-    with Registry(_settings().models_dir) as registry:
-        result = promote_run(registry, model.value, run)
-    output.emit(result, json_, _render_promotion)
+    since, until = check_window(since, until)
+    settings = config.resolve({"source": source})
+    with contextlib.closing(open_source(settings, output.notice)) as src:
+        report = model_performance(src, settings.models_dir, schema.expand_model_types(model.value), since, until)
+    output.emit(report, json_, _render_performance)
 
 
-def _render_promotion(result: PromotionResult) -> None:
-    output.stdout.print(f"promoted {result.run_id} to {result.path}", soft_wrap=True)
-    if result.previous_run_id:
-        output.hint(f"previous production {result.previous_run_id} archived to {result.archived_to}")
+def _render_performance(report: PerformanceReport) -> None:
+    table = Table("model", "feedback", "feedback accuracy", "production run", "test accuracy", "test macro F1")
+    for model, block in report.models.items():
+        feedback, prod = block["feedback"], block["production"] or {}
+        test = prod.get("test") or {}
+        answered = feedback["confirmed"] + feedback["corrected"] + feedback["rejected"]
+        table.add_row(
+            model,
+            str(answered),
+            _fmt(feedback["feedback_accuracy"]),
+            prod.get("run_id") or "-",
+            _fmt(test.get("accuracy")),
+            _fmt(test.get("macro_f1")),
+        )
+    output.stdout.print(table)
 
 
 def register(app: typer.Typer) -> None:
@@ -299,4 +348,4 @@ def register(app: typer.Typer) -> None:
     app.command("status")(status)
     app.command("evaluate")(evaluate)
     app.command("predict")(predict)
-    app.command("promote")(promote)
+    app.command("performance")(performance)

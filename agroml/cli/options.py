@@ -53,7 +53,11 @@ ModelAllOpt = Annotated[ModelTypeOrAll, typer.Option("--model", "-m", help="Mode
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON to stdout instead of tables.")]
 SourceOpt = Annotated[
     SourceName | None,
-    typer.Option("--source", help="Read from the local store or live from Supabase [default: AGROML_SOURCE or local]."),
+    typer.Option(
+        "--source",
+        help="Read from the local store, live from Supabase, or auto: Supabase when SUPABASE_URL and a key are set "
+        "[default: AGROML_SOURCE or auto].",
+    ),
 ]
 SinceOpt = Annotated[
     datetime | None,

@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from agroml.cli import output
+from agroml.cli.monitor_views import timeline_tables, where_wrong_tables
 from agroml.cli.options import (
     JsonOpt,
     MinPerClassOpt,
@@ -28,15 +29,24 @@ from agroml.core import config, schema
 from agroml.data import analysis
 from agroml.data.analysis import DistributionReport, StatsReport, check_window, readiness_verdict
 from agroml.data.sources import open_source
+from agroml.data.timeline import PERIODS
 from agroml.lifecycle.plots import distribution_png
+from agroml.ops.charts import timeline_png, write_png
+from agroml.ops.monitor import feedback_over_time
 
 if TYPE_CHECKING:  # see cli/options.py
     ByKey: TypeAlias = StrEnum
+    Period: TypeAlias = StrEnum
 else:
     ByKey = choices("ByKey", analysis.DISTRIBUTION_KEYS)
+    Period = choices("Period", PERIODS)
 
 ByOpt = Annotated[ByKey, typer.Option("--by", help="Count rows by this key (region = the farm location).")]
 PlotOpt = Annotated[Path | None, typer.Option("--plot", help="Also write a PNG chart to this file.", dir_okay=False)]
+PeriodOpt = Annotated[
+    Period | None,
+    typer.Option("--by", help="Show the series per month or week instead of one snapshot (deployments marked)."),
+]
 TimezoneOpt = Annotated[
     str | None,
     typer.Option(
@@ -109,6 +119,7 @@ def _stats_tables(report: StatsReport) -> None:
             )
         if s["classes"]:
             output.stdout.print(table)
+        where_wrong_tables(model, s.get("where_wrong", {}))
         color = "green" if ready["ok"] else "yellow"
         output.stdout.print(f"{model}: [{color}]{readiness_verdict(ready)}[/]", highlight=False)
     output.stdout.print(f"[dim]{_when(report)}[/]", highlight=False)
@@ -151,6 +162,7 @@ def _distribution_tables(report: DistributionReport) -> None:
     for m in report.months:
         months.add_row(m["month"], str(m["rows"]), output.bar(m["rows"], peak), str(m["trainable"]))
     output.stdout.print(months)
+    where_wrong_tables(report.model_type, report.where_wrong)
     output.stdout.print(f"[dim]{report.total} rows, {report.trainable} trainable · {_when(report)}[/]", highlight=False)
 
 
@@ -161,24 +173,52 @@ def stats(
     source: SourceOpt = None,
     min_total: MinTotalOpt = None,
     min_per_class: MinPerClassOpt = None,
+    by: PeriodOpt = None,
+    plot: PlotOpt = None,
+    timezone: TimezoneOpt = None,
+    require_ready: Annotated[
+        bool,
+        typer.Option("--require-ready", help="Exit 1 (after the report) when a model type is not ready to train."),
+    ] = False,
     json_: JsonOpt = False,
 ) -> None:
     """Feedback counts, the deployed model's feedback accuracy, trainable rows per class, readiness.
 
     Invalid rows (no image, bad confidence or time, unknown label) are counted per reason and left out
     of every other number. Feedback accuracy = confirmed / (confirmed + corrected + rejected), overall
-    and per predicted class. Ready = at least --min-total trainable rows and --min-per-class per class.
+    and per predicted class; where it is wrong comes from farmers' corrections, per crop and region.
+    Ready = at least --min-total trainable rows and --min-per-class per class.
+
+    With --by month or week: the series instead, per period in farm local time: predictions, feedback
+    rate, accuracy overall and per class with a Wilson 95% interval, trainable rows added, and the
+    periods in which a new production model went live; --plot writes it as a PNG chart.
 
     Example: agroml stats --model pest --since 2025-01-01 --min-total 200
+
+    Example: agroml stats --by month --plot feedback.png
+    Example: agroml stats --model pest --require-ready && agroml train --model pest
     """
 
     since, until = check_window(since, until)  # a bad window is the first thing to report
-    settings = config.resolve({"source": source, "min_total": min_total, "min_per_class": min_per_class})
+    settings = config.resolve(
+        {"source": source, "min_total": min_total, "min_per_class": min_per_class, "timezone": timezone}
+    )
+    if plot is not None and by is None:
+        by = Period("month")  # a chart is of the series: --plot alone means per month
+    models = schema.expand_model_types(model.value)
     with contextlib.closing(open_source(settings, output.notice)) as src:
-        report = analysis.stats_report(
-            src, schema.expand_model_types(model.value), since, until, settings.min_total, settings.min_per_class
-        )
+        if by is not None:
+            series = feedback_over_time(src, settings.models_dir, models, by.value, since, until, settings.timezone)
+            if plot is not None:
+                series.plot = str(write_png(plot, timeline_png(series.to_dict())))
+            output.emit(series, json_, timeline_tables)
+            if series.plot is not None:
+                output.hint(f"chart written to {series.plot}")
+            return
+        report = analysis.stats_report(src, models, since, until, settings.min_total, settings.min_per_class)
     output.emit(report, json_, _stats_tables)
+    if require_ready:
+        report.require_ready()
 
 
 def distribution(

@@ -15,10 +15,14 @@ import typer
 from rich.table import Table
 
 from agroml.cli import output
-from agroml.cli.options import JsonOpt, MinPerClassOpt, ModelType
+from agroml.cli.options import JsonOpt, MinPerClassOpt, ModelType, SourceOpt
 from agroml.core import config
+from agroml.ops.alerts import alert_on_failure
+from agroml.ops.snapshot import train_fresh
 from agroml.training.backbones import BACKBONES, get_backbone
 from agroml.training.config import (
+    AUTO,
+    AUTO_FIELDS,
     PRETRAINED,
     SCRATCH,
     STRATEGIES,
@@ -27,7 +31,6 @@ from agroml.training.config import (
     field_names,
     resolve_config,
 )
-from agroml.training.run import train
 
 if TYPE_CHECKING:
     from agroml.training.run import TrainResult
@@ -39,6 +42,8 @@ def _default(name: str) -> str:
     pretrained, scratch = getattr(PRETRAINED, name), getattr(SCRATCH, name)
     if pretrained == scratch:
         return f"[default: {pretrained}]"
+    if name in AUTO_FIELDS and scratch == AUTO:
+        return f"[default: {pretrained}; scaled to the data with --weights none]"
     return f"[default: {pretrained}; {scratch} with --weights none]"
 
 
@@ -86,6 +91,9 @@ def _summary(result: TrainResult) -> None:
             f"{t['top1_agreement']:.3f}, p50 {t['latency_ms_p50']:.1f} ms",
             highlight=False,
         )
+    store = result.config.get("feature_store") or {}
+    if store.get("enabled"):
+        output.hint(f"feature store: {store['hits']} image views reused, {store['computed']} computed")
     output.hint(
         f"next: agroml evaluate {result.run_id} --model {result.model_type}   "
         f"then: agroml promote {result.run_id} --model {result.model_type}"
@@ -157,6 +165,14 @@ def register(app: typer.Typer) -> None:
                 help=f"Phase 1 on cached base features [default: {'--fast' if PRETRAINED.fast else '--slow'}].",
             ),
         ] = None,
+        tensorboard: Annotated[
+            bool | None,
+            typer.Option(
+                "--tensorboard/--no-tensorboard",
+                help="Write TensorBoard logs to RUN/tensorboard/ (`tensorboard --logdir models/`) "
+                f"[default: {'--tensorboard' if PRETRAINED.tensorboard else '--no-tensorboard'}].",
+            ),
+        ] = None,
         patience: Annotated[
             int | None, typer.Option("--patience", help=f"EarlyStopping epochs (pretrained) {_default('patience')}.")
         ] = None,
@@ -202,6 +218,15 @@ def register(app: typer.Typer) -> None:
             str | None,
             typer.Option("--like", metavar="RUN_ID", help="Train with that run's config.json; flags win over it."),
         ] = None,
+        source: SourceOpt = None,
+        no_feature_store: Annotated[
+            bool,
+            typer.Option(
+                "--no-feature-store",
+                help="Compute every image's base features again instead of reusing stored ones "
+                "(AGROML_FEATURE_STORE_MB=0 does the same).",
+            ),
+        ] = False,
         json_: JsonOpt = False,
     ) -> None:
         """Train a classifier for one model type on the store's confirmed and corrected rows.
@@ -211,7 +236,9 @@ def register(app: typer.Typer) -> None:
         (takes raw RGB pixels), labels.json, config.json (the whole resolved config), split.json,
         metrics.json, history.csv, plots and MODEL_CARD.md. One training per model type at a time.
         Defaults come from the preset of --weights (pretrained, or none: from scratch); --config FILE or
-        --like RUN_ID replaces them, and flags win over both.
+        --like RUN_ID replaces them, and flags win over both. With Supabase as the source (AGROML_SOURCE
+        auto and a project configured, or supabase) it first pulls what is new into the store;
+        --source local trains offline on what the store has.
 
         Example: agroml train --model pest --weights none --image-size 96
 
@@ -222,8 +249,14 @@ def register(app: typer.Typer) -> None:
         flags = {
             k: v.value if isinstance(v, Enum) else v for k, v in ctx.params.items() if k in names and v is not None
         }
-        settings = config.resolve()
+        overrides: dict[str, object] = {"source": source.value if source is not None else None}
+        if no_feature_store:
+            overrides["feature_store_mb"] = 0
+        settings = config.resolve(overrides)
         cfg = resolve_config(settings, flags, config_file=config_file, like=like)
-        with output.progress(enabled=None if not json_ else False) as progress:
-            result = train(settings, cfg, progress=progress)
+        with (
+            alert_on_failure(settings, f"agroml train --model {cfg.model_type}", notice=output.warn),
+            output.progress(enabled=None if not json_ else False) as progress,
+        ):
+            result = train_fresh(settings, cfg, progress=progress, notice=output.notice)
         output.emit(result, json_, _summary)

@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from dotenv import dotenv_values
 
 from agroml.core.errors import ConfigError
-from agroml.core.schema import DEFAULT_SPECS, MODEL_TYPES, SOURCES, SPEC_FIELDS
+from agroml.core.schema import AUTO_SOURCE, DEFAULT_SPECS, MODEL_TYPES, SOURCES, SPEC_FIELDS
 
 #: The environment names for the Supabase key, in the order they are tried.
 KEY_VARS: tuple[str, ...] = ("SUPABASE_SERVICE_KEY", "SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_KEY")
@@ -86,8 +86,24 @@ def _is_host_list(value: str) -> bool:
     return not any(c in entry.strip() for entry in value.split(",") for c in "/?#@ \t")
 
 
+def _are_origins(value: str) -> bool:
+    """``https://host[:port]`` entries (a browser's Origin header has no path), or ``*``."""
+    entries = [e.strip() for e in value.split(",") if e.strip()]
+    return all(e == "*" or (_is_http_url(e) and urlsplit(e).path in ("", "/")) for e in entries)
+
+
 _SECONDS_ABOVE_0 = _number(0, above=True, unit=" of seconds")
 _COUNT = _whole(0)
+
+
+def _is_webhook_url(value: str) -> bool:
+    """http(s) with a host and no blanks; a query is allowed (Teams' workflow URLs carry their signature in it)."""
+    try:
+        parts = urlsplit(value)
+        _ = parts.port
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and not any(c.isspace() for c in value)
 
 
 @dataclass(frozen=True)
@@ -117,8 +133,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "source",
         ("AGROML_SOURCE",),
-        "local",
-        "Where records are read: local (the store) or supabase.",
+        "auto",
+        "Where records are read: local (the store), supabase, or auto (supabase when SUPABASE_URL and a key "
+        "are set, else local); with supabase, train and retrain pull what is new into the store first.",
         rule=_one_of(*SOURCES),
         flag="--source",
     ),
@@ -231,7 +248,117 @@ SETTINGS: tuple[Setting, ...] = (
         "train_cache_mb",
         ("AGROML_TRAIN_CACHE_MB",),
         1024.0,
-        "MB of memory training may keep decoded images in after the first epoch (0: decode every epoch).",
+        "MB of memory training may keep decoded images in after the first epoch (over it, or 0: on disk "
+        "under <data_dir>/train_cache for the run).",
+        float,
+        rule=_number(0, unit=" of MB"),
+    ),
+    Setting(
+        "alert_webhook",
+        ("AGROML_ALERT_WEBHOOK",),
+        None,
+        "Slack-compatible incoming-webhook URL (Discord's /slack URL and Teams accept the same) told when a "
+        "train or retrain fails, the gate refuses a model or feedback accuracy falls.",
+        str,
+        True,
+        rule=Rule("an http(s) URL with a host", _is_webhook_url),
+    ),
+    Setting(
+        "alert_on_success",
+        ("AGROML_ALERT_ON_SUCCESS",),
+        0,
+        "1: also send an alert when retrain promotes a model.",
+        int,
+        rule=_whole(0, 1),
+    ),
+    Setting(
+        "alert_min_feedback_accuracy",
+        ("AGROML_ALERT_MIN_FEEDBACK_ACCURACY",),
+        0.7,
+        "Alert when the deployed model's feedback accuracy over the last AGROML_ALERT_FEEDBACK_DAYS days is below "
+        "this (0: never).",
+        float,
+        rule=Rule("a number from 0 to 1", lambda v: math.isfinite(v) and 0 <= v <= 1),
+    ),
+    Setting(
+        "alert_feedback_days",
+        ("AGROML_ALERT_FEEDBACK_DAYS",),
+        30,
+        "Days of feedback the accuracy alert looks at.",
+        int,
+        rule=_whole(1),
+    ),
+    Setting("log_dir", ("AGROML_LOG_DIR",), "training_logs", "Where `agroml retrain` writes its log files.", Path),
+    Setting(
+        "log_retention_days",
+        ("AGROML_LOG_RETENTION_DAYS",),
+        180,
+        "Retrain logs older than this many days are removed (0: keep every log).",
+        int,
+        rule=_COUNT,
+    ),
+    Setting(
+        "gate_min_f1_gain",
+        ("AGROML_GATE_MIN_F1_GAIN",),
+        0.0,
+        "Promotion gate: the challenger's macro F1 must be at least the production model's plus this "
+        "(0: not worse; 1 refuses every challenger).",
+        float,
+        rule=Rule("a finite number from -1 to 1", lambda v: math.isfinite(v) and -1 <= v <= 1),
+    ),
+    Setting(
+        "gate_max_accuracy_drop",
+        ("AGROML_GATE_MAX_ACCURACY_DROP",),
+        0.01,
+        "Promotion gate: how much lower than the production model's the challenger's accuracy may be.",
+        float,
+        rule=Rule("a finite number from 0 to 1", lambda v: math.isfinite(v) and 0 <= v <= 1),
+    ),
+    Setting(
+        "gate_max_recall_drop",
+        ("AGROML_GATE_MAX_RECALL_DROP",),
+        0.10,
+        "Promotion gate: how much any one class's recall may fall below the production model's.",
+        float,
+        rule=Rule("a finite number from 0 to 1", lambda v: math.isfinite(v) and 0 <= v <= 1),
+    ),
+    Setting(
+        "gate_min_rows",
+        ("AGROML_GATE_MIN_ROWS",),
+        30,
+        "Promotion gate: rows neither model trained on needed to compare them (fewer: refused unless --force).",
+        int,
+        rule=_whole(1),
+    ),
+    Setting(
+        "model_bucket",
+        ("AGROML_MODEL_BUCKET",),
+        "models",
+        "Storage bucket `agroml publish` uploads the production model to (<type>/<run_id>/, <type>/production.json).",
+        rule=Rule("a bucket name without '/'", lambda v: bool(v) and "/" not in v),
+    ),
+    Setting(
+        "api_token",
+        ("AGROML_API_TOKEN",),
+        None,
+        "Bearer token every API route but /health requires (`agroml serve`); without it the API refuses "
+        "non-loopback hosts and answers 503.",
+        str,
+        True,
+    ),
+    Setting(
+        "api_cors_origins",
+        ("AGROML_API_CORS_ORIGINS",),
+        "",
+        "Comma-separated origins browsers may call the API from (empty: CORS off).",
+        rule=Rule("comma-separated http(s) origins such as https://admin.example.org", _are_origins),
+    ),
+    Setting(
+        "feature_store_mb",
+        ("AGROML_FEATURE_STORE_MB",),
+        2048.0,
+        "MB of base-network features kept in <data_dir>/features/ so a retrain computes only new images' "
+        "(least recently used removed past it; 0: off, as `train --no-feature-store`).",
         float,
         rule=_number(0, unit=" of MB"),
     ),
@@ -259,7 +386,7 @@ class Settings:
     image_dir: Path = Path("data/images")
     models_dir: Path = Path("models")
     exports_dir: Path = Path("exports")
-    source: str = "local"
+    source: str = "auto"
     supabase_url: str | None = None
     supabase_key: str | None = None
     page_size: int = 1000
@@ -276,12 +403,33 @@ class Settings:
     min_total: int = 100
     min_per_class: int = 10
     train_cache_mb: float = 1024.0
+    alert_webhook: str | None = None
+    alert_on_success: int = 0
+    alert_min_feedback_accuracy: float = 0.7
+    alert_feedback_days: int = 30
+    log_dir: Path = Path("training_logs")
+    log_retention_days: int = 180
+    gate_min_f1_gain: float = 0.0
+    gate_max_accuracy_drop: float = 0.01
+    gate_max_recall_drop: float = 0.10
+    gate_min_rows: int = 30
+    model_bucket: str = "models"
+    api_token: str | None = None
+    api_cors_origins: str = ""
+    feature_store_mb: float = 2048.0
     worker_timeout_s: float = 600.0
     #: AGROML_<MODEL>_TABLE / AGROML_<MODEL>_COL_<FIELD> overrides: {model: {"table"|field: name}}.
     schema_overrides: dict[str, dict[str, str]] = field(default_factory=dict)
     origins: dict[str, str] = field(default_factory=dict)
     #: Which environment variable supplied the key (doctor shows the name, never the value).
     key_var: str | None = None
+
+    @property
+    def effective_source(self) -> str:
+        """``local`` or ``supabase``: what ``source`` means here (auto: supabase when a URL and a key are set)."""
+        if self.source == AUTO_SOURCE:
+            return "supabase" if self.supabase_url and self.supabase_key else "local"
+        return self.source
 
     @property
     def allowed_image_hosts(self) -> list[str]:
@@ -335,7 +483,8 @@ class SettingError(ConfigError):
         valid = setting.rule.describe if setting.rule else f"a {_KINDS.get(setting.kind, setting.kind.__name__)}"
         default = "" if setting.default in (None, "") else f" to use the default {setting.default}"
         super().__init__(
-            f"{name}={raw!r} (from {origin}) is not valid: expected {valid}",
+            f"{name}={mask_secret(str(raw)) if setting.secret else repr(raw)} (from {origin}) is not valid: "
+            f"expected {valid}",
             fix=_ORIGIN_FIX.get(origin, _ORIGIN_FIX["env"]).format(name=name, default=default),
         )
         self.setting, self.env, self.value, self.origin = setting, name, raw, origin

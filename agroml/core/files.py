@@ -25,12 +25,10 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
-
 PRIVATE_MODE = 0o600
+#: Windows can neither rename nor delete a file that is open: a writer closes its temporary file (and so
+#: drops the lock) just before the rename, and a sweeper closes the file it locked before deleting it.
+_CLOSE_BEFORE_RENAME = os.name == "nt"
 
 
 def current_umask() -> int:
@@ -52,14 +50,15 @@ def public_mode() -> int:
 
 
 def _lock(fd: int, blocking: bool) -> bool:
-    """flock ``fd`` exclusively; False if another process holds it (non-blocking). True where there is no flock."""
-    if fcntl is None:  # pragma: no cover - Windows: no sweep either, so nothing to guard against
-        return True
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-    except BlockingIOError:
-        return False
-    return True
+    """Lock ``fd`` exclusively; False if another process holds it (non-blocking).
+
+    Why filelock's descriptor lock: it is flock on Linux and macOS and LockFileEx on Windows, and the
+    operating system drops it when its holder dies on both, so the temp-file sweep works everywhere
+    (with fcntl alone it was skipped on Windows).
+    """
+    from filelock import lock_descriptor
+
+    return lock_descriptor(fd, blocking=blocking)
 
 
 def open_temp(final: Path, *, private: bool = False) -> tuple[int, Path]:
@@ -79,7 +78,11 @@ def open_temp(final: Path, *, private: bool = False) -> tuple[int, Path]:
         _lock(fd, blocking=True)
         try:
             if os.path.samestat(os.fstat(fd), os.stat(name)):
-                os.fchmod(fd, PRIVATE_MODE if private else public_mode())
+                mode = PRIVATE_MODE if private else public_mode()
+                if hasattr(os, "fchmod"):
+                    os.fchmod(fd, mode)
+                else:  # pragma: no cover - Windows before Python 3.13 (only the read-only bit applies there)
+                    os.chmod(name, mode)
                 return fd, Path(name)
         except FileNotFoundError:
             pass
@@ -94,19 +97,24 @@ def sweep_stale_temps(folder: Path, pattern: str = ".*.tmp") -> int:
     live writer, in this process or another, are left alone. Returns how many were removed.
     """
     removed = 0
-    if fcntl is None:  # pragma: no cover - no flock: cannot tell a live writer's file from a dead one's
-        return removed
     for path in Path(folder).glob(pattern):
         try:
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
         except OSError:  # gone meanwhile, a link, or not ours to read
             continue
         try:
-            if stat.S_ISREG(os.fstat(fd).st_mode) and _lock(fd, blocking=False):
+            stale = stat.S_ISREG(os.fstat(fd).st_mode) and _lock(fd, blocking=False)
+            if stale and not _CLOSE_BEFORE_RENAME:
                 path.unlink(missing_ok=True)  # under our lock: the writer re-checks its name
                 removed += 1
         finally:
             os.close(fd)
+        if stale and _CLOSE_BEFORE_RENAME:  # pragma: no cover - Windows: a file someone holds open stays
+            try:
+                path.unlink(missing_ok=True)
+                removed += 1
+            except PermissionError:
+                pass
     return removed
 
 
@@ -119,19 +127,29 @@ def atomic_write(path: Path, data: bytes, *, private: bool = False) -> None:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = open_temp(path, private=private)
-    try:
+    for attempt in range(3):
+        fd, tmp = open_temp(path, private=private)
+        closed = False
         try:
-            view = memoryview(data)
-            while view:  # os.write may write less than asked
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-            os.replace(tmp, path)
-        finally:
-            os.close(fd)  # after the rename: the lock guards the temporary name until it is gone
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+            try:
+                view = memoryview(data)
+                while view:  # os.write may write less than asked
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+                if _CLOSE_BEFORE_RENAME:  # pragma: no cover - Windows
+                    os.close(fd)
+                    closed = True
+                os.replace(tmp, path)
+                return
+            finally:
+                if not closed:
+                    os.close(fd)  # after the rename: the lock guards the temporary name until it is gone
+        except FileNotFoundError:  # pragma: no cover - Windows: swept between the close and the rename
+            if attempt == 2:
+                raise
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
 
 def write_text(path: Path, text: str, *, private: bool = False) -> None:

@@ -12,8 +12,10 @@ from dataclasses import dataclass, replace
 from agroml.core.errors import ConfigError, UsageError
 
 MODEL_TYPES: tuple[str, ...] = ("pest", "disease", "storage")
-#: Where records are read from: the local store, or live from Supabase (AGROML_SOURCE, --source).
-SOURCES: tuple[str, ...] = ("local", "supabase")
+#: Where records are read from: the local store, or live from Supabase (AGROML_SOURCE, --source);
+#: auto (the default) is Supabase when SUPABASE_URL and a key are configured, else the local store.
+AUTO_SOURCE = "auto"
+SOURCES: tuple[str, ...] = (AUTO_SOURCE, "local", "supabase")
 #: The closed vocabulary of the storage model (the other types' labels are open).
 STORAGE_CONDITIONS: tuple[str, ...] = ("excellent", "good", "fair", "poor", "critical")
 

@@ -31,7 +31,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import pandas as pd
 
 from agroml.core import schema
-from agroml.core.errors import ConfigError, NoDataError, UsageError
+from agroml.core.errors import ConfigError, NoDataError, NotEnoughDataError, UsageError
+from agroml.data import confusion
 from agroml.data import records as rec
 from agroml.data.sources import RecordSource
 
@@ -73,6 +74,16 @@ class StatsReport:
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
+    def require_ready(self) -> None:
+        """NotEnoughDataError naming each model type that is not ready and why (``stats --require-ready``)."""
+        short = [
+            f"{m}: {readiness_verdict(block['ready'])}" for m, block in self.models.items() if not block["ready"]["ok"]
+        ]
+        if short:
+            raise NotEnoughDataError(
+                "; ".join(short), fix="`agroml pull` or wait for more feedback, or lower --min-total / --min-per-class"
+            )
+
 
 @dataclass
 class DistributionReport:
@@ -92,6 +103,8 @@ class DistributionReport:
     seasons: list[str]
     class_season: dict[str, dict[str, dict[str, int]]]
     months: list[dict[str, Any]]
+    #: Where the deployed model is wrong (agroml.data.confusion.where_wrong): per crop, region, pair.
+    where_wrong: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     plot: str | None = None
 
@@ -322,6 +335,9 @@ def stats_report(
         if not counts.empty:
             seen.add(m)
         models[m] = model_stats(counts, min_total, min_per_class, source.missing_images(m, since, until))
+        # where the deployed model is wrong (per crop / region): one pass of five columns over the valid rows
+        chunks = source.iter_records(m, since, until, columns=list(confusion.COLUMNS), valid_only=True)
+        models[m]["where_wrong"] = confusion.where_wrong(chunks if m in seen else [])
     warnings = _empty_check(source, model_types, seen) + list(getattr(source, "warnings", []) or [])
     for m, block in models.items():
         if block["invalid"]:
@@ -444,7 +460,9 @@ def distribution_report(
     # One pass over the records (invalid ones too, to count them): a remote source is read once.
     invalid: Counter[str] = Counter()
     parts, seen = [], False
-    for chunk in source.iter_records(model_type, since, until, columns=[*_DIST_COLUMNS, "invalid_reason"]):
+    wrong = confusion.WrongFolder()  # folded in the same pass: a remote source is still read once
+    columns = [*_DIST_COLUMNS, "feedback", "invalid_reason"]
+    for chunk in source.iter_records(model_type, since, until, columns=columns):
         if chunk.empty:
             continue
         seen = True
@@ -452,6 +470,7 @@ def distribution_report(
         invalid.update({str(k): int(v) for k, v in chunk.loc[bad, "invalid_reason"].value_counts().items()})
         if not bad.all():
             parts.append(_fold(chunk[~bad], tz))
+            wrong.add(chunk[~bad])
     warnings = _empty_check(source, [model_type], {model_type} if seen else set())
     if invalid:
         detail = ", ".join(f"{n} {reason}" for reason, n in sorted(invalid.items()))
@@ -478,6 +497,7 @@ def distribution_report(
         seasons=list(SEASONS),
         class_season={"rows": _class_season(groups, "predicted_label"), "trainable": _class_season(groups, "label")},
         months=_month_series(groups),
+        where_wrong=wrong.result(),
         warnings=warnings,
     )
 

@@ -95,9 +95,9 @@ class LocalSource:
 
 
 def open_source(settings: Settings, notice: NoticeFn = no_notice) -> RecordSource:
-    """The source ``settings.source`` names (flag --source > AGROML_SOURCE > local); ``notice`` hears of
-    every retry a remote source makes."""
-    if settings.source == "supabase":
+    """The source ``settings.source`` names (flag --source > AGROML_SOURCE > auto: Supabase when configured,
+    else the local store); ``notice`` hears of every retry a remote source makes."""
+    if settings.effective_source == "supabase":
         return SupabaseSource(settings, notice)
     return LocalSource(settings)
 
@@ -114,8 +114,8 @@ def missing_images(
     """
     root = Path(image_dir)
     missing: Counter[str] = Counter()
-    found: dict[str, bool] = {}  # image hash -> its file exists (many rows may share a photo)
     with ImageCache(root) as cache:
+        stored = cache.stored_hashes()  # one listing, not a stat per row (many rows, many photos)
         indexed = (root / "index.db").is_file()
         for chunk in store.iter_records(
             model_type, since, until, columns=["label", "image_hash", "image_url"], valid_only=True
@@ -123,9 +123,7 @@ def missing_images(
             rows = chunk[chunk["label"].notna()]
             lost = []
             for label, sha, url in rows.itertuples(index=False, name=None):
-                if sha and sha not in found:
-                    found[sha] = cache.find(sha) is not None
-                if not (sha and found[sha]):
+                if not (sha and sha in stored):
                     lost.append((label, url))
             urls = [u for _, u in lost if u]
             in_index = cache.lookup_many(urls) if indexed and urls else {}

@@ -310,29 +310,24 @@ class Fetcher:
 def _fill_lock(root: Path) -> Iterator[None]:
     """One cache filler at a time; the ``.tmp`` files killed runs left in the cache are removed.
 
-    flock is released by the kernel when its holder dies (even by SIGKILL), so a crash never leaves
-    the cache locked. Where flock does not exist the sweep is skipped (temp files are then only
-    wasted space: readers never see them, their names are not ``<sha>.<ext>``).
+    The lock (filelock's descriptor lock: flock on Linux and macOS, LockFileEx on Windows) is released
+    by the operating system when its holder dies (even by SIGKILL), so a crash never leaves the cache
+    locked, on every platform.
     """
+    from filelock import lock_descriptor, unlock_descriptor
+
     root.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
     with open(root / ".fetch.lock", "a+b") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not lock_descriptor(lock.fileno(), blocking=False):
             raise ImageError(
                 f"another agroml process is filling the image cache {root}",
                 fix="wait for that `agroml pull` to finish, then run again",
-            ) from None
+            )
         ImageCache(root).sweep_stale_temps()  # only files no live writer (an import, a demo) holds
         try:
             yield
         finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+            unlock_descriptor(lock.fileno())
 
 
 def fetch_images(

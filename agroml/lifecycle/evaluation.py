@@ -24,10 +24,10 @@ from agroml.core.files import atomic_write, write_json
 from agroml.core.progress import ProgressFn, no_progress
 from agroml.data.store import Store
 from agroml.images.cache import ImageCache
+from agroml.lifecycle.locating import resolve_run
 from agroml.lifecycle.metrics import compute_metrics
 from agroml.lifecycle.plots import confusion_matrix_png
 from agroml.lifecycle.predicting import load_saved_model, predict_files
-from agroml.lifecycle.promotion import resolve_run
 from agroml.lifecycle.registry import Registry
 
 if TYPE_CHECKING:
@@ -112,16 +112,7 @@ def select_rows(
     cache = ImageCache(settings.image_dir)
     try:
         for row in chosen.itertuples(index=False):
-            reason = None
-            if row.invalid_reason is not None:
-                reason = f"invalid row ({row.invalid_reason})"
-            elif row.label is None:
-                reason = "no training label (no feedback or rejected)"
-            elif row.label not in index:
-                reason = "label not in the model's classes"
-            path = None if reason else _image_file(cache, row.image_hash, row.image_url)
-            if reason is None and path is None:
-                reason = "image not in the cache"
+            path, reason = measurable(cache, row, index, "label not in the model's classes")
             if reason:
                 skipped[reason] = skipped.get(reason, 0) + 1
                 continue
@@ -131,6 +122,19 @@ def select_rows(
     finally:
         cache.close()
     return ids, files, np.asarray(labels, dtype=np.int64)
+
+
+def measurable(cache: Any, row: Any, index: dict[str, int], unknown_label: str) -> tuple[Path | None, str | None]:
+    """(the row's cached image, None), or (None, why the row cannot be measured): shared by evaluate and the
+    gate so both skip the same rows for the same reasons (``unknown_label`` says whose classes missed it)."""
+    if row.invalid_reason is not None:
+        return None, f"invalid row ({row.invalid_reason})"
+    if row.label is None:
+        return None, "no training label (no feedback or rejected)"
+    if row.label not in index:
+        return None, unknown_label
+    path = _image_file(cache, row.image_hash, row.image_url)
+    return (path, None) if path is not None else (None, "image not in the cache")
 
 
 def _image_file(cache: Any, image_hash: str | None, image_url: str | None) -> Path | None:

@@ -22,7 +22,7 @@ from agroml.core.progress import ProgressFn, no_progress
 from agroml.images.cache import ImageCache
 from agroml.images.fetch import fetch_images
 from agroml.images.pixels import load_image
-from agroml.lifecycle.promotion import resolve_run
+from agroml.lifecycle.locating import resolve_run
 from agroml.lifecycle.registry import Registry
 
 if TYPE_CHECKING:
@@ -219,8 +219,13 @@ def predict(
     top: int = 3,
     batch_size: int = 32,
     progress: ProgressFn = no_progress,
+    saved: SavedModel | None = None,
 ) -> PredictResult:
-    """Top ``top`` classes for each image (files, or URLs through the cache); unreadable ones are reported."""
+    """Top ``top`` classes for each image (files, or URLs through the cache); unreadable ones are reported.
+
+    ``saved``: the model of ``ref`` already loaded (a server keeps it between requests); loaded here when
+    it is None or another folder's.
+    """
 
     if not images:
         raise UsageError("no images given", fix="pass one or more image files or URLs")
@@ -228,7 +233,8 @@ def predict(
         raise UsageError(f"--top {top} must be at least 1")
     with Registry(settings.models_dir, create=False) as registry:
         folder = resolve_run(registry, model_type, ref)  # a run of another type: exit 2, naming both
-    saved = load_saved_model(folder)
+    if saved is None or Path(saved.folder).resolve() != Path(folder).resolve():
+        saved = load_saved_model(folder)
     urls = [i for i in images if _is_url(i)]
     fetched, fetch_errors = _fetch_urls(settings, urls) if urls else ({}, {})
     files = [fetched.get(i) if _is_url(i) else Path(i) for i in images]

@@ -1,41 +1,66 @@
-"""Run folders and promotion: which folder a run reference names, and making a run the production model.
+"""Promotion: making a run the production model, through the gate (agroml.lifecycle.gate).
 
-A reference is a run id, ``production``, a path to a run folder (or its model.keras), or nothing (the
-newest succeeded run). Whatever names it, a run's model type is its own: the ``model_type`` in its
-config.json (written by `agroml train`), else its registry row, else the ``models/<type>/`` folder it
-sits in. A ``--model`` flag that says otherwise is refused (exit 2, naming both types) instead of
-evaluating a pest model on disease rows or promoting it as the disease model.
+``promote`` copies a run to ``models/<type>/production/`` and moves the previous production to
+``archive/<its run id>/`` (agroml.lifecycle.journal: a kill at any point leaves a whole production
+model), but only when the gate says the run (the challenger) is not worse than the production model
+(the champion) on rows neither trained on; ``force`` skips the gate and is recorded as forced. The
+first promotion of a model type has nothing to compare with and needs no gate; promoting the run that
+already serves changes nothing and says so. Every outcome (promoted, refused, no-op) is an event in
+the registry's audit trail (`agroml history`).
 
-Promotion copies the run to ``models/<type>/production/`` and moves the previous production to
-``archive/<its run id>/``; the registry records both (:meth:`Registry.record_promotion`).
+Refusal is a result, not an error: `agroml promote` exits 1 with the side-by-side table, and
+`agroml retrain` exits 3 (trained but not promoted).
 """
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agroml.core.errors import ModelNotFoundError, OutputError, UsageError
-from agroml.core.files import free_name, utc_stamp, write_json
+from agroml.core.config import Settings
+from agroml.core.errors import UsageError
+from agroml.core.files import utc_stamp
+from agroml.core.progress import ProgressFn, no_progress
 from agroml.core.schema import MODEL_TYPES
-from agroml.lifecycle.registry import Registry
+from agroml.lifecycle import tracking
+from agroml.lifecycle.gate import compare
+from agroml.lifecycle.journal import JOURNAL, STAGING_PREFIX, guarded, install, production_lock, recover, stage_copy
+from agroml.lifecycle.locating import (
+    ARCHIVE,
+    PRODUCTION,
+    PROMOTED_FILE,
+    folder_run_id,
+    locate,
+    recorded_model_type,
+    resolve_run,
+)
+from agroml.lifecycle.publishing import publish as publish_production
+from agroml.lifecycle.registry import PromotionEvent, Registry
 
-PRODUCTION = "production"
-ARCHIVE = "archive"
-#: Marker written into a promoted folder: which run it is, so the next promotion can archive it by name.
-PROMOTED_FILE = "PROMOTED.json"
-_HINT = "list runs with `agroml runs`"
+__all__ = [
+    "ARCHIVE",
+    "PRODUCTION",
+    "PROMOTED_FILE",
+    "PromotionResult",
+    "folder_run_id",
+    "history",
+    "locate",
+    "promote",
+    "recorded_model_type",
+    "resolve_run",
+]
 
 
 @dataclass
 class PromotionResult:
-    """What `agroml promote` did: which run serves now, from where, and what it replaced."""
+    """What `agroml promote` did: promoted, refused by the gate, or nothing (the run already serves).
+
+    ``run_id`` is the challenger; ``previous_run_id`` the production run it replaced (None when it
+    replaced nothing or was not promoted); ``champion_run_id`` the production run it was compared with;
+    ``comparison`` the gate's side-by-side (None: first promotion, no-op, or forced).
+    """
 
     model_type: str
     run_id: str
@@ -43,122 +68,57 @@ class PromotionResult:
     source: str
     previous_run_id: str | None
     archived_to: str | None
+    promoted: bool = True
+    refused: bool = False
+    noop: bool = False
+    forced: bool = False
+    champion_run_id: str | None = None
+    comparison: dict[str, Any] | None = None
+    reason: str | None = None
+    recovered: str | None = None
+    #: With ``publish``: what `agroml publish` uploaded (PublishResult.to_dict()); None otherwise.
+    published: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """The `agroml promote --json` document (warnings go to stderr, as for every command)."""
-        keys = ("model_type", "run_id", "path", "source", "previous_run_id", "archived_to")
+        keys = (
+            "model_type",
+            "run_id",
+            "path",
+            "source",
+            "previous_run_id",
+            "archived_to",
+            "promoted",
+            "refused",
+            "noop",
+            "forced",
+            "champion_run_id",
+            "comparison",
+            "reason",
+            "recovered",
+            "published",
+        )
         return {k: getattr(self, k) for k in keys}
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
+def promote(
+    registry: Registry,
+    model_type: str,
+    ref: str,
+    *,
+    settings: Settings,
+    force: bool = False,
+    command: str = "promote",
+    progress: ProgressFn = no_progress,
+    publish: bool = False,
+) -> PromotionResult:
+    """Make run ``ref`` the production ``model_type`` model if the gate lets it (or ``force``).
 
-
-def folder_run_id(folder: Path) -> str:
-    """A model folder's run id: from its promotion marker, its config.json, else the folder name."""
-    for name in (PROMOTED_FILE, "config.json"):
-        value = _read_json(folder / name).get("run_id")
-        if value:
-            return str(value)
-    return folder.name
-
-
-def recorded_model_type(folder: Path, registry: Registry) -> str | None:
-    """The model type ``folder`` was trained as: config.json's ``model_type`` (a production copy's
-    PROMOTED.json too), else its registry row, else the ``<models>/<type>/`` folder it is in; None if
-    nothing says (a folder from elsewhere)."""
-    for name in ("config.json", PROMOTED_FILE):
-        value = _read_json(folder / name).get("model_type")
-        if isinstance(value, str) and value:
-            return value
-    run = registry.by_path(folder)
-    if run is not None:
-        return run.model_type
-    models = registry.models_dir.resolve()
-    here = folder.resolve()
-    for parent in (here.parent, here.parent.parent):  # <type>/<run>, <type>/archive/<run>
-        if parent.parent == models and parent.name in MODEL_TYPES:
-            return parent.name
-    return None
-
-
-def _wrong_type(folder: Path, actual: str, wanted: str) -> UsageError:
-    return UsageError(f"run {folder_run_id(folder)} is a {actual} model, not {wanted}", fix=f"use --model {actual}")
-
-
-def _find(registry: Registry, model_type: str, ref: str | Path | None) -> Path:
-    """The folder ``ref`` names for ``model_type`` (or a mismatch error when it names another type's run)."""
-    if ref is None:
-        run = registry.latest(model_type)
-        if run is None:
-            raise ModelNotFoundError(
-                f"no succeeded {model_type} run to use",
-                fix=f"train one with `agroml train --model {model_type}`, or {_HINT}",
-            )
-        return Path(run.path)  # type: ignore[arg-type]
-    ref_s = str(ref)
-    if ref_s == PRODUCTION:
-        folder = registry.models_dir / model_type / PRODUCTION
-        if not (folder / "model.keras").is_file():
-            raise ModelNotFoundError(
-                f"no production {model_type} model in {folder}",
-                fix=f"promote a run with `agroml promote RUN_ID --model {model_type}`; {_HINT}",
-            )
-        return folder
-    as_path = Path(ref_s)
-    if (as_path / "model.keras").is_file():
-        return as_path
-    if as_path.name == "model.keras" and as_path.is_file():
-        return as_path.parent
-    folder = registry.models_dir / model_type / ref_s
-    if (folder / "model.keras").is_file():
-        return folder
-    run = registry.get(ref_s, model_type)
-    if run is not None and run.path and (Path(run.path) / "model.keras").is_file():
-        return Path(run.path)
-    if run is not None:
-        raise ModelNotFoundError(
-            f"run {ref_s!r} ({run.state}) has no saved model", fix=f"pick a succeeded run: {_HINT}"
-        )
-    other = registry.get(ref_s)  # a run id of another model type?
-    if other is not None:
-        raise UsageError(
-            f"run {ref_s} is a {other.model_type} model, not {model_type}", fix=f"use --model {other.model_type}"
-        )
-    for other_type in MODEL_TYPES:
-        folder = registry.models_dir / other_type / ref_s
-        if other_type != model_type and (folder / "model.keras").is_file():
-            raise _wrong_type(folder, recorded_model_type(folder, registry) or other_type, model_type)
-    raise ModelNotFoundError(f"no {model_type} run, production model or model folder named {ref_s!r}", fix=_HINT)
-
-
-def locate(registry: Registry, model_type: str, ref: str | Path | None = None) -> tuple[Path, str | None]:
-    """(folder, the model type it records) of a saved model; a run of another type is a UsageError (exit 2)."""
-    folder = _find(registry, model_type, ref)
-    recorded = recorded_model_type(folder, registry)
-    if recorded is not None and recorded != model_type:
-        raise _wrong_type(folder, recorded, model_type)
-    return folder, recorded
-
-
-def resolve_run(registry: Registry, model_type: str, ref: str | Path | None = None) -> Path:
-    """The folder of a saved ``model_type`` model: a run id, ``production``, a path, or (None) the newest
-    succeeded run. A run of another model type is refused naming both types (``--model`` must match)."""
-    return locate(registry, model_type, ref)[0]
-
-
-def promote(registry: Registry, model_type: str, ref: str) -> PromotionResult:
-    """Copy a run to ``models/<type>/production/``; the previous production goes to ``archive/<its run_id>/``.
-
-    Why copy, then two renames: the new production is complete on disk (in a temporary sibling)
-    before anything moves, so a failed copy leaves the old production serving; the renames are
-    atomic on one file system, and the window between them is microseconds. Files are copied as new
-    files (umask permissions, not the source's), so an account that serves models can read them.
+    Returns the outcome (promoted, refused or no-op), each recorded in the registry with ``command``
+    (the command line that asked: promote, retrain...). A failed copy or rename raises OutputError and
+    leaves the old production serving. With ``publish``, the production model (the new one, or the
+    same one after a no-op) is then uploaded (agroml.lifecycle.publishing); a refused run publishes nothing.
     """
     if ref == PRODUCTION:
         raise UsageError("`production` is already promoted: give a run id (see `agroml runs`)")
@@ -172,41 +132,77 @@ def promote(registry: Registry, model_type: str, ref: str) -> PromotionResult:
     type_dir = registry.models_dir / model_type
     production = type_dir / PRODUCTION
     run_id = folder_run_id(source)
-    previous = archived = None
-    tmp = None
-    try:
-        type_dir.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{PRODUCTION}.", dir=type_dir))
-        staged = tmp / PRODUCTION
-        shutil.copytree(source, staged, copy_function=shutil.copyfile)
-        marker = {
-            "run_id": run_id,
-            "model_type": model_type,
-            "promoted_at": utc_stamp(time.time()),
-            "source": str(source),
-        }
-        write_json(staged / PROMOTED_FILE, marker)
-        if production.exists():
-            previous = folder_run_id(production)
-            archived = free_name(type_dir / ARCHIVE / previous)
-            archived.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(production, archived)
-        os.replace(staged, production)
-    except OSError as exc:
-        raise OutputError(
-            f"cannot promote {run_id} into {production}: {exc}",
-            fix="check free disk space and permissions under AGROML_MODELS_DIR",
-        ) from None
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
-    registry.record_promotion(model_type, run_id, previous, production)
-    return PromotionResult(
-        model_type=model_type,
-        run_id=run_id,
-        path=str(production),
-        source=str(source),
-        previous_run_id=previous,
-        archived_to=None if archived is None else str(archived),
-        warnings=warnings,
-    )
+    event = PromotionEvent(model_type, run_id, time.time(), None, str(production), command=command, forced=force)
+    result = PromotionResult(model_type, run_id, str(production), str(source), None, None, forced=force)
+    result.warnings = warnings
+    with production_lock(type_dir):
+        _decide_and_install(registry, settings, result, event, force, progress)
+    return _published(result, registry, settings, publish, progress)
+
+
+def _decide_and_install(
+    registry: Registry,
+    settings: Settings,
+    result: PromotionResult,
+    event: PromotionEvent,
+    force: bool,
+    progress: ProgressFn,
+) -> None:
+    """Under the lock: no-op, gate (refuse), or install; ``result`` and ``event`` are filled in."""
+    model_type, run_id, source = result.model_type, result.run_id, Path(result.source)
+    type_dir = registry.models_dir / model_type
+    production = type_dir / PRODUCTION
+    result.recovered = guarded("recover", production, lambda: recover(registry, type_dir))
+    champion = folder_run_id(production) if (production / "model.keras").is_file() else None
+    event.champion_run_id = result.champion_run_id = champion
+    if champion == run_id:
+        result.promoted, result.noop = False, True
+        result.reason = f"{run_id} is already the production {model_type} model: nothing to do"
+        event.event, event.reason, event.forced = "noop", result.reason, False
+        result.forced = False
+        registry.record_event(event)
+        return
+    if champion is not None and not force:
+        comparison = compare(settings, model_type, source, production, progress=progress)
+        event.comparison = result.comparison = comparison.to_dict()
+        result.warnings += comparison.warnings
+        if not comparison.passed:
+            result.promoted, result.refused = False, True
+            result.reason = "refused by the gate: " + "; ".join(comparison.failed)
+            event.event, event.reason = "refused", result.reason
+            registry.record_event(event)
+            return
+    if champion is None:
+        event.reason = "first production model: no gate"
+    elif force:
+        event.reason = "forced: gate skipped"
+    result.reason = event.reason
+    marker = {
+        "run_id": run_id,
+        "model_type": model_type,
+        "promoted_at": utc_stamp(time.time()),
+        "source": str(source),
+    }
+    staged = guarded(f"promote {run_id}", production, lambda: stage_copy(type_dir, source, marker))
+    guarded(f"promote {run_id}", production, lambda: install(registry, type_dir, staged, event))
+    result.previous_run_id, result.archived_to = event.previous_run_id, event.archived_to
+    result.warnings += tracking.set_production_alias(model_type, run_id)  # MLflow alias, when tracking is on
+
+
+def _published(
+    result: PromotionResult, registry: Registry, settings: Settings, publish: bool, progress: ProgressFn
+) -> PromotionResult:
+    if publish and not result.refused:
+        result.published = publish_production(settings, registry, result.model_type, progress=progress).to_dict()
+    return result
+
+
+def history(registry: Registry, model_type: str | None = None) -> list[PromotionEvent]:
+    """The audit trail, oldest first, after finishing any promotion or rollback a kill interrupted (so the
+    trail agrees with what is in ``production/``)."""
+    for kind in [model_type] if model_type else MODEL_TYPES:
+        type_dir = registry.models_dir / kind
+        if (type_dir / JOURNAL).is_file() or any(type_dir.glob(f"{STAGING_PREFIX}*")):
+            with production_lock(type_dir):
+                guarded("recover", type_dir / PRODUCTION, lambda: recover(registry, type_dir))  # noqa: B023
+    return registry.events(model_type)

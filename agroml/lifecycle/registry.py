@@ -62,6 +62,30 @@ _ADDED_COLUMNS: tuple[tuple[str, str], ...] = (
     ("total_epochs", "INTEGER"),
     ("seconds_left", "REAL"),
 )
+#: The same for the ``promotions`` table, which became the audit trail of every promotion, refusal,
+#: no-op and rollback (older rows, all promotions, keep NULL: ``event`` NULL reads as "promoted").
+_ADDED_PROMOTION_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("event", "TEXT"),
+    ("event_id", "TEXT"),
+    ("command", "TEXT"),
+    ("forced", "INTEGER"),
+    ("champion_run_id", "TEXT"),
+    ("archived_to", "TEXT"),
+    ("restored_from", "TEXT"),
+    ("reason", "TEXT"),
+    ("comparison", "TEXT"),
+)
+#: The events after which ``run_id`` serves (a refusal or a no-op changes nothing).
+SERVING_EVENTS = ("promoted", "rolled_back")
+_SERVING_SQL = "coalesce(event, 'promoted') IN ('promoted', 'rolled_back')"
+_EVENT_COLUMNS = (
+    "model_type",
+    "run_id",
+    "promoted_at",
+    "previous_run_id",
+    "path",
+    *(name for name, _ in _ADDED_PROMOTION_COLUMNS),
+)
 
 
 def _dumps(value: Any) -> str | None:
@@ -69,34 +93,49 @@ def _dumps(value: Any) -> str | None:
 
 
 # --- process liveness ----------------------------------------------------------------------------
+#: Two readings of one process's creation time may differ by float rounding; a reused pid belongs to a
+#: process created later than that (pids are not handed out again within a second).
+_START_TOLERANCE_MS = 1000
+#: Registries written before psutil stored Linux clock ticks since boot (far below any epoch time in
+#: milliseconds): such a start time cannot be compared, so only the pid is checked for those runs.
+_OLD_TICKS_BELOW = 10**11
+
+
 def _proc_start(pid: int) -> int | None:
-    """The process's start time in clock ticks (Linux /proc), or None where unknown: tells a reused pid."""
+    """The process's creation time (milliseconds since the epoch), or None where unknown: tells a reused pid.
+
+    Why psutil: it reads the creation time on Linux, macOS and Windows alike, where parsing /proc worked
+    on Linux only.
+    """
+    import psutil
+
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        return round(psutil.Process(pid).create_time() * 1000)
+    except (psutil.Error, OSError, ValueError):
         return None
-    fields_ = stat[stat.rfind(")") + 2 :].split()
-    return int(fields_[19]) if len(fields_) > 19 else None
 
 
 def pid_alive(pid: int | None, pid_start: int | None = None) -> bool:
-    """Whether ``pid`` is a live (not zombie) process on this host, and the same process if ``pid_start`` is known."""
+    """Whether ``pid`` is a live (not zombie) process on this host, and the same process if ``pid_start`` is known.
+
+    Why psutil and not ``os.kill(pid, 0)``: on Windows that call does not probe, it sends CTRL_C_EVENT.
+    """
+    import psutil
+
     if not pid or pid <= 0:
         return False
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        proc = psutil.Process(pid)
+        if proc.status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):  # killed, not yet reaped: never reports
+            return False
+        started = round(proc.create_time() * 1000)
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:  # exists, owned by someone else
+    except (psutil.AccessDenied, OSError):  # exists, owned by someone else
         return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True  # no /proc (macOS): the signal check is all we have
-    state = stat[stat.rfind(")") + 2 :].split()[0]
-    if state in ("Z", "X"):  # killed but not yet reaped: it will never report again
-        return False
-    return pid_start is None or _proc_start(pid) == pid_start
+    if pid_start is None or pid_start < _OLD_TICKS_BELOW:
+        return True
+    return abs(started - pid_start) <= _START_TOLERANCE_MS
 
 
 # --- records ---------------------------------------------------------------------------------------
@@ -337,15 +376,18 @@ class Registry:
         only when a column is missing, so a current registry opens on a read-only account too.
         """
 
-        def missing(con: sqlite3.Connection) -> list[tuple[str, str]]:
-            have = {row[1] for row in con.execute("PRAGMA table_info(runs)")}
-            return [(name, kind) for name, kind in _ADDED_COLUMNS if name not in have]
+        def missing(con: sqlite3.Connection) -> list[tuple[str, str, str]]:
+            found = []
+            for table, added in (("runs", _ADDED_COLUMNS), ("promotions", _ADDED_PROMOTION_COLUMNS)):
+                have = {row[1] for row in con.execute(f"PRAGMA table_info({table})")}
+                found += [(table, name, kind) for name, kind in added if name not in have]
+            return found
 
         if not missing(self.con):
             return
         with self._tx() as con:
-            for name, kind in missing(con):  # again inside the lock: another process may have added them
-                con.execute(f"ALTER TABLE runs ADD COLUMN {name} {kind}")
+            for table, name, kind in missing(con):  # again inside the lock: another process may have added them
+                con.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
 
     def close(self) -> None:
         self.con.close()
@@ -461,7 +503,7 @@ class Registry:
     def _production(self) -> set[tuple[str, str]]:
         rows = self.con.execute(
             "SELECT p.model_type, p.run_id FROM promotions p WHERE p.promoted_at = "
-            "(SELECT max(q.promoted_at) FROM promotions q WHERE q.model_type = p.model_type)"
+            f"(SELECT max(q.promoted_at) FROM promotions q WHERE q.model_type = p.model_type AND {_SERVING_SQL})"
         ).fetchall()
         return {(m, r) for m, r in rows}
 
@@ -495,7 +537,8 @@ class Registry:
 
     def production_run_id(self, model_type: str) -> str | None:
         row = self.con.execute(
-            "SELECT run_id FROM promotions WHERE model_type = ? ORDER BY promoted_at DESC LIMIT 1", (model_type,)
+            f"SELECT run_id FROM promotions WHERE model_type = ? AND {_SERVING_SQL} ORDER BY promoted_at DESC LIMIT 1",
+            (model_type,),
         ).fetchone()
         return row[0] if row else None
 
@@ -507,9 +550,98 @@ class Registry:
     # -- promotions (the copying is agroml.lifecycle.promotion's) ------------------------------------------
     def record_promotion(self, model_type: str, run_id: str, previous_run_id: str | None, path: str | Path) -> None:
         """Record that ``run_id`` now serves as ``model_type``'s production model, replacing ``previous_run_id``."""
+        self.record_event(PromotionEvent(model_type, run_id, time.time(), previous_run_id, str(path)))
+
+    def record_event(self, event: PromotionEvent) -> bool:
+        """Add ``event`` to the audit trail; False (and nothing written) when its ``event_id`` is there already,
+        so finishing an interrupted promotion twice records it once."""
         with self._tx() as con:
+            if (
+                event.event_id
+                and con.execute("SELECT 1 FROM promotions WHERE event_id = ?", (event.event_id,)).fetchone()
+            ):
+                return False
+            row = event.row()
             con.execute(
-                "INSERT INTO promotions (model_type, run_id, promoted_at, previous_run_id, path) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (model_type, run_id, time.time(), previous_run_id, str(path)),
+                f"INSERT INTO promotions ({', '.join(_EVENT_COLUMNS)}) VALUES ({', '.join('?' * len(row))})", row
             )
+        return True
+
+    def events(self, model_type: str | None = None) -> list[PromotionEvent]:
+        """The audit trail (promotions, refusals, no-ops, rollbacks), oldest first."""
+        sql = f"SELECT {', '.join(_EVENT_COLUMNS)} FROM promotions"
+        params: list[Any] = []
+        if model_type is not None:
+            sql += " WHERE model_type = ?"
+            params.append(model_type)
+        rows = self.con.execute(sql + " ORDER BY promoted_at, rowid", params).fetchall()
+        return [PromotionEvent.from_row(r) for r in rows]
+
+
+@dataclass
+class PromotionEvent:
+    """One row of the audit trail: what happened to ``model_type``'s production model, when, by which command.
+
+    ``event`` is promoted, refused, noop or rolled_back; ``run_id`` the challenger (for a rollback: the
+    run restored), ``champion_run_id`` the production run it was measured against, ``previous_run_id``
+    the run it replaced, ``archived_to`` where that one went, ``restored_from`` the archive folder a
+    rollback copied; ``comparison`` the gate's side-by-side figures.
+    """
+
+    model_type: str
+    run_id: str
+    at: float
+    previous_run_id: str | None
+    path: str
+    event: str = "promoted"
+    event_id: str | None = None
+    command: str | None = None
+    forced: bool = False
+    champion_run_id: str | None = None
+    archived_to: str | None = None
+    restored_from: str | None = None
+    reason: str | None = None
+    comparison: dict[str, Any] | None = None
+
+    def row(self) -> tuple[Any, ...]:
+        return (
+            self.model_type,
+            self.run_id,
+            self.at,
+            self.previous_run_id,
+            self.path,
+            self.event,
+            self.event_id,
+            self.command,
+            int(self.forced),
+            self.champion_run_id,
+            self.archived_to,
+            self.restored_from,
+            self.reason,
+            _dumps(self.comparison),
+        )
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> PromotionEvent:
+        d = dict(zip(_EVENT_COLUMNS, row, strict=True))
+        return cls(
+            model_type=d["model_type"],
+            run_id=d["run_id"],
+            at=d["promoted_at"],
+            previous_run_id=d["previous_run_id"],
+            path=d["path"],
+            event=d["event"] or "promoted",  # rows from before the audit trail were all promotions
+            event_id=d["event_id"],
+            command=d["command"],
+            forced=bool(d["forced"]),
+            champion_run_id=d["champion_run_id"],
+            archived_to=d["archived_to"],
+            restored_from=d["restored_from"],
+            reason=d["reason"],
+            comparison=json.loads(d["comparison"]) if d["comparison"] else None,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["at"] = utc_stamp(self.at)
+        return out

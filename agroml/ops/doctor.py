@@ -335,7 +335,7 @@ def check_supabase_key(settings: Settings) -> Check:
     name, key = "supabase key", settings.supabase_key
     var = settings.key_var or "SUPABASE_SERVICE_KEY"
     if not key:
-        if settings.source == "supabase":
+        if settings.source == "supabase":  # auto without a key is simply local
             return Check(
                 name,
                 WARN,
@@ -497,7 +497,7 @@ def run_checks(settings: Settings, offline: bool = False, problems: Sequence[con
     checks += _guarded("readiness", lambda: check_readiness(settings, counts))
     checks += _guarded("supabase key", lambda: check_supabase_key(settings))
     checks += _guarded("supabase online", lambda: check_online(settings, offline))
-    return _redact(checks, [settings.supabase_key, settings.hash_salt])
+    return _redact(checks, [settings.supabase_key, settings.hash_salt, settings.api_token])
 
 
 def diagnose(

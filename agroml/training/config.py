@@ -62,6 +62,7 @@ class TrainConfig:
     min_per_class: int = Settings.min_per_class  # the CLI takes AGROML_MIN_PER_CLASS when no flag / file sets it
     tflite: str | None = None  # also write model.tflite: float16 | int8 (None: no TFLite file)
     run_eagerly: bool = False  # Keras eager mode: no graph tracing (tiny runs, debugging)
+    tensorboard: bool = True  # Keras' TensorBoard logs in <run>/tensorboard/<phase>/ (scalars per epoch)
     strategy: str = "auto"  # auto | one | mirrored | multiworker (TF_CONFIG): training/distributed.py
 
     @property
@@ -94,7 +95,8 @@ class TrainConfig:
         backbone = get_backbone(self.arch)
         weights_mode(self.weights)
         for name, limit in LIMITS.items():
-            limit.check(flag(name), getattr(self, name))
+            if not (self.scratch and name in AUTO_FIELDS and getattr(self, name) == AUTO):  # 0: scaled to the data
+                limit.check(flag(name), getattr(self, name))
         if self.tflite is not None:
             check_tflite_mode(self.tflite)
         if self.strategy not in STRATEGIES:
@@ -115,7 +117,12 @@ class TrainConfig:
 #: The pretrained preset (ImageNet or a weights file): the dataclass's defaults.
 PRETRAINED = TrainConfig()
 #: From scratch: a narrow MobileNetV2, more and smaller steps at a higher peak rate (README, "Training").
-SCRATCH = replace(PRETRAINED, weights="none", epochs=150, batch_size=16, learning_rate=5e-3, alpha=0.35)
+#: A from-scratch value meaning "scaled to the data" (schedule.plan_schedule); a user's value wins.
+AUTO = 0
+#: The fields AUTO may stand for, from scratch only.
+AUTO_FIELDS = ("epochs", "batch_size", "learning_rate")
+#: epochs, batch_size and learning_rate are AUTO: chosen from the data size (agroml/training/schedule.py).
+SCRATCH = replace(PRETRAINED, weights="none", epochs=AUTO, batch_size=AUTO, learning_rate=AUTO, alpha=0.35)
 
 
 def is_scratch(weights: str) -> bool:
@@ -301,6 +308,10 @@ def resolve_config(
     base = read_config_file(config_file) if config_file is not None else run_config(settings, like) if like else {}
     values = {**base, **(flags or {})}
     values.setdefault("min_per_class", settings.min_per_class)
+    typed = {**(base if config_file is not None else {}), **(flags or {})}  # --like: a run's recorded values
+    for name in AUTO_FIELDS:  # AUTO is the scratch preset's "scaled to the data", not a value to type
+        if typed.get(name) == AUTO and not isinstance(typed.get(name), bool):
+            LIMITS[name].check(flag(name), typed[name])
     weights = values.pop("weights", PRETRAINED.weights)
     cfg = TrainConfig.for_weights(weights, **values)
     cfg.check()

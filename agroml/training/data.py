@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -224,37 +225,75 @@ def load_training_data(
 # --- tf.data --------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class CachePlan:
-    """Whether training keeps its decoded images in memory after the first epoch, and why.
+    """Where training keeps its decoded images after the first epoch (memory, a folder on disk, or
+    nowhere), and why.
 
-    Why a budget: from scratch a run makes 150 passes over the same files, and decoding a PNG / JPEG
-    again each time is most of an epoch's work on a small model; kept decoded and resized, the images
-    cost ``size x size x 3`` bytes each. A shuffled split counts twice: tf.data's shuffle buffer
-    holds up to one more copy of a whole epoch while it draws from the cache.
+    Why a budget: from scratch a run makes tens of passes over the same files, and decoding a PNG /
+    JPEG again each time is most of an epoch's work on a small model; kept decoded and resized, the
+    images cost ``size x size x 3`` bytes each. A shuffled split counts twice in memory: tf.data's
+    shuffle buffer holds up to one more copy of a whole epoch while it draws from the cache. Over the
+    budget, tf.data's file cache on disk (``disk_path``, under the data folder, keyed by the images and
+    the size, removed with the run) still spares the decoding, with a bounded shuffle buffer.
     """
 
-    used: bool
+    used: bool  # in memory
     needed_mb: float
     budget_mb: float
     reason: str
+    disk_path: str | None = None  # the run's folder of tf.data cache files, when on disk
 
     def to_dict(self) -> dict[str, Any]:
-        return {"used": self.used, "needed_mb": self.needed_mb, "budget_mb": self.budget_mb, "reason": self.reason}
+        return {
+            "used": self.used,
+            "needed_mb": self.needed_mb,
+            "budget_mb": self.budget_mb,
+            "disk_path": self.disk_path,
+            "reason": self.reason,
+        }
 
 
-def plan_cache(n_shuffled: int, n_in_order: int, image_size: int, budget_mb: float) -> CachePlan:
-    """Cache when ``(2 x n_shuffled + n_in_order) x size x size x 3`` bytes fit ``budget_mb`` (MB)."""
-    needed = round((2 * n_shuffled + n_in_order) * image_size * image_size * 3 / 2**20, 1)
-    if budget_mb <= 0:
-        return CachePlan(False, needed, budget_mb, "AGROML_TRAIN_CACHE_MB is 0: images decoded every epoch")
-    if needed > budget_mb:
-        return CachePlan(
-            False,
-            needed,
-            budget_mb,
-            f"decoded images need {needed:g} MB, over AGROML_TRAIN_CACHE_MB={budget_mb:g}: decoded every epoch "
-            "(raise it to cache them)",
-        )
-    return CachePlan(True, needed, budget_mb, f"decoded images kept in memory: {needed:g} of {budget_mb:g} MB")
+#: Images tf.data's shuffle buffer holds when the cache is on disk (224 px: about 150 MB).
+DISK_SHUFFLE_IMAGES = 1024
+#: Free space kept on the disk besides the cache files (MB).
+DISK_MARGIN_MB = 512
+
+
+def plan_cache(
+    n_shuffled: int, n_in_order: int, image_size: int, budget_mb: float, disk_dir: Path | None = None
+) -> CachePlan:
+    """In memory when ``(2 x n_shuffled + n_in_order) x size x size x 3`` bytes fit ``budget_mb`` (MB);
+    else in ``disk_dir`` when given and its disk has room for one copy plus :data:`DISK_MARGIN_MB`;
+    else decoded every epoch."""
+    per_image = image_size * image_size * 3 / 2**20
+    needed = round((2 * n_shuffled + n_in_order) * per_image, 1)
+    why = (
+        "AGROML_TRAIN_CACHE_MB is 0"
+        if budget_mb <= 0
+        else f"decoded images need {needed:g} MB, over AGROML_TRAIN_CACHE_MB={budget_mb:g}"
+    )
+    if budget_mb > 0 and needed <= budget_mb:
+        return CachePlan(True, needed, budget_mb, f"decoded images kept in memory: {needed:g} of {budget_mb:g} MB")
+    if disk_dir is not None:
+        on_disk = round((n_shuffled + n_in_order) * per_image, 1)
+        free = _free_mb(disk_dir)
+        if free >= on_disk + DISK_MARGIN_MB:
+            return CachePlan(
+                False,
+                needed,
+                budget_mb,
+                f"{why}: decoded images cached on disk ({on_disk:g} MB in {disk_dir}, removed after the run)",
+                str(disk_dir),
+            )
+        why += f", and {free:.0f} MB free on disk is under the {on_disk + DISK_MARGIN_MB:.0f} MB a disk cache needs"
+    return CachePlan(False, needed, budget_mb, f"{why}: decoded every epoch (raise it to cache them)")
+
+
+def _free_mb(folder: Path) -> float:
+    """Free MB on the disk of ``folder`` (or of its nearest existing parent)."""
+    for candidate in (folder, *folder.parents):
+        if candidate.exists():
+            return shutil.disk_usage(candidate).free / 2**20
+    return 0.0
 
 
 def make_dataset(
@@ -265,7 +304,7 @@ def make_dataset(
     shuffle: bool = False,
     seed: int = 0,
     repeat: bool = False,
-    cache: bool = False,
+    cache: bool | str = False,
 ) -> tf.data.Dataset:
     """A batched, prefetched tf.data.Dataset of uint8 images (and labels, when given) read from files.
 
@@ -277,6 +316,11 @@ def make_dataset(
     With ``cache`` the decoded, resized uint8 images are kept in memory after the first full pass
     (see :class:`CachePlan` for the size) and shuffled after the cache, so each epoch still draws a
     new order: the first pass decodes in path order, later ones only shuffle and batch.
+
+    With ``cache`` a text, the file prefix of tf.data's cache on disk (:class:`CachePlan`): the same,
+    but the shuffle buffer holds :data:`DISK_SHUFFLE_IMAGES`, so the paths are put in one seeded
+    random order first (a split lists its images class by class, and a small buffer over that order
+    would give batches of one class).
     """
     import tensorflow as tf
 
@@ -287,11 +331,18 @@ def make_dataset(
     else:
         ds = tf.data.Dataset.from_tensor_slices((paths, np.asarray(labels, dtype="int32")))
         if cache:
+            buffer = len(paths)
+            if isinstance(cache, str) and shuffle:
+                order = np.random.default_rng(seed).permutation(len(paths))
+                paths, labels = [paths[i] for i in order], np.asarray(labels)[order]
+                buffer = min(buffer, DISK_SHUFFLE_IMAGES)
+                ds = tf.data.Dataset.from_tensor_slices((paths, np.asarray(labels, dtype="int32")))
             ds = ds.map(
                 lambda p, y: (decode_resize(p, image_size), y), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
-            ).cache()
+            )
+            ds = ds.cache(cache) if isinstance(cache, str) else ds.cache()
             if shuffle:
-                ds = ds.shuffle(max(1, len(paths)), seed=seed, reshuffle_each_iteration=True)
+                ds = ds.shuffle(max(1, buffer), seed=seed, reshuffle_each_iteration=True)
             if repeat:
                 ds = ds.repeat()
             return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)

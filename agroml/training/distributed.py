@@ -346,6 +346,7 @@ def fit_phase_distributed(
     on_epoch: EpochFn | None = None,
     first_epoch: int = 0,
     later_epochs: int = 0,
+    stop_early: bool = False,
 ) -> list[dict[str, Any]]:
     """loop.fit_phase under any strategy: the compiled model's optimizer (and its schedule) trained by
     ``strategy.run`` steps, the phase's Keras callbacks driven as fit drives them; returns history rows.
@@ -406,7 +407,9 @@ def fit_phase_distributed(
         return strategy.reduce("SUM", strategy.run(val_replica, args=batch), axis=None)
 
     history = keras.callbacks.History()
-    phase_callbacks = callbacks(phase, cfg, epochs, steps, workdir, progress, on_epoch, first_epoch, later_epochs)
+    phase_callbacks = callbacks(
+        phase, cfg, epochs, steps, workdir, progress, on_epoch, first_epoch, later_epochs, stop_early
+    )
     hooks = keras.callbacks.CallbackList(
         [*phase_callbacks, history], model=model, epochs=epochs, steps=steps, verbose=0
     )

@@ -8,6 +8,8 @@ failed, interrupted) and refuses a second training of the same model type while 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import shutil
@@ -23,10 +25,10 @@ from agroml.core.config import Settings
 from agroml.core.files import to_jsonable, write_json
 from agroml.core.progress import ProgressFn, no_progress
 from agroml.images.pixels import load_image_array
-from agroml.lifecycle import plots
+from agroml.lifecycle import plots, tracking
 from agroml.lifecycle.metrics import compute_metrics
 from agroml.lifecycle.registry import Registry
-from agroml.training import distributed, features, outputs
+from agroml.training import distributed, feature_store, features, outputs
 from agroml.training.backbones import Backbone, build_base, get_backbone
 from agroml.training.config import TrainConfig
 from agroml.training.data import CachePlan, TrainingData, load_training_data, make_dataset, plan_cache
@@ -40,6 +42,7 @@ from agroml.training.model import (
     inference_model,
     unfreeze_top,
 )
+from agroml.training.schedule import TRUSTED_VAL, apply_schedule
 
 if TYPE_CHECKING:
     import keras
@@ -83,11 +86,14 @@ def make_run_id(arch: str, now: datetime | None = None) -> str:
     return f"{(now or datetime.now(UTC)).strftime('%Y%m%dT%H%M%SZ')}-{arch}"
 
 
-def train(settings: Settings, cfg: TrainConfig, progress: ProgressFn = no_progress) -> TrainResult:
+def train(
+    settings: Settings, cfg: TrainConfig, progress: ProgressFn = no_progress, run_id: str | None = None
+) -> TrainResult:
     """Train one model as ``cfg`` says and write its run folder (``models/<type>/<run_id>/``).
 
     ``cfg`` is checked first (a UsageError, exit 2, before any data is read); see
     :func:`agroml.training.config.resolve_config` for a config built from flags, a file or an earlier run.
+    ``run_id``: one chosen before the call (the API answers with it before the worker starts); default a new one.
     """
 
     cfg.check()
@@ -99,11 +105,14 @@ def train(settings: Settings, cfg: TrainConfig, progress: ProgressFn = no_progre
     )
     split_sha256 = distributed.check_same_split(dist, data.split_ids())  # every worker, the same split
     warnings = list(data.warnings) + dist.warnings(cfg)
+    cfg, schedule = apply_schedule(cfg, len(data.splits["train"]), len(data.splits["val"]))  # AUTO from scratch
+    fast = dist.training_config(cfg).fast and not cfg.scratch  # multiworker: phase 1 through the images
+    images_train = image_pipeline_trains(dist.training_config(cfg))
     if cfg.scratch and cfg.fine_tune_layers:
         warnings.append("--fine-tune-layers ignored with --weights none: the whole network trains from the start")
-    run_id = make_run_id(backbone.name)
-    cache = pipeline_cache(cfg, data, settings.train_cache_mb)
-    if not cache.used and cache.budget_mb > 0 and image_pipeline_trains(cfg):
+    run_id = run_id or make_run_id(backbone.name)
+    cache = pipeline_cache(cfg, data, settings.train_cache_mb, Path(settings.data_dir) / "train_cache")
+    if not cache.used and cache.budget_mb > 0 and images_train:
         warnings.append(cache.reason)
     config = {
         "run_id": run_id,
@@ -117,6 +126,7 @@ def train(settings: Settings, cfg: TrainConfig, progress: ProgressFn = no_progre
         "dropped_classes": data.dropped_classes,
         "class_weights": data.class_weights(),
         "train_cache": cache.to_dict(),
+        "schedule": schedule,
         "versions": outputs.package_versions(),
         "distribution": dist.to_dict(cfg),
         "split_sha256": split_sha256,
@@ -125,12 +135,20 @@ def train(settings: Settings, cfg: TrainConfig, progress: ProgressFn = no_progre
         start = time.time()
         with distributed.worker_dir() as scratch, dist.scope():
             worker_cfg = dist.training_config(cfg)
-            trained, _ = build_and_fit(worker_cfg, backbone, data, scratch, progress, None, cache.used, dist.fit())
+            # over the memory budget the decoded images go to the worker's own temporary folder: the
+            # chief's under data_dir may be on the same shared filesystem
+            worker_cache = (scratch / "train_cache") if cache.disk_path else cache.used
+            if isinstance(worker_cache, Path):
+                worker_cache.mkdir()
+            trained, _ = build_and_fit(
+                worker_cfg, backbone, data, scratch, progress, None, worker_cache, fit=dist.fit()
+            )
         return TrainResult(
             run_id, Path(), cfg.model_type, data.classes, {}, data.counts(), config, time.time() - start,
             warnings=warnings, model=inference_model(distributed.plain_copy(dist, trained)), worker=dist.role,
         )  # fmt: skip
     type_dir = Path(settings.models_dir) / cfg.model_type
+    store = None
     start = time.time()
     with (
         Registry(settings.models_dir) as registry,
@@ -152,13 +170,26 @@ def train(settings: Settings, cfg: TrainConfig, progress: ProgressFn = no_progre
                     seconds_left=status.seconds_left,
                 )
 
-            result = _train_into(partial, cfg, backbone, data, config, progress, record, cache.used, dist)
+            store = feature_store.open_store(settings.data_dir, settings.feature_store_mb, fast)
+            disk = Path(cache.disk_path) if cache.disk_path and images_train else None
+            if disk is not None:  # a killed run's files under this key would be half written: start afresh
+                shutil.rmtree(disk, ignore_errors=True)
+                disk.mkdir(parents=True)
+            result = _train_into(
+                partial, cfg, backbone, data, config, progress, record, disk or cache.used, store, dist
+            )
             final = type_dir / run_id
             os.replace(partial, final)
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
             raise
+        finally:
+            if store is not None:
+                store.close()
+            if cache.disk_path:
+                shutil.rmtree(cache.disk_path, ignore_errors=True)
         handle.finish("succeeded", to_jsonable(result["metrics"]), path=final)
+    warnings += tracking.log_run(final)  # MLflow, only when MLFLOW_TRACKING_URI is set; a failure is a warning
     return TrainResult(
         run_id=run_id,
         path=final,
@@ -179,9 +210,16 @@ def image_pipeline_trains(cfg: TrainConfig) -> bool:
     return cfg.scratch or not cfg.fast or (cfg.fine_tune_layers > 0 and cfg.fine_tune_epochs > 0)
 
 
-def pipeline_cache(cfg: TrainConfig, data: TrainingData, budget_mb: float) -> CachePlan:
-    """Whether the train and val pipelines keep decoded images (train shuffled, val in order)."""
-    return plan_cache(len(data.splits["train"]), len(data.splits["val"]), cfg.image_size, budget_mb)
+def pipeline_cache(cfg: TrainConfig, data: TrainingData, budget_mb: float, disk_root: Path | None = None) -> CachePlan:
+    """Whether the train and val pipelines keep decoded images (train shuffled, val in order): in memory,
+    or over the budget in ``disk_root/<model type>-<size>px-<key>`` (key: a hash of the images in
+    their order, the size and the seed, so runs of other data or another size never share files)."""
+    disk = None
+    if disk_root is not None:
+        listed = [cfg.image_size, cfg.seed, *(e.image_hash for s in ("train", "val") for e in data.splits[s])]
+        key = hashlib.sha256(json.dumps(listed).encode()).hexdigest()[:16]
+        disk = disk_root / f"{cfg.model_type}-{cfg.image_size}px-{key}"
+    return plan_cache(len(data.splits["train"]), len(data.splits["val"]), cfg.image_size, budget_mb, disk)
 
 
 def _remove_stale_partials(type_dir: Path) -> None:
@@ -197,13 +235,15 @@ def build_and_fit(
     workdir: Path,
     progress: ProgressFn = no_progress,
     on_epoch: EpochFn | None = None,
-    cache: bool = False,
+    cache: bool | Path = False,
+    store: feature_store.FeatureStore | None = None,
     fit: distributed.FitFn = fit_phase,
 ) -> tuple[Any, list[dict]]:
     """Build the network and run the recipe's phases; returns (the trained model, history rows).
 
-    ``cache``: the train and val pipelines keep decoded images in memory after the first epoch
-    (decide with :func:`pipeline_cache`). ``fit`` trains a phase (loop.fit_phase, or a strategy's:
+    ``cache``: the train and val pipelines keep decoded images after the first epoch, in memory
+    (True) or in files in that existing folder (decide with :func:`pipeline_cache`). ``store``: the fast
+    path reads and fills it (feature_store.py). ``fit`` trains a phase (loop.fit_phase, or a strategy's:
     distributed.Distribution.fit); call it in the strategy's scope.
 
     The model has the best weights of a pretrained phase (EarlyStopping restores them), or from scratch
@@ -218,12 +258,14 @@ def build_and_fit(
     val_paths, y_val = data.arrays("val")
     class_weight = data.class_weights()
     steps = max(1, math.ceil(len(train_paths) / cfg.batch_size))
-    val_ds = make_dataset(val_paths, y_val, size, cfg.batch_size, cache=cache)
+    val_cache = str(cache / "val") if isinstance(cache, Path) else cache
+    train_cache = str(cache / "train") if isinstance(cache, Path) else cache
+    val_ds = make_dataset(val_paths, y_val, size, cfg.batch_size, cache=val_cache)
     fine_tune_epochs = cfg.fine_tune_epochs if cfg.fine_tune_layers > 0 else 0
 
     def train_ds() -> tf.data.Dataset:
         return make_dataset(
-            train_paths, y_train, size, cfg.batch_size, shuffle=True, seed=cfg.seed, repeat=True, cache=cache
+            train_paths, y_train, size, cfg.batch_size, shuffle=True, seed=cfg.seed, repeat=True, cache=train_cache
         )
 
     rows: list[dict] = []
@@ -231,12 +273,25 @@ def build_and_fit(
         model = build_model(backbone, base, n_classes, size, scratch=True, dropout=cfg.dropout, seed=cfg.seed)
         compile_model(model, scratch_schedule(cfg.learning_rate, cfg.epochs, steps), n_classes, cfg.run_eagerly)
         rows += fit(
-            model, "scratch", cfg, train_ds(), val_ds, cfg.epochs, steps, class_weight, workdir, progress, on_epoch
+            model,
+            "scratch",
+            cfg,
+            train_ds(),
+            val_ds,
+            cfg.epochs,
+            steps,
+            class_weight,
+            workdir,
+            progress,
+            on_epoch,
+            stop_early=len(val_paths) >= TRUSTED_VAL,  # as schedule.plan_schedule recorded
         )
         return model, rows
     extractor = build_feature_extractor(backbone, base, size)
     if cfg.fast:
-        train_feats, val_feats = features.train_and_val_features(extractor, train_paths, val_paths, cfg, progress)
+        train_feats, val_feats = features.train_and_val_features(
+            extractor, train_paths, val_paths, cfg, progress, store, data.arrays("test")[0]
+        )
         stats = features.feature_stats(train_feats[0])
     else:  # one pass for the head's feature standardization, then every epoch through the whole network
         stats = features.feature_stats(
@@ -316,22 +371,23 @@ def _train_into(
     config: dict[str, Any],
     progress: ProgressFn,
     on_epoch: EpochFn,
-    cache: bool,
+    cache: bool | Path,
+    store: feature_store.FeatureStore | None = None,
     dist: distributed.Distribution | None = None,
 ) -> dict[str, Any]:
     """Train (under ``dist``'s strategy) and write every output file into ``folder`` (the .partial folder)."""
 
     dist = dist or distributed.Distribution("one")
+    phases_cfg = dist.training_config(cfg)
     with dist.scope():
-        trained, rows = build_and_fit(
-            dist.training_config(cfg), backbone, data, folder, progress, on_epoch, cache, dist.fit()
-        )
+        trained, rows = build_and_fit(phases_cfg, backbone, data, folder, progress, on_epoch, cache, store, dist.fit())
+    config["feature_store"], store_warnings = feature_store.finish(store, phases_cfg.fast and not cfg.scratch)
     model = inference_model(distributed.plain_copy(dist, trained))
     for checkpoint in folder.glob("best_*.weights.h5"):  # the best weights are in the model now
         checkpoint.unlink()
     # a fresh optimizer: Adam's moment slots would triple the file (ResNet50: 280 MB instead of 95 MB)
     compile_model(model, cfg.learning_rate, len(data.classes), cfg.run_eagerly)
-    size, warnings = cfg.image_size, []
+    size, warnings = cfg.image_size, list(store_warnings)
     metrics: dict[str, Any] = {}
     for split in ("val", "test"):
         y, probs = predict_split(model, data, split, size, cfg.batch_size)
