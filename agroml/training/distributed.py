@@ -342,7 +342,10 @@ def moving_statistics_sync(strategy: Any, model: keras.Model) -> Callable[[], No
 
     def replica_fn() -> None:
         context = tf.distribute.get_replica_context()
-        means = context.all_reduce("MEAN", [tf.convert_to_tensor(v.value) for v in moving])
+        # tf.identity, not a bare read: a variable read is colocated with the variable and has no device
+        # of its own, and MultiWorkerMirroredStrategy's all_reduce then fails with "destinations can
+        # not be empty" (measured on two workers; MirroredStrategy does not mind)
+        means = context.all_reduce("MEAN", [tf.identity(v.value) for v in moving])
         for variable, mean in zip(moving, means, strict=True):
             variable.value.assign(mean)  # this replica's copy (aggregation "none" in replica context)
 
