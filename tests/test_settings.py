@@ -114,6 +114,7 @@ def test_mask_secret_shows_at_most_last_four():
 BAD_NUMBERS: dict[str, tuple[str, ...]] = {
     "AGROML_PAGE_SIZE": ("lots", "0", "-1", "1.5", "nan", "inf", "1e3"),
     "AGROML_HTTP_TIMEOUT": ("soon", "0", "-1", "-0.5", "nan", "inf", "-inf", "1e999"),
+    "AGROML_WORKER_TIMEOUT_S": ("later", "0", "-1", "nan", "inf"),
     "AGROML_RETRY_MAX_SECONDS": ("long", "-1", "-0.001", "nan", "inf", "-inf", "1e999"),
     "AGROML_RETRY_BASE_SECONDS": ("short", "0", "-1", "nan", "inf", "-inf"),
     "AGROML_IMAGE_CONCURRENCY": ("many", "0", "-1", "1.5", "257", "nan", "inf"),
@@ -135,6 +136,7 @@ BAD_NUMBERS: dict[str, tuple[str, ...]] = {
 EDGE_NUMBERS = {
     "AGROML_PAGE_SIZE": ("1", 1),
     "AGROML_HTTP_TIMEOUT": ("0.01", 0.01),
+    "AGROML_WORKER_TIMEOUT_S": ("0.5", 0.5),
     "AGROML_RETRY_MAX_SECONDS": ("0", 0.0),
     "AGROML_RETRY_BASE_SECONDS": ("0.001", 0.001),
     "AGROML_IMAGE_CONCURRENCY": ("256", 256),

@@ -12,6 +12,7 @@ from agroml.cli import output
 from agroml.cli.options import JsonOpt, ModelAllOpt, ModelTypeOrAll, SourceOpt
 from agroml.core import config
 from agroml.ops.retrain import RetrainResult, retrain
+from agroml.training.config import STRATEGIES
 
 
 def _table(result: RetrainResult) -> None:
@@ -48,6 +49,16 @@ def retrain_cmd(
         bool, typer.Option("--publish", help="Upload a promoted model to the Storage bucket (AGROML_MODEL_BUCKET).")
     ] = False,
     source: SourceOpt = None,
+    strategy: Annotated[
+        str | None,
+        typer.Option(
+            "--strategy",
+            metavar="[" + "|".join(STRATEGIES) + "]",
+            autocompletion=lambda: list(STRATEGIES),
+            help="tf.distribute strategy of the training, instead of the recorded config's (as train --strategy; "
+            'multiworker: every worker runs retrain with its TF_CONFIG; README, "Several machines").',
+        ),
+    ] = None,
     json_: JsonOpt = False,
 ) -> None:
     """Pull, check, train, gate and promote in one unattended command (for cron / Task Scheduler).
@@ -78,6 +89,7 @@ def retrain_cmd(
             publish=publish,
             progress=progress,
             notice=output.notice,
+            strategy=strategy,
         )
     output.emit(result, json_, _table)
     raise typer.Exit(result.exit_code)

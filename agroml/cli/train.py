@@ -25,6 +25,7 @@ from agroml.training.config import (
     AUTO_FIELDS,
     PRETRAINED,
     SCRATCH,
+    STRATEGIES,
     TFLITE_MODES,
     check_tflite_mode,
     field_names,
@@ -57,6 +58,9 @@ def _tflite(value: str | None) -> str | None:
 def _summary(result: TrainResult) -> None:
     """Test figures, then per-class figures, to stdout; where the run is and what to do next, to stderr."""
 
+    if result.worker:  # a non-chief worker of --strategy multiworker: the chief wrote the run
+        output.stdout.print(f"{result.worker}: trained in sync; the chief wrote the run folder", highlight=False)
+        return
     test = result.metrics.get("test") or {}
     val = result.metrics.get("val") or {}
     head = Table(title=f"{result.model_type} run {result.run_id}")
@@ -190,6 +194,17 @@ def register(app: typer.Typer) -> None:
                 callback=_tflite,
                 autocompletion=lambda: list(TFLITE_MODES),
                 help="Also write model.tflite.",
+            ),
+        ] = None,
+        strategy: Annotated[
+            str | None,
+            typer.Option(
+                "--strategy",
+                metavar="[" + "|".join(STRATEGIES) + "]",
+                autocompletion=lambda: list(STRATEGIES),
+                help="tf.distribute strategy: auto (mirrored over 2+ GPUs, else one), one, mirrored, or "
+                'multiworker (the machines in TF_CONFIG; README, "Several machines") '
+                f"[default: {PRETRAINED.strategy}].",
             ),
         ] = None,
         min_per_class: MinPerClassOpt = None,

@@ -362,6 +362,14 @@ SETTINGS: tuple[Setting, ...] = (
         float,
         rule=_number(0, unit=" of MB"),
     ),
+    Setting(
+        "worker_timeout_s",
+        ("AGROML_WORKER_TIMEOUT_S",),
+        600.0,
+        "Seconds a worker of --strategy multiworker may keep the others waiting before the run fails.",
+        float,
+        rule=_SECONDS_ABOVE_0,
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -409,6 +417,7 @@ class Settings:
     api_token: str | None = None
     api_cors_origins: str = ""
     feature_store_mb: float = 2048.0
+    worker_timeout_s: float = 600.0
     #: AGROML_<MODEL>_TABLE / AGROML_<MODEL>_COL_<FIELD> overrides: {model: {"table"|field: name}}.
     schema_overrides: dict[str, dict[str, str]] = field(default_factory=dict)
     origins: dict[str, str] = field(default_factory=dict)

@@ -34,7 +34,7 @@ import socket
 import time
 import traceback
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -54,15 +54,18 @@ from agroml.lifecycle.publishing import publish as publish_production
 from agroml.lifecycle.registry import Registry
 from agroml.ops import alerts
 from agroml.ops.snapshot import pull_summary, refresh
-from agroml.training.config import resolve_config
+from agroml.training.config import STRATEGIES, resolve_config
 from agroml.training.data import read_labelled_rows
+from agroml.training.distributed import writes
 from agroml.training.run import train
 
 #: What one model type's retrain came to, and the exit code each maps to (the worst one wins for `all`).
 PROMOTED, NOTHING_TO_DO, BUSY, REFUSED, FAILED = "promoted", "nothing_to_do", "busy", "refused", "failed"
-EXIT_CODES: dict[str, int] = {PROMOTED: 0, NOTHING_TO_DO: 0, BUSY: 0, REFUSED: 3, FAILED: 1}
+#: A non-chief worker of --strategy multiworker: it trained in sync; the chief gates and promotes.
+WORKER = "worker"
+EXIT_CODES: dict[str, int] = {PROMOTED: 0, NOTHING_TO_DO: 0, BUSY: 0, REFUSED: 3, FAILED: 1, WORKER: 0}
 #: Which outcome decides the exit code of a retrain of several types: a failure first, then a refusal.
-_SEVERITY = (FAILED, REFUSED, PROMOTED, BUSY, NOTHING_TO_DO)
+_SEVERITY = (FAILED, REFUSED, PROMOTED, WORKER, BUSY, NOTHING_TO_DO)
 #: The rows a run saw that its split.json does not list (written by retrain into the run folder).
 ROWS_FILE = "retrain_rows.json"
 LOCK_NAME = ".retrain.lock"
@@ -253,19 +256,23 @@ def retrain(
     publish: bool = False,
     progress: ProgressFn = no_progress,
     notice: NoticeFn = no_notice,
+    strategy: str | None = None,
 ) -> RetrainResult:
     """Retrain ``model_type`` (or ``all``, one type after the other) if there is enough new data.
 
     Never raises for what goes wrong in a type's loop: the failure is that type's outcome (exit 1), in
     its log, and alerted. Bad arguments (an unknown model type, ``min_new`` < 0) are a UsageError first.
+    ``strategy``: the run's --strategy instead of the recorded config's (README, "Several machines").
     """
     types = schema.expand_model_types(model_type)
     if min_new < 0:
         raise UsageError(f"--min-new {min_new} must be 0 or more")
+    if strategy is not None and strategy not in STRATEGIES:
+        raise UsageError(f"unknown --strategy {strategy!r}", fix="use --strategy " + "|".join(STRATEGIES))
     now = datetime.now(UTC)
     removed = remove_old_logs(Path(settings.log_dir), settings.log_retention_days, now)
     models = [
-        _retrain_type(settings, t, min_new, config_file, publish, progress, notice, removed if i == 0 else 0)
+        _retrain_type(settings, t, min_new, config_file, publish, progress, notice, removed if i == 0 else 0, strategy)
         for i, t in enumerate(types)
     ]
     warnings = [a["warning"] for m in models for a in m.alerts if a.get("warning")]
@@ -281,6 +288,7 @@ def _retrain_type(
     progress: ProgressFn,
     notice: NoticeFn,
     removed_logs: int,
+    strategy: str | None = None,
 ) -> ModelRetrain:
     out = ModelRetrain(model_type)
     log = RetrainLog(Path(settings.log_dir), model_type, datetime.now(UTC))
@@ -293,11 +301,13 @@ def _retrain_type(
         )
         if removed_logs:
             log.write(f"removed {removed_logs} retrain logs older than {settings.log_retention_days} days")
-        with type_lock(Path(settings.models_dir), model_type) as holder:
+        # a non-chief worker writes nothing under models/ (which may be the chief's, shared): no lock
+        lock = type_lock(Path(settings.models_dir), model_type) if writes(strategy or "") else nullcontext(None)
+        with lock as holder:
             if holder is not None:
                 out.outcome, out.reason = BUSY, f"a {model_type} retrain is already running ({holder}): nothing to do"
             else:
-                _steps(settings, model_type, min_new, config_file, publish, progress, notice, out, log)
+                _steps(settings, model_type, min_new, config_file, publish, progress, notice, out, log, strategy)
     except KeyboardInterrupt:
         log.write("interrupted (Ctrl-C or SIGTERM): nothing was promoted")
         log.close()
@@ -325,6 +335,7 @@ def _steps(
     notice: NoticeFn,
     out: ModelRetrain,
     log: RetrainLog,
+    strategy: str | None = None,
 ) -> None:
     """The loop for one type under its lock; fills ``out`` and the log, raises on failure."""
     where = settings.effective_source
@@ -371,10 +382,14 @@ def _steps(
         out.new_rows = len(current)
         log.write(f"new data: no earlier {model_type} run; {out.new_rows} trainable rows")
 
-    cfg, out.config_from = _config(settings, model_type, config_file, models_dir)
+    cfg, out.config_from = _config(settings, model_type, config_file, models_dir, strategy)
     log.write(f"config: from {out.config_from}: {json_text(_short_config(cfg), indent=None)}")
     result = train(settings, cfg, progress=progress)
     out.run_id = result.run_id
+    if result.worker is not None:  # --strategy multiworker, not the chief: it wrote nothing
+        out.outcome, out.reason = WORKER, f"trained in sync as {result.worker}; the chief gates and promotes"
+        log.write(out.reason)
+        return
     write_json(result.path / ROWS_FILE, {"trainable": sorted(current)})
     test = result.metrics.get("test") or {}
     out.test = {k: float(test[k]) for k in ("accuracy", "macro_f1") if k in test}
@@ -412,9 +427,12 @@ def _steps(
     _alert(settings, alerts.PROMOTED, f"retrain {model_type}: {out.reason}", out, log)
 
 
-def _config(settings: Settings, model_type: str, config_file: str | Path | None, models_dir: Path) -> tuple[Any, str]:
-    """The new run's TrainConfig and where it came from: --config, the production model, the newest run, defaults."""
-    flags = {"model_type": model_type}
+def _config(
+    settings: Settings, model_type: str, config_file: str | Path | None, models_dir: Path, strategy: str | None = None
+) -> tuple[Any, str]:
+    """The new run's TrainConfig and where it came from: --config, the production model, the newest run, defaults.
+    ``strategy`` (retrain --strategy) wins over the one recorded."""
+    flags = {"model_type": model_type, **({"strategy": strategy} if strategy else {})}
     if config_file is not None:
         return resolve_config(settings, flags, config_file=config_file), f"--config {config_file}"
     production = models_dir / model_type / PRODUCTION
@@ -429,6 +447,7 @@ def _config(settings: Settings, model_type: str, config_file: str | Path | None,
 
 def _short_config(cfg: Any) -> dict[str, Any]:
     keys = ("arch", "weights", "image_size", "epochs", "fine_tune_epochs", "batch_size", "seed", "min_per_class")
+    keys += ("strategy",)  # type: ignore[assignment]
     return {k: getattr(cfg, k) for k in keys if hasattr(cfg, k)}
 
 

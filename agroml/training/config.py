@@ -29,6 +29,8 @@ from agroml.training.backbones import BACKBONES, DEFAULT_BACKBONE, get_backbone,
 
 #: `--tflite` modes: float16 weights, or full int8 quantization calibrated on training images.
 TFLITE_MODES = ("float16", "int8")
+#: `--strategy`: tf.distribute strategies a run can train under (training/distributed.py says what each is).
+STRATEGIES = ("auto", "one", "mirrored", "multiworker")
 #: MobileNetV2 widths Keras has ImageNet weights for (another width needs --weights none or PATH).
 IMAGENET_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
 #: np.random.seed (through keras.utils.set_random_seed) takes 0 <= seed < 2**32.
@@ -61,6 +63,7 @@ class TrainConfig:
     tflite: str | None = None  # also write model.tflite: float16 | int8 (None: no TFLite file)
     run_eagerly: bool = False  # Keras eager mode: no graph tracing (tiny runs, debugging)
     tensorboard: bool = True  # Keras' TensorBoard logs in <run>/tensorboard/<phase>/ (scalars per epoch)
+    strategy: str = "auto"  # auto | one | mirrored | multiworker (TF_CONFIG): training/distributed.py
 
     @property
     def scratch(self) -> bool:
@@ -96,6 +99,11 @@ class TrainConfig:
                 limit.check(flag(name), getattr(self, name))
         if self.tflite is not None:
             check_tflite_mode(self.tflite)
+        if self.strategy not in STRATEGIES:
+            raise UsageError(
+                f"unknown --strategy {self.strategy!r}: valid strategies are {', '.join(STRATEGIES)}",
+                fix="use --strategy " + "|".join(STRATEGIES),
+            )
         if not backbone.has_alpha and self.alpha != preset_for(self.weights).alpha:
             raise UsageError(f"--alpha applies to mobilenetv2 only, not {backbone.name}", fix="leave --alpha out")
         if backbone.has_alpha and weights_mode(self.weights) == "imagenet" and self.alpha not in IMAGENET_ALPHAS:

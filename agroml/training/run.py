@@ -28,7 +28,7 @@ from agroml.images.pixels import load_image_array
 from agroml.lifecycle import plots, tracking
 from agroml.lifecycle.metrics import compute_metrics
 from agroml.lifecycle.registry import Registry
-from agroml.training import feature_store, features, outputs
+from agroml.training import distributed, feature_store, features, outputs
 from agroml.training.backbones import Backbone, build_base, get_backbone
 from agroml.training.config import TrainConfig
 from agroml.training.data import CachePlan, TrainingData, load_training_data, make_dataset, plan_cache
@@ -67,12 +67,14 @@ class TrainResult:
     warnings: list[str] = field(default_factory=list)
     #: The trained Keras model in memory (for notebooks and tests); the saved copy is path/model.keras.
     model: keras.Model | None = field(default=None, repr=False)
+    #: A non-chief worker of --strategy multiworker ("worker 1 of 2 (host:port)"): it wrote nothing.
+    worker: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """What `agroml train --json` prints (and the API returns)."""
         return {
             "run_id": self.run_id,
-            "path": str(self.path),
+            "path": str(self.path) if self.worker is None else None,
             "metrics": self.metrics,
             "tflite": self.tflite,
             "warnings": self.warnings,
@@ -97,16 +99,20 @@ def train(
     cfg.check()
     backbone = get_backbone(cfg.arch)
     cfg = replace(cfg, arch=backbone.name)  # config.json records the name the library uses
+    dist = distributed.start(cfg.strategy, settings.worker_timeout_s)  # before any other TensorFlow op
     data = load_training_data(
         settings, cfg.model_type, min_per_class=cfg.min_per_class, strict=cfg.strict, seed=cfg.seed, progress=progress
     )
-    warnings = list(data.warnings)
+    split_sha256 = distributed.check_same_split(dist, data.split_ids())  # every worker, the same split
+    warnings = list(data.warnings) + dist.warnings(cfg)
     cfg, schedule = apply_schedule(cfg, len(data.splits["train"]), len(data.splits["val"]))  # AUTO from scratch
+    fast = dist.training_config(cfg).fast and not cfg.scratch  # multiworker: phase 1 through the images
+    images_train = image_pipeline_trains(dist.training_config(cfg))
     if cfg.scratch and cfg.fine_tune_layers:
         warnings.append("--fine-tune-layers ignored with --weights none: the whole network trains from the start")
     run_id = run_id or make_run_id(backbone.name)
     cache = pipeline_cache(cfg, data, settings.train_cache_mb, Path(settings.data_dir) / "train_cache")
-    if not cache.used and cache.budget_mb > 0 and image_pipeline_trains(cfg):
+    if not cache.used and cache.budget_mb > 0 and images_train:
         warnings.append(cache.reason)
     config = {
         "run_id": run_id,
@@ -122,7 +128,25 @@ def train(
         "train_cache": cache.to_dict(),
         "schedule": schedule,
         "versions": outputs.package_versions(),
+        "distribution": dist.to_dict(cfg),
+        "split_sha256": split_sha256,
     }
+    if not dist.is_chief:  # only the chief writes: no run folder, no registry row (training/distributed.py)
+        start = time.time()
+        with distributed.worker_dir() as scratch, dist.scope():
+            worker_cfg = dist.training_config(cfg)
+            # over the memory budget the decoded images go to the worker's own temporary folder: the
+            # chief's under data_dir may be on the same shared filesystem
+            worker_cache = (scratch / "train_cache") if cache.disk_path else cache.used
+            if isinstance(worker_cache, Path):
+                worker_cache.mkdir()
+            trained, _ = build_and_fit(
+                worker_cfg, backbone, data, scratch, progress, None, worker_cache, fit=dist.fit()
+            )
+        return TrainResult(
+            run_id, Path(), cfg.model_type, data.classes, {}, data.counts(), config, time.time() - start,
+            warnings=warnings, model=inference_model(distributed.plain_copy(dist, trained)), worker=dist.role,
+        )  # fmt: skip
     type_dir = Path(settings.models_dir) / cfg.model_type
     store = None
     start = time.time()
@@ -146,12 +170,14 @@ def train(
                     seconds_left=status.seconds_left,
                 )
 
-            store = feature_store.open_store(settings.data_dir, settings.feature_store_mb, cfg.fast and not cfg.scratch)
-            disk = Path(cache.disk_path) if cache.disk_path and image_pipeline_trains(cfg) else None
+            store = feature_store.open_store(settings.data_dir, settings.feature_store_mb, fast)
+            disk = Path(cache.disk_path) if cache.disk_path and images_train else None
             if disk is not None:  # a killed run's files under this key would be half written: start afresh
                 shutil.rmtree(disk, ignore_errors=True)
                 disk.mkdir(parents=True)
-            result = _train_into(partial, cfg, backbone, data, config, progress, record, disk or cache.used, store)
+            result = _train_into(
+                partial, cfg, backbone, data, config, progress, record, disk or cache.used, store, dist
+            )
             final = type_dir / run_id
             os.replace(partial, final)
         except BaseException:
@@ -211,12 +237,14 @@ def build_and_fit(
     on_epoch: EpochFn | None = None,
     cache: bool | Path = False,
     store: feature_store.FeatureStore | None = None,
+    fit: distributed.FitFn = fit_phase,
 ) -> tuple[Any, list[dict]]:
     """Build the network and run the recipe's phases; returns (the trained model, history rows).
 
     ``cache``: the train and val pipelines keep decoded images after the first epoch, in memory
     (True) or in files in that existing folder (decide with :func:`pipeline_cache`). ``store``: the fast
-    path reads and fills it (feature_store.py).
+    path reads and fills it (feature_store.py). ``fit`` trains a phase (loop.fit_phase, or a strategy's:
+    distributed.Distribution.fit); call it in the strategy's scope.
 
     The model has the best weights of a pretrained phase (EarlyStopping restores them), or from scratch
     the last weights of the schedule (see loop.callbacks for why).
@@ -244,7 +272,7 @@ def build_and_fit(
     if cfg.scratch:
         model = build_model(backbone, base, n_classes, size, scratch=True, dropout=cfg.dropout, seed=cfg.seed)
         compile_model(model, scratch_schedule(cfg.learning_rate, cfg.epochs, steps), n_classes, cfg.run_eagerly)
-        rows += fit_phase(
+        rows += fit(
             model,
             "scratch",
             cfg,
@@ -289,7 +317,7 @@ def build_and_fit(
         copy_head(head, model)
     else:
         compile_model(model, cfg.learning_rate, n_classes, cfg.run_eagerly)
-        rows += fit_phase(
+        rows += fit(
             model,
             "head",
             cfg,
@@ -307,7 +335,7 @@ def build_and_fit(
         unfreeze_top(base, cfg.fine_tune_layers)
         # recompiled: Keras fixes the trainable variables at compile time
         compile_model(model, cfg.fine_tune_learning_rate, n_classes, cfg.run_eagerly)
-        rows += fit_phase(
+        rows += fit(
             model,
             "fine_tune",
             cfg,
@@ -345,12 +373,16 @@ def _train_into(
     on_epoch: EpochFn,
     cache: bool | Path,
     store: feature_store.FeatureStore | None = None,
+    dist: distributed.Distribution | None = None,
 ) -> dict[str, Any]:
-    """Train and write every output file into ``folder`` (the .partial folder)."""
+    """Train (under ``dist``'s strategy) and write every output file into ``folder`` (the .partial folder)."""
 
-    trained, rows = build_and_fit(cfg, backbone, data, folder, progress, on_epoch, cache, store)
-    config["feature_store"], store_warnings = feature_store.finish(store, cfg.fast and not cfg.scratch)
-    model = inference_model(trained)
+    dist = dist or distributed.Distribution("one")
+    phases_cfg = dist.training_config(cfg)
+    with dist.scope():
+        trained, rows = build_and_fit(phases_cfg, backbone, data, folder, progress, on_epoch, cache, store, dist.fit())
+    config["feature_store"], store_warnings = feature_store.finish(store, phases_cfg.fast and not cfg.scratch)
+    model = inference_model(distributed.plain_copy(dist, trained))
     for checkpoint in folder.glob("best_*.weights.h5"):  # the best weights are in the model now
         checkpoint.unlink()
     # a fresh optimizer: Adam's moment slots would triple the file (ResNet50: 280 MB instead of 95 MB)
