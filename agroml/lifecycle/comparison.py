@@ -8,7 +8,9 @@ more" and "rows added" read as "what this run has that the baseline had not".
   and are not a choice; the data keys (fingerprint, counts, classes, class weights...) are the data
   section's; ``train_cache`` is a memory-budget decision made at run time; ``schedule`` records how epochs, batch size
   and learning rate were chosen (their values are the top-level keys, compared there) and
-  ``feature_store`` what the run reused. Any other key, including
+  ``feature_store`` what the run reused; ``distribution`` what the strategy resolved to (replicas, the
+  global batch: ``strategy``, the setting, is compared) and ``split_sha256`` the split's hash (data).
+  Any other key, including
   ones a newer agroml adds, is compared; a key one run does not record (an older agroml) shows as None.
 - data: the fingerprint (same rows, labels and images or not), rows per split and in all, and from
   split.json the row ids added and removed against the baseline, and whether the test split is the
@@ -41,6 +43,8 @@ NOT_SETTINGS = (
     "dropped_classes",
     "schedule",
     "feature_store",
+    "distribution",
+    "split_sha256",
 )
 #: metrics.json figures shown side by side, per split.
 METRICS = ("accuracy", "macro_f1", "top3_accuracy", "ece", "n")
