@@ -40,6 +40,13 @@ def main(paths: list[str]) -> None:
             print(
                 f"  {e['command']}: seed {e['seed']}, kill at {e['at_s']} s of {e['clean_s']} s, killed={e['killed']}"
             )
+    api_kills = [e for e in entries if e["test"] == "api_kill"]
+    if api_kills:
+        recovered = sum(bool(e.get("consistent")) for e in entries if e["test"] == "api_recovery")
+        print(f"API kills: {len(api_kills)}; killed mid-run: {sum(e['killed'] for e in api_kills)}; "
+              f"consistent, a new training accepted and finished: {recovered}")  # fmt: skip
+        for e in api_kills:
+            print(f"  {e['command']}: seed {e['seed']}, drawn {e['phase']} + {e['delay_s']} s, killed at {e['at']}")
 
 
 if __name__ == "__main__":
