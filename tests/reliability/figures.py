@@ -1,6 +1,7 @@
 """Sum the JSON lines that AGROML_FAULT_LOG collected into the figures docs/RELIABILITY.md shows.
 
-AGROML_FAULT_LOG=/tmp/f.jsonl pytest -n 0 tests/reliability/test_faults.py tests/reliability/test_kills.py
+AGROML_FAULT_LOG=/tmp/f.jsonl pytest -n 0 tests/reliability/test_faults.py tests/reliability/test_kills.py \
+    tests/reliability/test_api_kills.py
 python tests/reliability/figures.py /tmp/f.jsonl
 """
 

@@ -202,13 +202,21 @@ def api_env(workdir: Path) -> dict[str, str]:
     return env
 
 
-def _workers(models: Path) -> list[int]:
-    """The worker pids the launcher recorded (to stop any a failed test left running: they are ours)."""
+def _our_live_workers(workdir: Path) -> list[int]:
+    """The workers the launcher recorded in ``workdir`` that still run (a failed test may leave one: they
+    run in a session of their own). Only a live worker process whose folder is ``workdir`` is named, never
+    another process that reused a finished worker's pid."""
+    import psutil
+
     pids = []
-    for path in (models / ".jobs").glob("*.json"):
+    for path in (workdir / "models" / ".jobs").glob("*.json"):
         data = json.loads(path.read_text())
-        if isinstance(data, dict) and data.get("pid") and "current" not in path.name:
-            pids.append(int(data["pid"]))
+        if not (isinstance(data, dict) and data.get("pid")) or "current" in path.name:
+            continue
+        with contextlib.suppress(psutil.Error):
+            proc = psutil.Process(int(data["pid"]))
+            if "agroml.ops.worker" in proc.cmdline() and Path(proc.cwd()) == workdir:
+                pids.append(proc.pid)
     return pids
 
 
@@ -271,8 +279,8 @@ def test_kill_the_server_then_the_worker_of_an_api_training(cli, workdir, api_en
     finally:
         for server in servers:
             server.kill()
-        for pid in _workers(models):
-            _sigkill(pid)  # a worker a failed test left running (its own session: not stopped with us)
+        for pid in _our_live_workers(workdir):
+            _sigkill(pid)
 
 
 def test_a_job_whose_worker_died_before_its_run_started_reads_failed_not_starting(workdir):
