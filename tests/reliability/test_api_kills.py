@@ -317,3 +317,48 @@ def test_a_job_whose_worker_died_before_its_run_started_reads_failed_not_startin
     while pid_alive(live.pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert jobs.find_job(settings, live.run_id).state == "failed"
+
+
+_HOLD = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("held", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def test_a_launch_waits_briefly_for_the_lock_of_a_dead_worker_but_not_of_a_live_one(workdir):
+    """The lock of a killed worker goes with its last thread, after it already reads as dead: a launch then
+    waits (up to DEAD_HOLDER_WAIT_S) instead of answering "busy" for a dead run; a live holder is busy at once."""
+    from agroml.core import config
+    from agroml.core.errors import RunBusyError
+    from agroml.core.files import write_json
+    from agroml.ops import jobs
+
+    settings = config.resolve(env_file=None)
+    folder = jobs.jobs_dir(settings)
+    folder.mkdir(parents=True)
+    quits = workdir / "quitting-worker"
+    quits.write_text("#!/bin/sh\ncat >/dev/null\n")
+    quits.chmod(0o755)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    for record_pid, live in ((gone.pid, False), (None, True)):
+        holder = subprocess.Popen(
+            [sys.executable, "-c", _HOLD, str(folder / "pest.lock"), "1.5"], stdout=subprocess.PIPE, text=True
+        )
+        try:
+            assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+            write_json(folder / "pest.current.json", {"run_id": "dead-run", "pid": record_pid or holder.pid})
+            started = time.monotonic()
+            if live:  # the process the record names holds the lock: busy, without waiting
+                with pytest.raises(RunBusyError, match="dead-run"):
+                    jobs.start_training(settings, {"model_type": "pest", "weights": "none"}, python=str(quits))
+                assert time.monotonic() - started < 1.0
+            else:  # the record names a dead process: the launch waits for the lock to go, then starts
+                job = jobs.start_training(settings, {"model_type": "pest", "weights": "none"}, python=str(quits))
+                assert job.state == "starting" and holder.poll() is not None
+        finally:
+            holder.kill()
+            holder.wait()
