@@ -123,6 +123,7 @@ def demo_store(workdir: Path, demo_template: Path) -> Path:
 LONGEST_FIRST = (
     "test_train_models.py",
     "test_api.py",
+    "test_api_kills.py",
     "test_rollback.py",
     "test_publish.py",
     "test_report.py",

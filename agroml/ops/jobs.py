@@ -27,7 +27,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ from agroml.core.config import Settings
 from agroml.core.errors import RunBusyError, UsageError
 from agroml.core.files import utc_stamp, write_json
 from agroml.core.schema import check_model_type
-from agroml.lifecycle.registry import Registry, RunInfo
+from agroml.lifecycle.registry import Registry, RunInfo, pid_alive
 from agroml.training.config import resolve_config
 from agroml.training.run import make_run_id
 
@@ -44,6 +44,8 @@ JOBS_DIR = ".jobs"
 STARTING, FAILED, SUCCEEDED = "starting", "failed", "succeeded"
 #: Environment variables a worker does not need and must not hold (the API's own secret).
 WORKER_DROPS_ENV = ("AGROML_API_TOKEN",)
+#: How long a launch waits for the lock of a worker that is dead but not yet torn down (see _lock_within).
+DEAD_HOLDER_WAIT_S = 10.0
 _PATH_FIELDS = {f.name for f in fields(Settings) if f.type in ("Path", Path)}
 
 
@@ -108,10 +110,32 @@ def _take_lock(folder: Path, model_type: str) -> int:
     from filelock import lock_descriptor
 
     if not lock_descriptor(fd, blocking=False):
-        os.close(fd)
         held = _current(folder, model_type) or {}
-        raise _busy_message(model_type, str(held.get("run_id", "?")), held.get("started_at")) from None
+        if not (_holder_is_dead(held) and _lock_within(fd, DEAD_HOLDER_WAIT_S)):
+            os.close(fd)
+            raise _busy_message(model_type, str(held.get("run_id", "?")), held.get("started_at")) from None
     return fd
+
+
+def _holder_is_dead(held: dict[str, Any]) -> bool:
+    """The worker the lock's record names is gone (killed: its lock goes once the kernel has torn it down)."""
+    pid = held.get("pid")
+    return isinstance(pid, int) and not pid_alive(pid)
+
+
+def _lock_within(fd: int, seconds: float) -> bool:
+    """Try the lock until ``seconds`` have passed. Why wait at all: a killed worker reads as dead (a zombie)
+    as soon as its main thread ends, but its files, and so its lock, are released only when its last
+    thread has ended: a TensorFlow process has dozens, and on a busy machine that takes seconds. Without
+    the wait a POST /train just after the kill was refused as "busy" naming the dead run."""
+    from filelock import lock_descriptor
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        if lock_descriptor(fd, blocking=False):
+            return True
+    return False
 
 
 def _check_registry(settings: Settings, model_type: str) -> None:
@@ -195,11 +219,22 @@ def record(folder: Path, job: Job) -> None:
 
 
 def find_job(settings: Settings, run_id: str) -> Job | None:
-    """The launcher's record of ``run_id`` (a job not yet in the registry, or one that failed to start)."""
+    """The launcher's record of ``run_id`` (a job not yet in the registry, or one that failed to start).
+
+    A job still "starting" whose worker is gone (killed before it registered its run, e.g. SIGKILL or an
+    out-of-memory kill) is answered as failed: it cannot say so itself, and a client polling for the end
+    of "starting" would otherwise wait forever. (Once registered, the registry marks such a run
+    interrupted the same way.)
+    """
     if not run_id or "/" in run_id or "\\" in run_id or run_id.startswith("."):
         raise UsageError(f"{run_id!r} is not a run id", fix="list runs: GET /training-history or `agroml runs`")
     try:
         data = json.loads((jobs_dir(settings) / f"{run_id}.json").read_text())
-        return Job(**data)
+        job = Job(**data)
     except (OSError, ValueError, TypeError):
         return None
+    # a reused pid can only make a dead job look alive (the old answer), never a live one look dead
+    if job.state == STARTING and job.pid is not None and not pid_alive(job.pid):
+        error = f"the worker process {job.pid} ended before its run started (killed?)"
+        return replace(job, state=FAILED, error=error, fix=f"see {job.log}; start the job again")
+    return job

@@ -1,6 +1,7 @@
 """Sum the JSON lines that AGROML_FAULT_LOG collected into the figures docs/RELIABILITY.md shows.
 
-AGROML_FAULT_LOG=/tmp/f.jsonl pytest -n 0 tests/reliability/test_faults.py tests/reliability/test_kills.py
+AGROML_FAULT_LOG=/tmp/f.jsonl pytest -n 0 tests/reliability/test_faults.py tests/reliability/test_kills.py \
+    tests/reliability/test_api_kills.py
 python tests/reliability/figures.py /tmp/f.jsonl
 """
 
@@ -40,6 +41,13 @@ def main(paths: list[str]) -> None:
             print(
                 f"  {e['command']}: seed {e['seed']}, kill at {e['at_s']} s of {e['clean_s']} s, killed={e['killed']}"
             )
+    api_kills = [e for e in entries if e["test"] == "api_kill"]
+    if api_kills:
+        recovered = sum(bool(e.get("consistent")) for e in entries if e["test"] == "api_recovery")
+        print(f"API kills: {len(api_kills)}; killed mid-run: {sum(e['killed'] for e in api_kills)}; "
+              f"consistent, a new training accepted and finished: {recovered}")  # fmt: skip
+        for e in api_kills:
+            print(f"  {e['command']}: seed {e['seed']}, drawn {e['phase']} + {e['delay_s']} s, killed at {e['at']}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""stats, export and pull against the loopback Supabase under mixed faults drawn from a seeded generator.
+"""stats, export, pull and retrain against the loopback Supabase under mixed faults drawn from a seeded generator.
 
 The promise under test: every run ends in exactly one of two ways. Either the exact data (what a run
 against a clean server gives, for the table as it was before or after the one change of data the
@@ -7,6 +7,12 @@ names the fault and its fix, and nothing partial left behind (no stdout, no expo
 whole, a store a clean rerun completes). Every injected fault the command survives shows as a
 "retrying ..." line on stderr; a host that does not resolve or refuses connections is named as
 such after 3 quick attempts, never with advice to allow longer retries.
+
+retrain is run up to its pull step and the readiness check after it (AGROML_MIN_TOTAL above the table's
+rows, so it ends "not ready", exit 0, before any training): its store and image cache must equal a clean
+``pull``'s, or it exits 1 with its one-line reason naming the fault and its fix, and a clean rerun
+completes the store. (The retrain command loads TensorFlow up front to keep its start-up noise off the
+terminal, so the first retrain of a test process pays that once.)
 
 Each run prints its seed (also in the test id); ``AGROML_FAULT_SEED=<seed>`` replays one run;
 ``--soak`` runs many more seeds; ``AGROML_FAULT_LOG=<file>`` appends each run's outcome and fault
@@ -29,6 +35,7 @@ from supa_rows import add_empty_tables, add_pest_table, jpeg, pest_rows
 from supaserver import Faults, closed_port
 
 COMMANDS = ("stats", "export", "pull")
+RETRAIN = "retrain"  # its own seeds, so the first three commands' default cases stay as they were
 BASE_SEED = 20261202  # the default run's seeds come from this; --soak draws a fresh base and prints it
 ROWS, PAGE = 48, 16
 HTTP_TIMEOUT, SLOW_S = 0.6, 0.9  # a slow answer takes longer than the client's timeout
@@ -49,13 +56,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         elif soak:
             base = int(time.time())
             print(f"soak base seed {base}")
-            cases = [(COMMANDS[i % 3], "any", s) for i, s in enumerate(seeds(base, 150))]
+            every = (*COMMANDS, RETRAIN)
+            cases = [(every[i % 4], "any", s) for i, s in enumerate(seeds(base, 200))]
         else:
-            mixed, outage = seeds_of_kind(BASE_SEED, "mixed", 6), seeds_of_kind(BASE_SEED, "outage", 3)
-            cases = [(c, "any", s) for c, s in zip(COMMANDS * 2, mixed, strict=True)]
-            cases += [(c, "any", s) for c, s in zip(COMMANDS, outage, strict=True)]
+            mixed, outage = seeds_of_kind(BASE_SEED, "mixed", 8), seeds_of_kind(BASE_SEED, "outage", 4)
+            cases = [(c, "any", s) for c, s in zip(COMMANDS * 2, mixed[:6], strict=True)]
+            cases += [(c, "any", s) for c, s in zip(COMMANDS, outage[:3], strict=True)]
+            cases += [(RETRAIN, "any", s) for s in (*mixed[6:], outage[3])]
     else:
-        cases = [(c, k, 0) for c in COMMANDS for k in ("dns", "refused")]
+        cases = [(c, k, 0) for c in (*COMMANDS, RETRAIN) for k in ("dns", "refused")]
     ids = [f"{c}-{draw_plan(s).kind if k == 'any' else k}-seed{s}" for c, k, s in cases]
     metafunc.parametrize("case", cases, ids=ids)
 
@@ -86,6 +95,7 @@ def _server(state: str = "before", change_row: int = 0) -> tuple[FaultySupabase,
 
 def _env(server_url: str, key: str, data: Path, retry_s: float) -> dict[str, str]:
     return {
+        "AGROML_MIN_TOTAL": str(10 * ROWS),  # retrain: pull, then "not ready", before any training
         "SUPABASE_URL": server_url,
         "SUPABASE_SERVICE_KEY": key,
         "AGROML_HASH_SALT": "pepper",
@@ -95,6 +105,7 @@ def _env(server_url: str, key: str, data: Path, retry_s: float) -> dict[str, str
         "AGROML_RETRY_MAX_SECONDS": str(retry_s),
         "AGROML_IMAGE_CONCURRENCY": "1",  # one request at a time: a seed replays the same faults
         "AGROML_DATA_DIR": str(data),
+        "AGROML_LOG_DIR": str(data.parent / "logs"),
     }
 
 
@@ -103,6 +114,8 @@ def _argv(command: str, out: Path) -> list[str]:
         return ["stats", "--source", "supabase", "--json"]
     if command == "export":
         return ["export", "--source", "supabase", "--scope", "all", "--format", "json", "--out", str(out), "--json"]
+    if command == RETRAIN:
+        return ["retrain", "--model", "pest", "--json"]
     return ["pull", "--model", "pest", "--json"]
 
 
@@ -116,6 +129,11 @@ def _outcome(command: str, result: Any, env: dict[str, str], out: Path) -> Any:
         doc = json.loads(result.stdout)
         doc.pop("generated_at")
         return doc
+    if command == RETRAIN:  # it stopped where it must, before training; its pull is compared as a pull
+        (model,) = json.loads(result.stdout)["models"]
+        assert model["outcome"] == "nothing_to_do" and model["reason"].startswith("not ready"), model
+        assert model["run_id"] is None
+        command = "pull"
     here = env["SUPABASE_URL"]
     if command == "export":
         return {_export_name(p): p.read_text().replace(here, "SERVER") for p in out.iterdir()}
@@ -152,7 +170,9 @@ _REFERENCES: dict[tuple[str, str, int], Any] = {}
 
 
 def _reference(cli: Any, workdir: Path, command: str, state: str, change_row: int) -> Any:
-    """The outcome of a clean run against the table in ``state`` (computed once per session and state)."""
+    """The outcome of a clean run against the table in ``state`` (computed once per session and state);
+    retrain's is a clean pull's (retrain stops after pulling)."""
+    command = "pull" if command == RETRAIN else command
     key = (command, state, change_row if state != "before" else 0)
     if key not in _REFERENCES:
         server, _ = _server(state, change_row)
@@ -205,8 +225,29 @@ def _one_error_line(stderr: str) -> str:
     return errors[0]
 
 
+def _failure_line(command: str, result: Any) -> str:
+    """The one line a failed run gives, as ``error: <message> (<fix>)``.
+
+    retrain is a scheduler's command: its result (stdout, --json) and its log say why it failed, in one
+    line ``retrain <type> failed: <message> (<fix>)``, which the log file repeats as its one ``error:`` line."""
+    if command != RETRAIN:
+        return _one_error_line(result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert not any(line.startswith("error:") for line in result.stderr.splitlines()), result.stderr[-3000:]
+    (model,) = json.loads(result.stdout)["models"]
+    assert model["outcome"] == "failed" and model["run_id"] is None, model
+    reason = model["reason"]
+    assert "\n" not in reason and reason.startswith("retrain pest failed: "), reason
+    logged = [line.split(" ", 1)[1] for line in Path(model["log"]).read_text().splitlines() if " error: " in line]
+    line = "error: " + reason.removeprefix("retrain pest failed: ")
+    assert logged == [line], (logged, line)  # the log says it once, the same way (no traceback: not a bug)
+    assert re.fullmatch(r"error: .+ \(.+\)", line), line
+    return line
+
+
 def _nothing_partial(command: str, result: Any, out: Path, reference: Any, here: str) -> None:
-    assert result.stdout.strip() == "", "a failed run must print no data"
+    if command != RETRAIN:  # retrain prints its result (the failure); nothing else
+        assert result.stdout.strip() == "", "a failed run must print no data"
     if command == "export" and out.exists():
         for p in out.iterdir():  # a file that is there is whole: a model type finished before the fault
             assert not p.name.endswith(".tmp"), p.name
@@ -270,12 +311,12 @@ def _judge(
         entry["outcome"] = "clear_error"
         record(entry)
         assert result.exit_code == 1, result.output
-        line = _one_error_line(result.stderr)
+        line = _failure_line(command, result)
         if plan.kind == "outage":
             assert f"{plan.outage_status} from {server.url.split('//')[1]}" in line, line
             assert "AGROML_RETRY_MAX_SECONDS" in line  # here more time may help, and the fix says so
         _nothing_partial(command, result, out, _reference(cli, workdir, command, "before", 0), env["SUPABASE_URL"])
-        if command == "pull" and not server.changed:  # what a failed pull left, a clean rerun completes
+        if command in ("pull", RETRAIN) and not server.changed:  # what a failed pull left, a clean rerun completes
             server.plan, server.faults = None, Faults()
             rerun = _run(cli, command, env, out)
             assert rerun.exit_code == 0, rerun.output
@@ -303,7 +344,7 @@ def _check_unreachable(cli: Any, workdir: Path, command: str, kind: str, seed: i
     record({"test": "unreachable", "command": command, "seed": seed, "plan": kind, "exit": result.exit_code,
             "outcome": "clear_error" if result.exit_code == 1 else "WRONG", "wall_s": wall})  # fmt: skip
     assert result.exit_code == 1, result.output
-    line = _one_error_line(result.stderr)
+    line = _failure_line(command, result)
     assert re.fullmatch(
         rf"error: could not reach Supabase at {re.escape(host)} \({re.escape(what)}; 3 attempts in [\d.]+ s\) "
         rf"\(check SUPABASE_URL \(http://{re.escape(host)}\) and this machine's network\)",
@@ -315,7 +356,8 @@ def _check_unreachable(cli: Any, workdir: Path, command: str, kind: str, seed: i
         ("2", "3", f"{host}: {what}"),
         ("3", "3", f"{host}: {what}"),
     ]
-    assert result.stdout.strip() == "" and not (out.exists() and any(out.iterdir()))
+    assert command == RETRAIN or result.stdout.strip() == ""
+    assert not (out.exists() and any(out.iterdir()))
 
 
 def test_stats_reads_a_live_table_once_so_its_numbers_come_from_one_moment(cli, workdir):
