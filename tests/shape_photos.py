@@ -92,6 +92,17 @@ def add_shapes(
     return ids
 
 
+#: Classes told apart by colour alone (every photo a circle): what a tiny network learns from scratch in
+#: a few epochs, where the shapes at 32 px stay at chance for 20 (benchmarks/README.md, "--strategy").
+COLOURS = {"red": (200, 40, 40), "green": (40, 200, 40), "blue": (40, 40, 200)}
+
+
+def add_colours(settings, per_class: int, size: int = 32) -> list[str]:
+    """Store ``per_class`` confirmed rows of each of :data:`COLOURS` (the same rows on every call)."""
+    counts = dict.fromkeys(COLOURS, per_class)
+    return add_shapes(settings, counts, size=size, shapes=dict.fromkeys(COLOURS, "circle"), colors=COLOURS)
+
+
 def corrupt(settings, row_ids: list[str]) -> None:
     """Truncate the cached files of ``row_ids`` (the rows stay in the store)."""
     from agroml.images.cache import ImageCache
