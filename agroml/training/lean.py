@@ -5,11 +5,14 @@ base into a graph costs more than they do, features.EAGER_MAX_IMAGES). Calling a
 pays two costs that are not arithmetic, both measured on MobileNetV2 at 128 px (2 shared cores):
 
 - ``Layer.__call__``'s bookkeeping around each layer's ``call`` (input conversion, call-spec parsing,
-  input-spec checks, name scopes, mask propagation): about 0.35 s of CPU per pass over the model's
-  156 layers, whatever the batch; as much as the arithmetic of about 20 images;
+  input-spec checks, name scopes, mask propagation), paid per layer and pass whatever the batch
+  (156 layers in MobileNetV2's extractor);
 - ``Functional`` keeps every intermediate tensor of a pass until the pass ends, so a 64-row batch holds
-  hundreds of MB of activations in fresh allocations, paid in page faults (1-3 s of system CPU for 90
-  rows at 128 px, against 0.1-0.2 s for 32-row batches).
+  hundreds of MB of activations in fresh allocations, paid in page faults (0.3-2.9 s of system CPU
+  for 64-90-row passes over 90 rows at 128 px, against 0.1-0.2 s for 32-row passes).
+
+Measured together in the feature-store benchmark (benchmarks/README.md): a third less CPU time for
+the retrain's phase 1.
 
 Here each layer's own ``call`` runs with ``training=False`` (what ``__call__`` resolves for a frozen
 base called with ``training=False``), so the same TensorFlow ops compute the same numbers, and each
