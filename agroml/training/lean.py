@@ -44,7 +44,7 @@ def lean_call(model: keras.Model) -> Callable[[Any], Any] | None:
     """A function x -> ``model(x, training=False)`` with the same ops, or None where not supported."""
     try:
         return _plan(model)
-    except _Unsupported:
+    except (_Unsupported, AttributeError):  # AttributeError: a Keras whose graph internals moved
         return None
 
 
