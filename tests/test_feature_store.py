@@ -140,6 +140,42 @@ def test_other_weights_or_image_size_miss_the_same_weights_hit(images):
         assert (store.counts.hits, store.counts.computed) == (16, 0)
 
 
+def test_the_weights_fingerprint_is_taken_once_per_version_of_the_weights_file(images, tmp_path, monkeypatch):
+    """bind hashes the weights once per weights file (path, size, time, inode) and reads it back after;
+    a rewritten file is hashed again, so features of the old weights are never read for the new ones."""
+    root, paths, (w1, w2), extractor, fresh = images
+    path = tmp_path / "base.weights.h5"
+    path.write_bytes(w1.read_bytes())
+    with _store(root, "cache", extractor) as store:
+        hashed = store.model  # no file given: the weights are hashed
+        store.bind(extractor, SIZE, str(path))
+        assert store.model == hashed
+        assert store.con.execute("SELECT COUNT(*) FROM fingerprints").fetchone()[0] == 1
+        store.features(CLEAN_VIEW, paths, fresh.shape[1], Counting(paths, fresh))
+    with _store(root, "cache", extractor) as store:  # another run: the fingerprint is read, not computed
+        calls = []
+        real = feature_store.weights_fingerprint
+        monkeypatch.setattr(feature_store, "weights_fingerprint", lambda model: calls.append(model) or real(model))
+        store.bind(extractor, SIZE, str(path))
+        assert calls == [] and store.model == hashed
+        monkeypatch.undo()
+    # the file rewritten with other weights: hashed again, another key, nothing reused
+    time.sleep(0.01)
+    path.write_bytes(w2.read_bytes())
+    other = extractor_for(path)
+    compute = Counting(paths, fresh)
+    with _store(root, "cache", other) as store:
+        unbound = store.model
+        store.bind(other, SIZE, str(path))
+        assert store.model == unbound != hashed
+        store.features(CLEAN_VIEW, paths, fresh.shape[1], compute)
+        assert compute.calls == [paths] and store.counts.hits == 0
+        assert store.con.execute("SELECT COUNT(*) FROM fingerprints").fetchone()[0] == 2
+    # ImageNet or scratch weights, or a file that is gone: hashed every time, nothing cached
+    for weights in ("imagenet", "none", str(tmp_path / "gone.weights.h5"), None):
+        assert feature_store.fingerprint_source(extractor, weights) is None
+
+
 def _set(db: Path, image: str, **values) -> None:
     with sqlite3.connect(db) as con:
         sets = ", ".join(f"{k} = ?" for k in values)

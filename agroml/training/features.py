@@ -21,6 +21,7 @@ from agroml.training import views
 from agroml.training.config import TrainConfig
 from agroml.training.data import make_dataset
 from agroml.training.feature_store import CLEAN_VIEW, FeatureStore, augmented_view
+from agroml.training.lean import lean_call
 from agroml.training.loop import EpochFn, callbacks, history_rows
 from agroml.training.model import augmentation_settings, build_head, compile_model
 
@@ -70,15 +71,20 @@ def extract_views(
     settings = augmentation_settings()
     drawn = [None if v is None else views.draws(paths, v[0], v[1], image_size, settings) for v in specs]
 
+    eager = len(paths) <= EAGER_MAX_IMAGES
+    # a few images (what a retrain misses in the feature store) run eagerly: tracing the base into a
+    # graph costs more than they do (MobileNetV2 at 96 px on 2 cores: 5.4 s CPU traced vs 1.8 s eager
+    # for 40 images); the outputs agree within float rounding (tests/test_feature_store.py checks it).
+    # Eagerly, lean.py runs each layer's own call (the same ops, the same numbers) without Keras'
+    # per-layer bookkeeping and frees each activation after its last use.
+    forward = (lean_call(extractor) if eager else None) or (lambda x: extractor(x, training=False))
+
     def call(x: Any, params: Any) -> Any:
         batch = [x if p is None else views.apply(x, params[i]) for i, p in enumerate(drawn)]
         stacked = batch[0] if len(batch) == 1 else tf.concat([tf.cast(b, "float32") for b in batch], 0)
-        return extractor(stacked, training=False)
+        return forward(stacked)
 
-    # a few images (what a retrain misses in the feature store) run eagerly: tracing the base into a
-    # graph costs more than they do (MobileNetV2 at 96 px on 2 cores: 5.4 s CPU traced vs 1.8 s eager
-    # for 40 images); the outputs agree within float rounding (tests/test_feature_store.py checks it)
-    run = call if len(paths) <= EAGER_MAX_IMAGES else tf.function(call, reduce_retracing=True)
+    run = call if eager else tf.function(call, reduce_retracing=True)
     dim = int(extractor.output_shape[-1])
     out = []
     total = math.ceil(len(paths) / batch_size)
@@ -118,7 +124,7 @@ def train_and_val_features(
     if store is None:
         train_views = compute(train_paths, specs, "features (train, every view)")
         return train_views, compute(val_paths, [None], "features (val)")[0]
-    store.bind(extractor, size)
+    store.bind(extractor, size, cfg.weights)
     names = [CLEAN_VIEW] + [
         augmented_view(v[0], v[1], {**augmentation_settings(), "draw": views.SCHEME}) for v in specs if v
     ]
