@@ -13,6 +13,7 @@ shapes, learnable only from their shape, stay at chance for 20 epochs: benchmark
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import socket
@@ -235,14 +236,15 @@ def test_two_workers_train_in_sync_and_only_the_chief_writes(two_workers):
     assert [(r.run_id, r.state) for r in runs] == [(Path(chief["path"]).name, "succeeded")]
     saved = json.loads((Path(chief["path"]) / "config.json").read_text())
     assert saved["strategy"] == "multiworker" and saved["batch_size"] == 8  # per replica, as given
+    split = (Path(chief["path"]) / "split.json").read_bytes()
     assert saved["distribution"] == {
         "strategy": "multiworker",
         "replicas": 2,
         "workers": 2,
         "global_batch_size": 16,
         "learning_rate_scale": 2,
+        "steps_per_epoch": math.ceil(len(json.loads(split)["train"]) / 16),  # what ran, of the global batch
     }
-    split = (Path(chief["path"]) / "split.json").read_bytes()
     assert saved["split_sha256"] == distributed.split_digest(json.loads(split))
     assert not list((root / "tmp").glob("agroml-worker-*"))  # the worker's checkpoint folder is gone
 
@@ -364,6 +366,8 @@ def test_mirrored_trains_with_fit_in_the_strategy_scope_and_saves_a_plain_model(
     assert (
         saved["distribution"]["strategy"] == "mirrored" and saved["distribution"]["global_batch_size"] == 8 * replicas
     )
+    n_train = len(json.loads((result.path / "split.json").read_text())["train"])
+    assert saved["distribution"]["steps_per_epoch"] == math.ceil(n_train / (8 * replicas))
     assert result.metrics["test"]["n"] > 0 and (result.path / "model.keras").is_file()
     import tensorflow as tf
 

@@ -38,6 +38,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -121,15 +122,20 @@ class Distribution:
         """The function that trains a phase: Keras' fit, or the custom loop under multiworker."""
         return fit_phase if self.name != "multiworker" else functools.partial(fit_phase_distributed, self)
 
-    def to_dict(self, cfg: TrainConfig) -> dict[str, Any]:
-        """What config.json records under ``distribution``."""
-        return {
+    def to_dict(self, cfg: TrainConfig, n_train: int | None = None) -> dict[str, Any]:
+        """What config.json records under ``distribution``. With ``n_train``, also the optimizer steps
+        per epoch the replicas take together (of the global batch): ``schedule`` records them per
+        replica, as the schedule planned them, which is not what ran when there are several."""
+        recorded: dict[str, Any] = {
             "strategy": self.name,
             "replicas": self.replicas,
             "workers": self.workers,
             "global_batch_size": cfg.batch_size * self.replicas,
             "learning_rate_scale": self.replicas if self.name != "one" else 1,
         }
+        if n_train is not None:
+            recorded["steps_per_epoch"] = max(1, math.ceil(n_train / (cfg.batch_size * self.replicas)))
+        return recorded
 
     def warnings(self, cfg: TrainConfig) -> list[str]:
         if self.name == "multiworker" and cfg.fast and not cfg.scratch:

@@ -129,7 +129,7 @@ def train(
         "train_cache": cache.to_dict(),
         "schedule": schedule,
         "versions": outputs.package_versions(),
-        "distribution": dist.to_dict(cfg),
+        "distribution": dist.to_dict(cfg, len(data.splits["train"])),
         "split_sha256": split_sha256,
     }
     if not dist.is_chief:  # only the chief writes: no run folder, no registry row (training/distributed.py)
