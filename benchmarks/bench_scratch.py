@@ -12,10 +12,8 @@ the step's ceiling). Figures are images per second of the training split (valida
 in an epoch, as a user waits for it).
 
 Before / after, in the same run: the named baseline **before** is the recipe before issue 11
-(every file decoded each epoch, batch 16, a fixed 150 epochs, Keras' BatchNorm ops); **after** is
-today's (decoded images cached, the batch size and epochs of the data-scaled schedule,
-training/schedule.py, BatchNorm on TensorFlow's fused kernel, training/batchnorm.py). The step is
-also measured both ways (Keras' BatchNorm ops vs the fused kernel, taking turns on the same batch). Both are
+(every file decoded each epoch, batch 16, a fixed 150 epochs); **after** is today's (decoded images
+cached, the batch size and epochs of the data-scaled schedule, training/schedule.py). Both are
 projected to a whole run (epochs x measured epoch time) and their ratio printed.
 
 ``--profile DIR`` also writes a TensorFlow profiler trace of two cached epochs (open it with
@@ -73,13 +71,11 @@ def pipeline_rate(paths, labels, size: int, batch: int, cache: bool) -> float:
     return per_second(len(paths), time.perf_counter() - start)
 
 
-def new_model(data, size: int, batch: int, epochs: int, steps: int, rate: float = BEFORE_LR, fused: bool = True):
-    """The from-scratch network and its compile, as ``train --weights none`` builds them (``fused``: its
-    BatchNorm layers train with TensorFlow's fused kernel, training/batchnorm.py; False: Keras' own ops)."""
+def new_model(data, size: int, batch: int, epochs: int, steps: int, rate: float = BEFORE_LR):
+    """The from-scratch network and its compile, as ``train --weights none`` builds them."""
     import keras
 
     from agroml.training.backbones import build_base, get_backbone
-    from agroml.training.batchnorm import use_fused_batch_norm
     from agroml.training.config import SCRATCH
     from agroml.training.loop import scratch_schedule
     from agroml.training.model import build_model, compile_model
@@ -88,44 +84,26 @@ def new_model(data, size: int, batch: int, epochs: int, steps: int, rate: float 
     backbone = get_backbone(SCRATCH.arch)
     base = build_base(backbone, size, "none", SCRATCH.alpha)
     model = build_model(backbone, base, len(data.classes), size, scratch=True, dropout=SCRATCH.dropout)
-    if fused:
-        use_fused_batch_norm(model)
     compile_model(model, scratch_schedule(rate, epochs, steps), len(data.classes))
     return model
 
 
 def step_rate(data, size: int, batch: int, repeats: int) -> float:
     """Images/s of the compiled train step on one batch kept in memory (no input pipeline at all)."""
-    return step_rates(data, size, batch, repeats, (True,))[0]
-
-
-def step_rates(data, size: int, batch: int, repeats: int, fused: tuple[bool, ...] = (False, True)) -> list[float]:
-    """Images/s of the train step of each network in ``fused`` (see :func:`new_model`), on one batch in
-    memory. The networks take turns, a few steps each, and each one's rate is from its median step:
-    on a shared machine a burst of load then hits both alike instead of the one that ran during it."""
-    import statistics
-
     from agroml.training.data import make_dataset
 
     paths, labels = data.arrays("train")
     x, y = next(iter(make_dataset(paths, labels, size, batch)))
-    models = [new_model(data, size, batch, 10, 10, fused=f) for f in fused]
-    for model in models:
-        for _ in range(3):  # trace and warm up
-            model.train_on_batch(x, y)
-    times: list[list[float]] = [[] for _ in models]
-    for turn in range(0, repeats, 5):
-        for model, spent in zip(models, times, strict=True):
-            for _ in range(min(5, repeats - turn)):
-                start = time.perf_counter()
-                model.train_on_batch(x, y)
-                spent.append(time.perf_counter() - start)
-    return [per_second(int(x.shape[0]), statistics.median(spent)) for spent in times]
+    model = new_model(data, size, batch, 10, 10)
+    for _ in range(3):  # trace and warm up
+        model.train_on_batch(x, y)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        model.train_on_batch(x, y)
+    return per_second(repeats * int(x.shape[0]), time.perf_counter() - start)
 
 
-def epoch_rate(
-    data, size: int, batch: int, epochs: int, cache: bool, profile: Path | None = None, fused: bool = True
-) -> float:
+def epoch_rate(data, size: int, batch: int, epochs: int, cache: bool, profile: Path | None = None) -> float:
     """Images/s of the training split over ``model.fit`` epochs after the first (the first traces / fills).
 
     With ``profile``: a TF profiler trace of the epochs after the first, written there."""
@@ -157,7 +135,7 @@ def epoch_rate(
 
                 tf.profiler.experimental.stop()
 
-    model = new_model(data, size, batch, epochs, steps, fused=fused)
+    model = new_model(data, size, batch, epochs, steps)
     model.fit(
         make_dataset(paths, labels, size, batch, shuffle=True, seed=0, repeat=True, cache=cache),
         validation_data=make_dataset(val_paths, val_labels, size, batch, cache=cache),
@@ -201,9 +179,9 @@ def main() -> None:
         for size in args.sizes:
             pipe = pipeline_rate(paths, labels, size, BEFORE_BATCH, cache=False)
             pipe_cached = pipeline_rate(paths, labels, size, batch, cache=True)
-            step_keras, step = step_rates(data, size, BEFORE_BATCH, args.repeats)
+            step = step_rate(data, size, BEFORE_BATCH, args.repeats)
             step_after = step if batch == BEFORE_BATCH else step_rate(data, size, batch, args.repeats)
-            epoch = epoch_rate(data, size, BEFORE_BATCH, args.epochs, cache=False, fused=False)
+            epoch = epoch_rate(data, size, BEFORE_BATCH, args.epochs, cache=False)
             epoch_cached = epoch_rate(data, size, batch, args.epochs, cache=True)
             profile = args.profile / f"{size}px" if args.profile else None
             if profile is not None:  # a pass of its own: tracing slows the epochs it records
@@ -211,10 +189,6 @@ def main() -> None:
             run_before = BEFORE_EPOCHS * len(paths) / epoch
             run_after = after.epochs * len(paths) / epoch_cached
             print(f"{size} px (images/s): pipeline {pipe:.0f} uncached, {pipe_cached:.0f} cached; step {step:.0f}")
-            print(
-                f"  step with Keras' BatchNorm ops {step_keras:.0f}, with the fused kernel {step:.0f} "
-                f"-> fused {step / step_keras:.2f}x"
-            )
             if batch != BEFORE_BATCH:
                 print(f"  step at batch {batch}: {step_after:.0f} ({step_after / step:.2f}x batch {BEFORE_BATCH})")
             print(f"  epoch {epoch:.1f} uncached, {epoch_cached:.1f} cached -> cache {epoch_cached / epoch:.2f}x")

@@ -30,7 +30,6 @@ from agroml.lifecycle.metrics import compute_metrics
 from agroml.lifecycle.registry import Registry
 from agroml.training import distributed, feature_store, features, outputs
 from agroml.training.backbones import Backbone, build_base, get_backbone
-from agroml.training.batchnorm import use_fused_batch_norm
 from agroml.training.config import TrainConfig
 from agroml.training.data import CachePlan, TrainingData, load_training_data, make_dataset, plan_cache
 from agroml.training.loop import EpochFn, EpochStatus, fit_phase, scratch_schedule
@@ -272,7 +271,6 @@ def build_and_fit(
     rows: list[dict] = []
     if cfg.scratch:
         model = build_model(backbone, base, n_classes, size, scratch=True, dropout=cfg.dropout, seed=cfg.seed)
-        use_fused_batch_norm(model)  # every BatchNorm trains from scratch: its fused kernel (batchnorm.py)
         compile_model(model, scratch_schedule(cfg.learning_rate, cfg.epochs, steps), n_classes, cfg.run_eagerly)
         rows += fit(
             model,
