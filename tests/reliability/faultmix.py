@@ -104,6 +104,21 @@ def forced_seed() -> int | None:
     return int(value) if value else None
 
 
+def kill_seeds(config: Any, base_seed: int, soak_runs: int = 5) -> list[int]:
+    """The seeds a kill test runs: the one forced by the environment (a replay), ``soak_runs`` from
+    the clock with ``--soak`` (printed, so a failure replays), else one fixed seed from ``base_seed``."""
+    import time
+
+    forced = forced_seed()
+    if forced is not None:
+        return [forced]
+    if config.getoption("soak"):
+        base = int(time.time())
+        print(f"soak base seed {base}")
+        return seeds(base, soak_runs)
+    return seeds(base_seed, 1)
+
+
 class FaultySupabase(FakeSupabase):
     """FakeSupabase plus Retry-After on 429, parseable-length bad JSON, and one change of data mid-read."""
 

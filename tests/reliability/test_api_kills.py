@@ -41,7 +41,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 import httpx
 from consistency import check_all, store_counts
-from faultmix import forced_seed, record, seeds
+from faultmix import kill_seeds, record
 
 from agroml.lifecycle.registry import pid_alive
 
@@ -60,15 +60,7 @@ pytestmark = pytest.mark.timeout(2400)
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "api_kill_seed" not in metafunc.fixturenames:
         return
-    forced = forced_seed()
-    if forced is not None:
-        chosen = [forced]
-    elif metafunc.config.getoption("soak"):
-        base = int(time.time())
-        print(f"soak base seed {base}")
-        chosen = seeds(base, 5)
-    else:
-        chosen = seeds(BASE_SEED, 1)
+    chosen = kill_seeds(metafunc.config, BASE_SEED)
     metafunc.parametrize("api_kill_seed", chosen, ids=[f"seed{s}" for s in chosen])
 
 

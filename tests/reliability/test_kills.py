@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 from consistency import check_all, check_exports_file, store_counts
-from faultmix import forced_seed, record, seeds
+from faultmix import kill_seeds, record
 
 BASE_SEED = 16_2026
 #: Each light test starts 3-4 Python processes (seconds each on idle cores); on a machine shared by many
@@ -36,15 +36,7 @@ pytestmark = pytest.mark.timeout(900)
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "kill_seed" not in metafunc.fixturenames:
         return
-    forced = forced_seed()
-    if forced is not None:
-        chosen = [forced]
-    elif metafunc.config.getoption("soak"):
-        base = int(time.time())
-        print(f"soak base seed {base}")
-        chosen = seeds(base, 5)
-    else:
-        chosen = seeds(BASE_SEED, 1)
+    chosen = kill_seeds(metafunc.config, BASE_SEED)
     metafunc.parametrize("kill_seed", chosen, ids=[f"seed{s}" for s in chosen])
 
 
