@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,26 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # A developer's own MLflow server must not receive the suite's tiny runs (agroml/lifecycle/tracking.py):
 # the MLflow tests set their own file store.
 os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+@pytest.fixture(autouse=True)
+def no_invalid_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Names under .invalid (RFC 6761) are not found, whatever this machine's resolver does.
+
+    The DNS tests use such names for "a host that does not exist". Some resolvers answer for any name (a
+    search domain, a wildcard record), which turned "name not found" into "network unreachable" on a CI
+    machine; the resolver is the far side of the wire, so the suite answers for it. Other names (127.0.0.1,
+    localhost) go to the real resolver.
+    """
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, *args, **kwargs):  # type: ignore[no-untyped-def]
+        name = host.decode() if isinstance(host, bytes) else host
+        if isinstance(name, str) and name.rstrip(".").endswith(".invalid"):
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
 
 
 @pytest.fixture

@@ -245,16 +245,13 @@ def test_an_unreachable_image_host_fails_fast_naming_it(workdir, supabase_server
     port = closed_port()
     settings = _settings(supabase_server, image_hosts=f"127.0.0.1:{port},nothing-here.invalid")
     notices: list[str] = []
+    urls = [f"http://127.0.0.1:{port}/a.jpg", "http://nothing-here.invalid/b.jpg"]
     with ImageCache(settings.image_dir) as cache:
-        summary = fetch_images(
-            [f"http://127.0.0.1:{port}/a.jpg", "http://nothing-here.invalid/b.jpg"],
-            cache,
-            settings,
-            notice=notices.append,
-        )
+        summary = fetch_images(urls, cache, settings, notice=notices.append)
     assert summary.reasons == {"unreachable": 2}
     assert summary.requests == 6  # 3 quick attempts each, not 20 s of them
-    refused, dns = (summary.details[u] for u in summary.failures)
+    assert sorted(summary.failures) == sorted(urls)  # in the order they failed: the fetches run in parallel
+    refused, dns = (summary.details[u] for u in urls)
     assert f"127.0.0.1:{port}: connection refused" in refused and "gave up after 3 attempts" in refused
     assert "nothing-here.invalid: name not found (DNS)" in dns and "gave up after 3 attempts" in dns
     assert sorted(n.split(": ", 1)[1] for n in notices) == sorted(

@@ -135,9 +135,8 @@ def test_an_unreachable_host_gets_3_quick_attempts_whatever_the_budget(supabase_
     assert src.requests == 3 and src.policy.retries == 2 and len(notices) == 2
     assert str(err.value).startswith(f"could not reach Supabase at {host} (")
     assert "3 attempts in" in str(err.value) and "RETRY_MAX_SECONDS" not in str(err.value)
-    assert all(
-        n.endswith(f"{host}: " + ("connection refused" if "127" in host else "name not found (DNS)")) for n in notices
-    )
+    what = "connection refused" if "127" in host else "name not found (DNS)"
+    assert all(n.endswith(f"{host}: {what}") for n in notices), notices
 
 
 def test_since_and_until_are_sent_to_the_server(big_server):

@@ -226,7 +226,10 @@ def normalize_rows(
     actual = actual_raw.map(label_of)
     confirmed = col("user_confirmed").map(_parse_bool)
     confidence = pd.to_numeric(col("confidence"), errors="coerce").astype("float64")
-    created = pd.to_datetime(col("created_at"), utc=True, errors="coerce", format="ISO8601")
+    # pandas 4 will read numbers as epochs under format=; a number in created_at is not an ISO time, so it
+    # goes in as its text and fails (or parses) as text, the way it did before that change
+    created_raw = col("created_at").map(lambda v: str(v) if isinstance(v, int | float) and not pd.isna(v) else v)
+    created = pd.to_datetime(created_raw, utc=True, errors="coerce", format="ISO8601")
     ids = col("id").map(lambda v: None if v is None or str(v).strip() == "" else str(v))
     urls = col("image_url").map(lambda v: None if v is None or str(v).strip() == "" else str(v).strip())
 
