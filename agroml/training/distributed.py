@@ -54,7 +54,7 @@ from agroml.core.errors import TrainingError, UsageError
 from agroml.core.files import json_text
 from agroml.core.progress import ProgressFn, no_progress
 from agroml.training.config import TrainConfig
-from agroml.training.loop import EpochFn, callbacks, fit_phase, history_rows
+from agroml.training.loop import EpochFn, build_optimizer, callbacks, fit_phase, history_rows
 
 if TYPE_CHECKING:
     import keras
@@ -467,8 +467,7 @@ def fit_phase_distributed(
         [*phase_callbacks, history], model=model, epochs=epochs, steps=steps, verbose=0
     )
     with translate_errors(dist):
-        if not model_optimizer.built:  # slots made now, in the scope, not while the step is traced
-            model_optimizer.build(model.trainable_variables)
+        build_optimizer(model)  # slots made now, in the model's strategy scope, not while the step is traced
         train_iter = iter(strategy.experimental_distribute_dataset(shard_by_data(train_ds)))
         val_dist = strategy.experimental_distribute_dataset(shard_by_data(val_ds))
         model.stop_training = False

@@ -22,7 +22,7 @@ from agroml.training.config import TrainConfig
 from agroml.training.data import make_dataset
 from agroml.training.feature_store import CLEAN_VIEW, FeatureStore, augmented_view
 from agroml.training.lean import lean_call
-from agroml.training.loop import EpochFn, callbacks, history_rows
+from agroml.training.loop import EpochFn, build_optimizer, callbacks, history_rows
 from agroml.training.model import augmentation_settings, build_head, compile_model
 
 if TYPE_CHECKING:
@@ -175,6 +175,7 @@ def fit_head_on_features(
     head = build_head(dim, n_classes, cfg.dropout, feature_stats(train_feats[0]))
     compile_model(head, cfg.learning_rate, n_classes)
     epochs = cfg.epochs
+    build_optimizer(head)
     history = head.fit(
         train_ds,
         validation_data=val_ds,

@@ -263,6 +263,19 @@ def history_rows(phase: str, history: Any, first_epoch: int) -> list[dict[str, A
     ]
 
 
+def build_optimizer(model: keras.Model) -> None:
+    """Make the compiled optimizer's slot variables now, eagerly, in the model's strategy scope.
+
+    Why: with no distribution strategy Keras 3 defers this to the first trace of the train step, where
+    creating variables (Adam: two per weight, 316 for MobileNetV2) costs about 30 ms each in graph mode
+    and makes tf.function trace the whole step a second time. Measured on the 2-core machine, MobileNetV2
+    0.35 from scratch at 96 px: the first train step 38 s without, 22 s with (under cProfile).
+    """
+    if model.optimizer is not None and not model.optimizer.built:
+        with model.distribute_strategy.scope():
+            model.optimizer.build(model.trainable_variables)
+
+
 def fit_phase(
     model: keras.Model,
     phase: str,
@@ -284,6 +297,7 @@ def fit_phase(
     ``later_epochs``: the epochs the phases after this one are set to run (for the time-left estimate).
     ``stop_early``: EarlyStopping from scratch too (see :func:`callbacks`).
     """
+    build_optimizer(model)
     history = model.fit(
         train_ds,
         validation_data=val_ds,
