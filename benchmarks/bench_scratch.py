@@ -1,4 +1,4 @@
-"""From-scratch training throughput (MobileNetV2 width 0.35, ``--weights none``): where an epoch goes.
+"""From-scratch training throughput (MobileNetV2 at the preset width, ``--weights none``): where an epoch goes.
 
 For each image size, on the same demo photos and in the same run, images per second of:
 - **pipeline**: iterating ``make_dataset`` over the training split alone (no model), as it was
