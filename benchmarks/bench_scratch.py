@@ -1,10 +1,11 @@
-"""From-scratch training throughput (MobileNetV2 width 0.35, ``--weights none``): where an epoch goes.
+"""From-scratch training throughput (MobileNetV2 at the preset width, ``--weights none``): where an epoch goes.
 
 For each image size, on the same demo photos and in the same run, images per second of:
 - **pipeline**: iterating ``make_dataset`` over the training split alone (no model), as it was
   (decoding every file each epoch) and with the cache (the second pass, read from memory);
 - **step**: the model's compiled train step repeated on one batch already in memory: the ceiling
-  the input pipeline can at best let an epoch reach;
+  the input pipeline can at best let an epoch reach; before with the augmentation layer in the step,
+  after without it (from scratch it runs in the input pipeline beside the step, training/augment.py);
 - **epoch**: ``model.fit`` of the training recipe (train + validation, the scratch schedule), epochs
   after the first (which traces the graph and, with the cache, fills it), uncached and cached.
 Then the ratios: cached / uncached pipeline and epoch, and epoch / step (how close an epoch gets to
@@ -12,8 +13,9 @@ the step's ceiling). Figures are images per second of the training split (valida
 in an epoch, as a user waits for it).
 
 Before / after, in the same run: the named baseline **before** is the recipe before issue 11
-(every file decoded each epoch, batch 16, a fixed 150 epochs); **after** is today's (decoded images
-cached, the batch size and epochs of the data-scaled schedule, training/schedule.py). Both are
+(every file decoded each epoch, batch 16, a fixed 150 epochs, augmentation in the model); **after** is
+today's (decoded images cached, augmented in the pipeline, the batch size and epochs of the data-scaled
+schedule, training/schedule.py). Both are
 projected to a whole run (epochs x measured epoch time) and their ratio printed.
 
 ``--profile DIR`` also writes a TensorFlow profiler trace of two cached epochs (open it with
@@ -71,30 +73,33 @@ def pipeline_rate(paths, labels, size: int, batch: int, cache: bool) -> float:
     return per_second(len(paths), time.perf_counter() - start)
 
 
-def new_model(data, size: int, batch: int, epochs: int, steps: int, rate: float = BEFORE_LR):
-    """The from-scratch network and its compile, as ``train --weights none`` builds them."""
+def new_model(data, size: int, batch: int, epochs: int, steps: int, rate: float = BEFORE_LR, augment: bool = True):
+    """The from-scratch network and its compile, as ``train --weights none`` builds them (``augment``: with
+    the augmentation as the model's first layer, as before; today it is done in the pipeline)."""
     import keras
 
     from agroml.training.backbones import build_base, get_backbone
     from agroml.training.config import SCRATCH
-    from agroml.training.loop import scratch_schedule
+    from agroml.training.loop import build_optimizer, scratch_schedule
     from agroml.training.model import build_model, compile_model
 
     keras.utils.set_random_seed(0)
     backbone = get_backbone(SCRATCH.arch)
     base = build_base(backbone, size, "none", SCRATCH.alpha)
-    model = build_model(backbone, base, len(data.classes), size, scratch=True, dropout=SCRATCH.dropout)
+    model = build_model(backbone, base, len(data.classes), size, scratch=True, dropout=SCRATCH.dropout, augment=augment)
     compile_model(model, scratch_schedule(rate, epochs, steps), len(data.classes))
+    build_optimizer(model)
     return model
 
 
-def step_rate(data, size: int, batch: int, repeats: int) -> float:
-    """Images/s of the compiled train step on one batch kept in memory (no input pipeline at all)."""
+def step_rate(data, size: int, batch: int, repeats: int, augment: bool = True) -> float:
+    """Images/s of the compiled train step on one batch kept in memory (no input pipeline at all);
+    ``augment``: the model's augmentation layer in the step (before) or not (today: in the pipeline)."""
     from agroml.training.data import make_dataset
 
     paths, labels = data.arrays("train")
     x, y = next(iter(make_dataset(paths, labels, size, batch)))
-    model = new_model(data, size, batch, 10, 10)
+    model = new_model(data, size, batch, 10, 10, augment=augment)
     for _ in range(3):  # trace and warm up
         model.train_on_batch(x, y)
     start = time.perf_counter()
@@ -103,15 +108,21 @@ def step_rate(data, size: int, batch: int, repeats: int) -> float:
     return per_second(repeats * int(x.shape[0]), time.perf_counter() - start)
 
 
-def epoch_rate(data, size: int, batch: int, epochs: int, cache: bool, profile: Path | None = None) -> float:
+def epoch_rate(
+    data, size: int, batch: int, epochs: int, cache: bool, profile: Path | None = None, in_pipeline: bool = False
+) -> float:
     """Images/s of the training split over ``model.fit`` epochs after the first (the first traces / fills).
 
-    With ``profile``: a TF profiler trace of the epochs after the first, written there."""
+    ``in_pipeline``: augmentation in the input pipeline (training/augment.py, today's from-scratch
+    recipe) instead of the model's first layer. With ``profile``: a TF profiler trace of the epochs
+    after the first, written there."""
     import math
 
     import keras
 
+    from agroml.training.augment import augment_batches
     from agroml.training.data import make_dataset
+    from agroml.training.model import augmentation_settings
 
     paths, labels = data.arrays("train")
     val_paths, val_labels = data.arrays("val")
@@ -135,9 +146,12 @@ def epoch_rate(data, size: int, batch: int, epochs: int, cache: bool, profile: P
 
                 tf.profiler.experimental.stop()
 
-    model = new_model(data, size, batch, epochs, steps)
+    model = new_model(data, size, batch, epochs, steps, augment=not in_pipeline)
+    train = make_dataset(paths, labels, size, batch, shuffle=True, seed=0, repeat=True, cache=cache)
+    if in_pipeline:
+        train = augment_batches(train, size, augmentation_settings(scratch=True), 0)
     model.fit(
-        make_dataset(paths, labels, size, batch, shuffle=True, seed=0, repeat=True, cache=cache),
+        train,
         validation_data=make_dataset(val_paths, val_labels, size, batch, cache=cache),
         epochs=epochs,
         steps_per_epoch=steps,
@@ -180,18 +194,23 @@ def main() -> None:
             pipe = pipeline_rate(paths, labels, size, BEFORE_BATCH, cache=False)
             pipe_cached = pipeline_rate(paths, labels, size, batch, cache=True)
             step = step_rate(data, size, BEFORE_BATCH, args.repeats)
-            step_after = step if batch == BEFORE_BATCH else step_rate(data, size, batch, args.repeats)
+            step_after = step_rate(data, size, batch, args.repeats, augment=False)
             epoch = epoch_rate(data, size, BEFORE_BATCH, args.epochs, cache=False)
-            epoch_cached = epoch_rate(data, size, batch, args.epochs, cache=True)
+            epoch_cached = epoch_rate(data, size, batch, args.epochs, cache=True, in_pipeline=True)
             profile = args.profile / f"{size}px" if args.profile else None
             if profile is not None:  # a pass of its own: tracing slows the epochs it records
-                epoch_rate(data, size, batch, 3, cache=True, profile=profile)
+                epoch_rate(data, size, batch, 3, cache=True, profile=profile, in_pipeline=True)
             run_before = BEFORE_EPOCHS * len(paths) / epoch
             run_after = after.epochs * len(paths) / epoch_cached
             print(f"{size} px (images/s): pipeline {pipe:.0f} uncached, {pipe_cached:.0f} cached; step {step:.0f}")
-            if batch != BEFORE_BATCH:
-                print(f"  step at batch {batch}: {step_after:.0f} ({step_after / step:.2f}x batch {BEFORE_BATCH})")
-            print(f"  epoch {epoch:.1f} uncached, {epoch_cached:.1f} cached -> cache {epoch_cached / epoch:.2f}x")
+            print(
+                f"  step at batch {batch} without the augmentation layer (done in the pipeline today): "
+                f"{step_after:.0f} ({step_after / step:.2f}x the step with it at batch {BEFORE_BATCH})"
+            )
+            print(
+                f"  epoch {epoch:.1f} uncached (augmented in the model), {epoch_cached:.1f} cached (augmented in "
+                f"the pipeline) -> {epoch_cached / epoch:.2f}x"
+            )
             print(
                 f"  ratios: pipeline cached/uncached {pipe_cached / pipe:.1f}x; "
                 f"epoch/step {epoch / step:.2f} uncached, {epoch_cached / step_after:.2f} cached; "

@@ -243,7 +243,7 @@ BENCHMARKS = [
     Bench(
         "scratch",
         "bench_scratch.py",
-        "from-scratch MobileNetV2 0.35: pipeline and epoch images/s, uncached vs cached",
+        "from-scratch MobileNetV2 (preset width): pipeline and epoch images/s, uncached vs cached",
         ["--n", "200", "--sizes", "32", "--epochs", "2", "--repeats", "3"],
         [],
         parse_scratch,

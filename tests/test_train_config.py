@@ -48,7 +48,7 @@ def test_the_presets_hold_todays_defaults_and_scratch_differs_only_where_it_must
     assert (PRETRAINED.epochs, PRETRAINED.batch_size, PRETRAINED.learning_rate, PRETRAINED.alpha) == (15, 32, 1e-3, 1.0)
     assert (PRETRAINED.patience, PRETRAINED.image_size, PRETRAINED.weights) == (4, 224, "imagenet")
     # from scratch epochs, batch size and rate are AUTO: scaled to the data (tests/test_train_schedule.py)
-    assert (SCRATCH.epochs, SCRATCH.batch_size, SCRATCH.learning_rate, SCRATCH.alpha) == (AUTO, AUTO, AUTO, 0.35)
+    assert (SCRATCH.epochs, SCRATCH.batch_size, SCRATCH.learning_rate, SCRATCH.alpha) == (AUTO, AUTO, AUTO, 0.5)
     differ = {n for n in field_names() if getattr(PRETRAINED, n) != getattr(SCRATCH, n)}
     assert differ == {"weights", "epochs", "batch_size", "learning_rate", "alpha"}
     assert all(getattr(PRETRAINED, n) is not None for n in field_names() if n != "tflite")  # no "None: default"
@@ -121,7 +121,7 @@ def test_check_accepts_each_numbers_edges(name):
         ({"epochs": 2.5}, "--epochs 2.5 must be a whole number"),
         ({"fast": "yes"}, "--fast 'yes' must be true or false"),
         ({"learning_rate": "1e-3"}, "--lr '1e-3' must be a number"),
-        ({"arch": "resnet50", "alpha": 0.5}, "--alpha applies to mobilenetv2 only, not resnet50"),
+        ({"arch": "resnet50", "alpha": 0.75}, "--alpha applies to mobilenetv2 only, not resnet50"),
         ({"weights": "imagenet", "alpha": 0.6}, "--alpha 0.6: Keras has ImageNet weights for MobileNetV2 at widths"),
     ],
 )

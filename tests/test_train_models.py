@@ -241,7 +241,7 @@ def test_from_scratch_the_rate_warms_up_then_decays_to_zero_and_nothing_cuts_the
 
     # the demo's 188 training / 41 validation images: the schedule the budget gives them
     cfg, _ = apply_schedule(TrainConfig.for_weights("none", model_type="pest"), 188, 41)
-    assert (cfg.epochs, cfg.batch_size, cfg.learning_rate, cfg.alpha, cfg.image_size) == (150, 16, 5e-3, 0.35, 224)
+    assert (cfg.epochs, cfg.batch_size, cfg.learning_rate, cfg.alpha, cfg.image_size) == (150, 16, 5e-3, 0.5, 224)
     sched = scratch_schedule(cfg.learning_rate, cfg.epochs, steps=12)
     rates = [float(sched(step)) for step in (0, 30, 60, 900, 1799)]
     assert rates[0] == pytest.approx(5e-4) and rates[1] < rates[2] == pytest.approx(5e-3)
@@ -323,7 +323,7 @@ def test_a_yaml_config_with_flags_on_top_then_like_reproduces_the_runs_config(cl
     recorded = json.loads((Path(out["path"]) / "config.json").read_text())
     assert (recorded["epochs"], recorded["dropout"]) == (1, 0.1)  # the flags
     assert (recorded["learning_rate"], recorded["batch_size"], recorded["seed"]) == (2e-3, 8, 5)  # the file
-    assert (recorded["alpha"], recorded["patience"]) == (0.35, 4)  # the scratch preset, concrete
+    assert (recorded["alpha"], recorded["patience"]) == (0.5, 4)  # the scratch preset, concrete
 
     again = cli("train", "--like", out["run_id"], "--json")
     assert again.exit_code == 0, again.stderr

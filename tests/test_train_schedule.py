@@ -181,3 +181,17 @@ def test_over_the_memory_budget_the_plan_falls_back_to_disk_then_to_decoding(tmp
     huge = plan_cache(10**9, 0, 1024, budget_mb=2, disk_dir=tmp_path / "k")
     assert not huge.used and huge.disk_path is None and "MB free on disk" in huge.reason
     assert plan_cache(100, 20, 64, budget_mb=0).disk_path is None  # no folder given: decoded every epoch
+
+
+def test_efficientnetb0_gets_its_own_smaller_step_budget_and_says_so():
+    """Its step costs about 4x MobileNetV2's and it learns in fewer: 1,800 steps would be 25 minutes on 1,259
+    digits (schedule.BACKBONE_STEPS); the others keep TARGET_STEPS."""
+    from agroml.training.schedule import BACKBONE_STEPS
+
+    for arch, steps in (("efficientnetb0", BACKBONE_STEPS["efficientnetb0"]), ("resnet50", TARGET_STEPS)):
+        plan = plan_schedule(_scratch(arch=arch), 1259, 270)
+        assert abs(plan.steps - steps) <= plan.steps_per_epoch / 2, plan
+        assert f"{steps} target steps for {arch}" in plan.reason
+    assert BACKBONE_STEPS["efficientnetb0"] < TARGET_STEPS
+    given = plan_schedule(_scratch(arch="efficientnetb0", epochs=40), 1259, 270)
+    assert given.epochs == 40 and "epochs" not in given.chosen  # the user's value still wins

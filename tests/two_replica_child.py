@@ -62,8 +62,9 @@ def main() -> int:
         )
         model.compile(optimizer=keras.optimizers.Adam(0.05), loss="sparse_categorical_crossentropy")
         start = [np.asarray(v.value.numpy()) for v in model.non_trainable_variables]
+        reported: list = []
         rows = distributed.fit_phase_distributed(
-            dist, model, "scratch", cfg, train_ds, val_ds, 3, 6, {0: 1.0, 1: 1.0}, workdir
+            dist, model, "scratch", cfg, train_ds, val_ds, 3, 6, {0: 1.0, 1: 1.0}, workdir, on_epoch=reported.append
         )
     gap = max(
         float(np.max(np.abs(a.numpy() - b.numpy())))
@@ -79,7 +80,16 @@ def main() -> int:
     loss = float(np.mean(keras.losses.sparse_categorical_crossentropy(yv, probs)))
     accuracy = float(np.mean(np.argmax(probs, axis=-1) == yv))
     out.write_text(
-        json.dumps({"rows": rows, "replica_gap": gap, "moved": moved, "val_loss": loss, "val_accuracy": accuracy})
+        json.dumps(
+            {
+                "rows": rows,
+                "reported": [status.epoch for status in reported],
+                "replica_gap": gap,
+                "moved": moved,
+                "val_loss": loss,
+                "val_accuracy": accuracy,
+            }
+        )
     )
     return 0
 

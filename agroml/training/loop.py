@@ -5,9 +5,9 @@
   BatchNorm kept in inference mode, recompiled;
 - from scratch (``--weights none``) one phase ("scratch") trains the whole network, BatchNorm learning,
   with rotation at any angle and a warmup + cosine learning-rate schedule run to its end.
-Each phase: a stop at the first non-finite loss, a best checkpoint and a progress callback (the CLI
-draws it; the registry records each epoch); the pretrained phases also EarlyStopping restoring the
-best weights and ReduceLROnPlateau.
+Each phase: a stop at the first non-finite loss and a progress callback (the CLI draws it; the
+registry records each epoch); the pretrained phases also EarlyStopping restoring the best weights,
+ReduceLROnPlateau and a best checkpoint.
 """
 
 from __future__ import annotations
@@ -188,8 +188,8 @@ def callbacks(
     later_epochs: int = 0,
     stop_early: bool = False,
 ) -> list[Any]:
-    """Pretrained phases: EarlyStopping (best weights restored) and ReduceLROnPlateau. Both: a stop at
-    the first non-finite loss, the best checkpoint and the progress reporter.
+    """Pretrained phases: EarlyStopping (best weights restored), ReduceLROnPlateau and the best
+    checkpoint. Both: a stop at the first non-finite loss and the progress reporter.
 
     From scratch the schedule runs to its end and the last weights are kept, unless ``stop_early``
     (a validation split large enough to trust, training/schedule.py): then EarlyStopping restoring
@@ -214,12 +214,25 @@ def callbacks(
         ]
     )
     rate = "fine_tune_learning_rate" if phase == "fine_tune" else "learning_rate"
+    # From scratch no best checkpoint: the last weights are kept (or EarlyStopping restores the best from
+    # memory), so the file was written only to be deleted, and writing it (weights and Adam's slots, an
+    # h5 dataset per variable) was about a fifth of the main thread's time in the demo's epochs (py-spy)
+    checkpoint = (
+        []
+        if phase == "scratch"
+        else [
+            keras.callbacks.ModelCheckpoint(
+                str(workdir / f"best_{phase}.weights.h5"),
+                monitor="val_loss",
+                save_best_only=True,
+                save_weights_only=True,
+            )
+        ]
+    )
     return [
         StopOnNonFiniteLoss(phase, first_epoch, flag(rate), getattr(cfg, rate)),
         *stopping,
-        keras.callbacks.ModelCheckpoint(
-            str(workdir / f"best_{phase}.weights.h5"), monitor="val_loss", save_best_only=True, save_weights_only=True
-        ),
+        *checkpoint,
         EpochReporter(phase, epochs, steps, progress, on_epoch, first_epoch, later_epochs),
         *tensorboard_logger(cfg, workdir, phase),
     ]

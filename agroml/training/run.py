@@ -28,7 +28,7 @@ from agroml.images.pixels import load_image_array
 from agroml.lifecycle import plots, tracking
 from agroml.lifecycle.metrics import compute_metrics
 from agroml.lifecycle.registry import Registry
-from agroml.training import distributed, feature_store, features, outputs
+from agroml.training import augment, distributed, feature_store, features, outputs
 from agroml.training.backbones import Backbone, build_base, get_backbone
 from agroml.training.config import TrainConfig
 from agroml.training.data import CachePlan, TrainingData, load_training_data, make_dataset, plan_cache
@@ -117,7 +117,10 @@ def train(
     config = {
         "run_id": run_id,
         **asdict(cfg),
-        "augmentation": augmentation_settings(cfg.scratch),
+        "augmentation": {
+            **augmentation_settings(cfg.scratch),
+            "where": augment.WHERE if cfg.scratch else "the model's first layer (Keras random layers)",
+        },
         "split": list(SPLIT_FRACTIONS),
         "classes": data.classes,
         "data_fingerprint": data.fingerprint(),
@@ -269,14 +272,16 @@ def build_and_fit(
         )
 
     rows: list[dict] = []
-    if cfg.scratch:
-        model = build_model(backbone, base, n_classes, size, scratch=True, dropout=cfg.dropout, seed=cfg.seed)
+    if cfg.scratch:  # augmented in the pipeline, beside the step (training/augment.py), not in the model
+        model = build_model(
+            backbone, base, n_classes, size, scratch=True, dropout=cfg.dropout, seed=cfg.seed, augment=False
+        )
         compile_model(model, scratch_schedule(cfg.learning_rate, cfg.epochs, steps), n_classes, cfg.run_eagerly)
         rows += fit(
             model,
             "scratch",
             cfg,
-            train_ds(),
+            augment.augment_batches(train_ds(), size, augmentation_settings(scratch=True), cfg.seed),
             val_ds,
             cfg.epochs,
             steps,

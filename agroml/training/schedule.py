@@ -12,7 +12,8 @@ not a number of passes. So:
   images per step where there are images to spare; per image it is not faster on two loaded CPUs,
   measured 0.81x of batch 16 at 64 px, benchmarks/README.md),
   and the learning rate with it, by the square root of the batch ratio (the usual rule for Adam);
-- the epochs are the :data:`TARGET_STEPS` steps divided by the steps of one epoch, kept between
+- the epochs are the backbone's target steps (:data:`TARGET_STEPS`, fewer for EfficientNetB0:
+  :data:`BACKBONE_STEPS`) divided by the steps of one epoch, kept between
   :data:`MIN_EPOCHS` (a big set still sees every image that often) and :data:`MAX_EPOCHS` (a tiny one
   does not loop for ever on the same photos);
 - EarlyStopping (best weights restored) only when the validation split has :data:`TRUSTED_VAL`
@@ -36,11 +37,17 @@ from typing import Any
 
 from agroml.training.config import AUTO, AUTO_FIELDS, TrainConfig
 
-#: Optimizer steps of a from-scratch run, whatever the batch size (so more data, a bigger batch, more
-#: images seen). On the demo's 188 training images: 150 epochs of batch 16 (measured: 100 epochs gave
-#: test 0.73 / 0.78 on seeds 0 / 1, 150 gave 0.927 on seed 0); on 1,259 digits 45 epochs of batch 32
-#: (measured: the same images seen as the demo's, 22 epochs, gave test 0.922 / 0.87 on seeds 0 / 1).
+#: Optimizer steps of a from-scratch MobileNetV2 run, whatever the batch size (so more data, a bigger
+#: batch, more images seen). On the demo's 188 training images: 150 epochs of batch 16 (measured: 100
+#: epochs gave test 0.73 / 0.78 on seeds 0 / 1, 150 gave 0.927 on seed 0); on 1,259 digits 45 epochs of
+#: batch 32 (measured: the same images seen as the demo's, 22 epochs, gave test 0.922 / 0.87 on seeds 0 / 1).
 TARGET_STEPS = 1800
+#: Backbones that get another number of steps. EfficientNetB0: its step costs 3.8x MobileNetV2 0.35's
+#: at 64 px on two cores, so 1,800 steps would be about 25 minutes on 1,259 digits; it also learns
+#: in fewer (squeeze-and-excitation, swish): 680 steps gave test 0.929 on the digits (seed 0, 17 epochs
+#: of batch 32), within the 10 minutes issue 11 sets. ResNet50 keeps the MobileNetV2 budget: nothing
+#: measured says it learns in fewer steps (it is the slowest: about 24 minutes on the demo).
+BACKBONE_STEPS = {"efficientnetb0": 700}
 MIN_EPOCHS = 10
 MAX_EPOCHS = 150
 #: (fewest training images, batch size), largest first.
@@ -95,10 +102,15 @@ def rate_for(batch_size: int) -> float:
     return float(f"{BASE_LR * math.sqrt(batch_size / BASE_BATCH):.3g}")
 
 
-def epochs_for(n_train: int, batch_size: int) -> int:
-    """:data:`TARGET_STEPS` in whole epochs of ``n_train`` images, within [MIN_EPOCHS, MAX_EPOCHS]."""
+def target_steps(arch: str) -> int:
+    """The from-scratch step budget of backbone ``arch`` (:data:`BACKBONE_STEPS`, else :data:`TARGET_STEPS`)."""
+    return BACKBONE_STEPS.get((arch or "").strip().lower(), TARGET_STEPS)
+
+
+def epochs_for(n_train: int, batch_size: int, target: int = TARGET_STEPS) -> int:
+    """``target`` steps in whole epochs of ``n_train`` images, within [MIN_EPOCHS, MAX_EPOCHS]."""
     steps_per_epoch = max(1, math.ceil(n_train / batch_size))
-    return min(MAX_EPOCHS, max(MIN_EPOCHS, round(TARGET_STEPS / steps_per_epoch)))
+    return min(MAX_EPOCHS, max(MIN_EPOCHS, round(target / steps_per_epoch)))
 
 
 def plan_schedule(cfg: TrainConfig, n_train: int, n_val: int) -> Schedule:
@@ -107,7 +119,8 @@ def plan_schedule(cfg: TrainConfig, n_train: int, n_val: int) -> Schedule:
     chosen = tuple(name for name in AUTO_FIELDS if getattr(cfg, name) == AUTO)
     batch = cfg.batch_size or batch_for(n_train)
     rate = cfg.learning_rate or rate_for(batch)
-    epochs = cfg.epochs or epochs_for(n_train, batch)
+    target = target_steps(cfg.arch)
+    epochs = cfg.epochs or epochs_for(n_train, batch, target)
     steps_per_epoch = max(1, math.ceil(n_train / batch))
     early = n_val >= TRUSTED_VAL
     patience = max(cfg.patience, math.ceil(PATIENCE_SHARE * epochs))
@@ -117,11 +130,12 @@ def plan_schedule(cfg: TrainConfig, n_train: int, n_val: int) -> Schedule:
     if "learning_rate" in chosen:
         parts.append(f"lr {rate:g} = {BASE_LR:g} x sqrt({batch}/{BASE_BATCH})")
     if "epochs" in chosen:
-        raw = TARGET_STEPS / steps_per_epoch
+        raw = target / steps_per_epoch
         bound = f"the {'floor' if raw < MIN_EPOCHS else 'ceiling'} of {MIN_EPOCHS}-{MAX_EPOCHS} epochs, "
         parts.append(
             f"{epochs} epochs ({epochs * steps_per_epoch} steps of {batch}): "
-            f"{bound if epochs != round(raw) else ''}{TARGET_STEPS} target steps / {steps_per_epoch} per epoch"
+            f"{bound if epochs != round(raw) else ''}{target} target steps for {cfg.arch} / {steps_per_epoch} "
+            "per epoch"
         )
     given = [name for name in AUTO_FIELDS if name not in chosen]
     if given:
