@@ -3,10 +3,12 @@ tf.data's threads while the model trains on the batch before.
 
 Why here and not as the model's first layer (where the pretrained recipe keeps it): from scratch every
 step runs it, and in the model it sat on the step's critical path. Measured on the 2-core machine,
-MobileNetV2 0.35 at 96 px, batch 16 (``benchmarks/bench_scratch.py``, "augmentation"): Keras' five random
-layers (two resamplings) were about 50 of the step's 160 ms. Here it is one resampling (views.apply: flip,
-rotation and zoom composed, then contrast and brightness) on the batch, overlapped with the step, whose
-two threads are mostly waiting on each other's small ops.
+MobileNetV2 at 96 px, batch 16: Keras' five random layers (two resamplings) were 19-30% of the step
+(width 0.35: 161 vs 112 ms with and without them, loaded; width 0.5, quiet: 150 vs 122 ms,
+``benchmarks/bench_scratch.py``). An epoch gains less, 1.06x, because the pipeline's work shares the
+same two cores. Here it is one resampling (views.apply: flip, rotation and zoom composed, then contrast
+and brightness) on the batch, overlapped with the step, whose two threads are mostly waiting on each
+other's small ops.
 
 The draws are stateless: batch ``i`` of the repeated pipeline uses the seed (``seed``, ``i``), so a run
 is reproducible and every epoch sees new views, whatever thread computes them. The ranges are
