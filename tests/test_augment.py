@@ -99,3 +99,12 @@ def test_a_from_scratch_run_augments_in_the_pipeline_and_saves_a_model_without_i
     saved = keras.models.load_model(result.path / "model.keras")
     assert not [layer.name for layer in saved.layers if "augmentation" in layer.name or "random" in layer.name]
     assert result.metrics["test"]["n"] > 0  # evaluated: the pipeline's float32 images and the saved graph agree
+
+
+def test_config_says_where_each_recipe_augments():
+    """From scratch the pipeline; pretrained fast, the hashed views then the model; pretrained slow, the model."""
+    from agroml.training.augment import FAST_VIEWS, IN_MODEL, where
+
+    assert [where(True, True), where(True, False)] == [WHERE, WHERE]  # from scratch there is no fast path
+    assert (where(False, True), where(False, False)) == (FAST_VIEWS, IN_MODEL)
+    assert "views.py" in FAST_VIEWS and IN_MODEL in FAST_VIEWS  # fine-tuning still augments in the model

@@ -18,6 +18,7 @@ from shape_photos import add_shapes
 
 from agroml.core import config
 from agroml.images.pixels import load_image_array
+from agroml.training import augment
 from agroml.training.backbones import BACKBONES
 from agroml.training.config import TrainConfig
 from agroml.training.run import train
@@ -152,7 +153,7 @@ def test_fast_path_matches_slow_path(tmp_path):
     # 40 per class: 36 held-out images, so the 0.25 tolerance is about 2 standard errors of a difference
     add_shapes(settings, {k: 40 for k in COLORS}, size=32, colors=COLORS)
     # a base that has seen these images (3 epochs from scratch): random deep features carry no colour
-    pre = train(settings, _cfg("none", image_size=32, epochs=3, batch_size=16, run_eagerly=True))
+    pre = train(settings, _cfg("none", image_size=32, epochs=3, batch_size=16, alpha=0.35, run_eagerly=True))
     base_weights = tmp_path / "base.weights.h5"
     next(layer for layer in pre.model.layers if layer.name.startswith("mobilenetv2")).save_weights(base_weights)
     common = dict(image_size=32, epochs=8, batch_size=16, alpha=0.35, learning_rate=0.01)
@@ -166,6 +167,11 @@ def test_fast_path_matches_slow_path(tmp_path):
         / (r.metrics["val"]["n"] + r.metrics["test"]["n"])
         for name, r in (("fast", fast), ("slow", slow))
     }
+    recorded = {
+        name: json.loads((r.path / "config.json").read_text())["augmentation"]["where"]
+        for name, r in (("fast", fast), ("slow", slow))
+    }
+    assert recorded == {"fast": augment.FAST_VIEWS, "slow": augment.IN_MODEL}  # what each path did
     assert max(accuracy.values()) >= 0.6, accuracy  # the base's features carry the classes
     assert abs(accuracy["fast"] - accuracy["slow"]) <= 0.25, accuracy
     # the saved whole network (raw pixels in) is the base + the head trained on cached features

@@ -28,6 +28,15 @@ if TYPE_CHECKING:
 
 #: config.json's ``augmentation.where`` for a from-scratch run.
 WHERE = "input pipeline: one resampling per image, a new stateless draw per batch (training/augment.py)"
+#: ... for a pretrained run: the fast path's phase 1 trains on views drawn from each image's hash
+#: (training/views.py); the slow path and fine-tuning on the model's first layer.
+IN_MODEL = "the model's first layer (Keras random layers)"
+FAST_VIEWS = "phase 1: per-image views drawn from each image's hash (training/views.py); fine-tuning: " + IN_MODEL
+
+
+def where(scratch: bool, fast: bool) -> str:
+    """Where a run's augmentation runs, for config.json's ``augmentation.where``."""
+    return WHERE if scratch else FAST_VIEWS if fast else IN_MODEL
 
 
 def draw_batch(seed: Any, n: Any, image_size: int, settings: dict[str, Any]) -> Any:

@@ -119,7 +119,7 @@ def train(
         **asdict(cfg),
         "augmentation": {
             **augmentation_settings(cfg.scratch),
-            "where": augment.WHERE if cfg.scratch else "the model's first layer (Keras random layers)",
+            "where": augment.where(cfg.scratch, fast),
         },
         "split": list(SPLIT_FRACTIONS),
         "classes": data.classes,
